@@ -1,0 +1,30 @@
+//! The lock protocol, with no I/O: every decision the coordinator and the region
+//! agents make is computed here from events passed in, so it is tested without
+//! sockets, etcd or sleeps.
+//!
+//! # Layout
+//! - [`quorum`]: the majority rule. Tallies of region replies for acquire, renew,
+//!   release and read that decide as soon as the outcome is certain.
+//! - [`fence`]: the fencing-token ratchet (how a coordinator picks a token that
+//!   regions will accept).
+//! - [`validity`]: how long a caller may rely on a lock (ttl − elapsed − drift).
+//! - [`expiry`]: rounding grants up to shared etcd lease buckets, never down.
+//! - [`ring`]: the consistent-hash ring that routes a resource to a shard.
+//! - [`request`]: the rules for every input field, with errors naming the bounds.
+//! - [`lock_id`]: the opaque, URL-safe lock id that also routes renew/release.
+//! - [`backoff`]: jittered retry delays while waiting for a held resource.
+//! - [`clock`]: the only way the services read time, so tests can move it.
+
+pub mod backoff;
+pub mod clock;
+pub mod expiry;
+pub mod fence;
+pub mod lock_id;
+pub mod quorum;
+pub mod request;
+pub mod ring;
+pub mod validity;
+
+/// Number of regions a lock is proposed to. The quorum rule is written for any
+/// odd count, but the deployment shape (and every test) uses three.
+pub const REGION_COUNT: usize = 3;

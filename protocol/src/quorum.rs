@@ -1,0 +1,723 @@
+//! The majority rule: a lock is held when a majority of regions hold a grant for
+//! the same lock id.
+//!
+//! Each operation the coordinator fans out to every region has a tally here. The
+//! coordinator records each region's reply as it arrives (or a failure when the
+//! region cannot be reached in time) and acts on the first decision that is not
+//! `Pending`. A tally decides as soon as the outcome is certain, so a caller waits
+//! for the nearest majority, never for the slowest region.
+//!
+//! Nothing here can turn a minority into success: every success path checks a
+//! count of agreeing regions against [`majority`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How many regions make a majority of `regions`.
+pub const fn majority(regions: usize) -> usize {
+    regions / 2 + 1
+}
+
+/// A grant as one region reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The lock this grant belongs to.
+    pub lock_id: String,
+    /// Who asked for it.
+    pub owner: String,
+    /// Its fencing token (the same in every region for one lock id).
+    pub token: u64,
+    /// The TTL it was granted (or last renewed) with.
+    pub ttl_ms: u64,
+    /// The idempotency key of the acquire that created it.
+    pub request_id: String,
+    /// How long it lives at least in that region, as of the reply.
+    pub remaining: Duration,
+}
+
+/// Regions that answered with something other than success: by index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionSplit {
+    /// Regions that answered.
+    pub reachable: Vec<usize>,
+    /// Regions that failed or did not answer in time.
+    pub unreachable: Vec<usize>,
+}
+
+/// The kth largest remaining time among grants: how long a majority still holds.
+fn majority_remaining(mut remaining: Vec<Duration>, majority: usize) -> Duration {
+    remaining.sort_unstable_by(|a, b| b.cmp(a));
+    remaining
+        .get(majority.saturating_sub(1))
+        .copied()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Grants grouped by lock id, with the regions holding each.
+fn group_grants<'a>(grants: impl Iterator<Item = (usize, &'a Grant)>) -> Vec<(&'a Grant, Vec<usize>)> {
+    let mut groups: BTreeMap<(&str, u64), (&Grant, Vec<usize>)> = BTreeMap::new();
+    for (region, grant) in grants {
+        groups
+            .entry((grant.lock_id.as_str(), grant.token))
+            .or_insert_with(|| (grant, Vec::new()))
+            .1
+            .push(region);
+    }
+    groups.into_values().collect()
+}
+
+/// A lock that a majority agrees on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MajorityGrant {
+    /// The grant (lock id, owner, token, ttl) the majority holds.
+    pub grant: Grant,
+    /// The regions that hold it, in index order.
+    pub regions: Vec<usize>,
+    /// How long a majority of them hold it at least, as of their replies.
+    pub held_for: Duration,
+}
+
+fn majority_grant(group: (&Grant, Vec<usize>), remaining: Vec<Duration>, majority: usize) -> MajorityGrant {
+    let (grant, regions) = group;
+    MajorityGrant {
+        grant: grant.clone(),
+        regions,
+        held_for: majority_remaining(remaining, majority),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Acquire
+// ---------------------------------------------------------------------------
+
+/// One region's answer to a grant proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantReply {
+    /// Granted now, or held already for the same request id (then the grant may
+    /// carry an earlier lock id).
+    Granted(Grant),
+    /// Held by another lock.
+    Held(Grant),
+    /// Free, but our token is not above the region's mark.
+    TokenTooLow {
+        /// The region's high-water mark.
+        mark: u64,
+    },
+    /// This lock id was aborted in that region earlier.
+    Aborted,
+    /// Held for our request id but with another owner or TTL.
+    RequestConflict(Grant),
+    /// No answer: unreachable, timed out, or an error.
+    Failed,
+}
+
+/// Why an acquire round did not win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loss {
+    /// Too many regions failed for any majority to form.
+    Unavailable(RegionSplit),
+    /// The request id was used before with a different owner or TTL.
+    RequestConflict(Grant),
+    /// Another lock holds the resource.
+    Held(Grant),
+    /// Our token was too low; propose again above `mark`.
+    TokenTooLow {
+        /// The highest mark any region reported.
+        mark: u64,
+    },
+    /// Votes split with no single reason (e.g. racing proposals): retry later.
+    Split,
+}
+
+/// What to do after a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireDecision {
+    /// Not certain yet: wait for more replies.
+    Pending,
+    /// A majority granted one lock id.
+    Won(MajorityGrant),
+    /// No majority can form any more.
+    Lost(Loss),
+}
+
+/// Tally of one round of grant proposals (one lock id, one token).
+#[derive(Debug, Clone)]
+pub struct AcquireRound {
+    /// One slot per region; `None` until it replied.
+    replies: Vec<Option<GrantReply>>,
+}
+
+impl AcquireRound {
+    /// A round over `regions` regions.
+    pub fn new(regions: usize) -> Self {
+        Self {
+            replies: vec![None; regions],
+        }
+    }
+
+    /// Record region `region`'s reply and decide. A second reply from the same
+    /// region (a duplicate) replaces nothing: the first answer stands.
+    pub fn record(&mut self, region: usize, reply: GrantReply) -> AcquireDecision {
+        if let Some(slot @ None) = self.replies.get_mut(region) {
+            *slot = Some(reply);
+        }
+        self.decide()
+    }
+
+    /// The decision given the replies so far.
+    pub fn decide(&self) -> AcquireDecision {
+        let n = self.replies.len();
+        let majority = majority(n);
+        let granted = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
+            Some(GrantReply::Granted(g)) => Some((i, g)),
+            _ => None,
+        });
+        let groups = group_grants(granted);
+        let pending = self.replies.iter().filter(|r| r.is_none()).count();
+
+        if let Some(index) = groups.iter().position(|(_, regions)| regions.len() >= majority) {
+            let group = groups.into_iter().nth(index).expect("index from position");
+            let remaining = group
+                .1
+                .iter()
+                .filter_map(|&i| match &self.replies[i] {
+                    Some(GrantReply::Granted(g)) => Some(g.remaining),
+                    _ => None,
+                })
+                .collect();
+            return AcquireDecision::Won(majority_grant(group, remaining, majority));
+        }
+        let can_still_win =
+            pending >= majority || groups.iter().any(|(_, r)| r.len() + pending >= majority);
+        if can_still_win {
+            return AcquireDecision::Pending;
+        }
+        AcquireDecision::Lost(self.loss(majority))
+    }
+
+    fn loss(&self, majority: usize) -> Loss {
+        let n = self.replies.len();
+        let failed: Vec<usize> = (0..n)
+            .filter(|&i| matches!(self.replies[i], Some(GrantReply::Failed) | None))
+            .collect();
+        if n - failed.len() < majority {
+            let reachable = (0..n).filter(|i| !failed.contains(i)).collect();
+            return Loss::Unavailable(RegionSplit {
+                reachable,
+                unreachable: failed,
+            });
+        }
+        let replies = || self.replies.iter().flatten();
+        if let Some(grant) = replies().find_map(|r| match r {
+            GrantReply::RequestConflict(g) => Some(g.clone()),
+            _ => None,
+        }) {
+            return Loss::RequestConflict(grant);
+        }
+        if let Some(grant) = replies()
+            .filter_map(|r| match r {
+                GrantReply::Held(g) => Some(g),
+                _ => None,
+            })
+            .max_by_key(|g| g.remaining)
+        {
+            return Loss::Held(grant.clone());
+        }
+        if let Some(mark) = replies()
+            .filter_map(|r| match r {
+                GrantReply::TokenTooLow { mark } => Some(*mark),
+                _ => None,
+            })
+            .max()
+        {
+            return Loss::TokenTooLow { mark };
+        }
+        Loss::Split
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Renew
+// ---------------------------------------------------------------------------
+
+/// One region's answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewReply {
+    /// The grant for this lock id was extended.
+    Renewed(Grant),
+    /// No grant for this lock id in that region.
+    NotFound,
+    /// No answer.
+    Failed,
+}
+
+/// What a renewal comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewDecision {
+    /// Not certain yet.
+    Pending,
+    /// A majority extended the lock.
+    Renewed(MajorityGrant),
+    /// A majority does not hold this lock id: it is gone.
+    Lost,
+    /// Too few regions answered to tell.
+    Unavailable(RegionSplit),
+}
+
+/// Tally of one renewal.
+#[derive(Debug, Clone)]
+pub struct RenewTally {
+    /// One slot per region; `None` until it replied.
+    replies: Vec<Option<RenewReply>>,
+}
+
+impl RenewTally {
+    /// A tally over `regions` regions.
+    pub fn new(regions: usize) -> Self {
+        Self {
+            replies: vec![None; regions],
+        }
+    }
+
+    /// Record a reply (the first from each region stands) and decide.
+    pub fn record(&mut self, region: usize, reply: RenewReply) -> RenewDecision {
+        if let Some(slot @ None) = self.replies.get_mut(region) {
+            *slot = Some(reply);
+        }
+        let n = self.replies.len();
+        let majority = majority(n);
+        let renewed = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
+            Some(RenewReply::Renewed(g)) => Some((i, g)),
+            _ => None,
+        });
+        let groups = group_grants(renewed);
+        if let Some(index) = groups.iter().position(|(_, r)| r.len() >= majority) {
+            let group = groups.into_iter().nth(index).expect("index from position");
+            let remaining = group
+                .1
+                .iter()
+                .filter_map(|&i| match &self.replies[i] {
+                    Some(RenewReply::Renewed(g)) => Some(g.remaining),
+                    _ => None,
+                })
+                .collect();
+            return RenewDecision::Renewed(majority_grant(group, remaining, majority));
+        }
+        let count = |want: fn(&Option<RenewReply>) -> bool| self.replies.iter().filter(|r| want(r)).count();
+        let not_found = count(|r| matches!(r, Some(RenewReply::NotFound)));
+        if not_found >= majority {
+            return RenewDecision::Lost;
+        }
+        if count(Option::is_none) > 0 {
+            return RenewDecision::Pending;
+        }
+        RenewDecision::Unavailable(split(&self.replies, |r| matches!(r, RenewReply::Failed)))
+    }
+}
+
+fn split<T>(replies: &[Option<T>], failed: impl Fn(&T) -> bool) -> RegionSplit {
+    let mut out = RegionSplit::default();
+    for (i, reply) in replies.iter().enumerate() {
+        match reply {
+            Some(r) if !failed(r) => out.reachable.push(i),
+            _ => out.unreachable.push(i),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Release
+// ---------------------------------------------------------------------------
+
+/// One region's answer to a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveReply {
+    /// The grant for this lock id existed and was removed.
+    Removed,
+    /// No grant for this lock id in that region.
+    NotFound,
+    /// No answer.
+    Failed,
+}
+
+/// What a release comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseDecision {
+    /// Not certain yet.
+    Pending,
+    /// Our grant was removed and at most a minority could still hold it.
+    Released {
+        /// Regions that removed a grant.
+        regions: Vec<usize>,
+    },
+    /// A majority had no grant for this lock id.
+    NotFound,
+    /// Too few regions answered to tell.
+    Unavailable(RegionSplit),
+}
+
+/// Tally of one release.
+#[derive(Debug, Clone)]
+pub struct ReleaseTally {
+    /// One slot per region; `None` until it replied.
+    replies: Vec<Option<RemoveReply>>,
+}
+
+impl ReleaseTally {
+    /// A tally over `regions` regions.
+    pub fn new(regions: usize) -> Self {
+        Self {
+            replies: vec![None; regions],
+        }
+    }
+
+    /// Record a reply (the first from each region stands) and decide.
+    pub fn record(&mut self, region: usize, reply: RemoveReply) -> ReleaseDecision {
+        if let Some(slot @ None) = self.replies.get_mut(region) {
+            *slot = Some(reply);
+        }
+        let majority = majority(self.replies.len());
+        let of = |want: RemoveReply| self.replies.iter().filter(|r| **r == Some(want)).count();
+        let (removed, not_found) = (of(RemoveReply::Removed), of(RemoveReply::NotFound));
+        if removed >= 1 && removed + not_found >= majority {
+            let regions = (0..self.replies.len())
+                .filter(|&i| self.replies[i] == Some(RemoveReply::Removed))
+                .collect();
+            return ReleaseDecision::Released { regions };
+        }
+        if removed == 0 && not_found >= majority {
+            return ReleaseDecision::NotFound;
+        }
+        if self.replies.iter().any(Option::is_none) {
+            return ReleaseDecision::Pending;
+        }
+        ReleaseDecision::Unavailable(split(&self.replies, |r| *r == RemoveReply::Failed))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Read (Describe and Validate)
+// ---------------------------------------------------------------------------
+
+/// One region's view of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadReply {
+    /// Nobody holds it there.
+    Free,
+    /// This grant holds it there.
+    Holding(Grant),
+    /// No answer.
+    Failed,
+}
+
+/// Who holds a resource, as far as a majority can show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadDecision {
+    /// Not certain yet.
+    Pending,
+    /// A majority holds one lock.
+    Held(MajorityGrant),
+    /// No lock is held by a majority, and none could be among the silent regions.
+    Free,
+    /// The regions that did not answer could change the answer.
+    Unavailable(RegionSplit),
+}
+
+/// Tally of one read.
+#[derive(Debug, Clone)]
+pub struct ReadTally {
+    /// One slot per region; `None` until it replied.
+    replies: Vec<Option<ReadReply>>,
+}
+
+impl ReadTally {
+    /// A tally over `regions` regions.
+    pub fn new(regions: usize) -> Self {
+        Self {
+            replies: vec![None; regions],
+        }
+    }
+
+    /// Record a reply (the first from each region stands) and decide.
+    pub fn record(&mut self, region: usize, reply: ReadReply) -> ReadDecision {
+        if let Some(slot @ None) = self.replies.get_mut(region) {
+            *slot = Some(reply);
+        }
+        let majority = majority(self.replies.len());
+        let holding = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
+            Some(ReadReply::Holding(g)) => Some((i, g)),
+            _ => None,
+        });
+        let groups = group_grants(holding);
+        if let Some(index) = groups.iter().position(|(_, r)| r.len() >= majority) {
+            let group = groups.into_iter().nth(index).expect("index from position");
+            let remaining = group
+                .1
+                .iter()
+                .filter_map(|&i| match &self.replies[i] {
+                    Some(ReadReply::Holding(g)) => Some(g.remaining),
+                    _ => None,
+                })
+                .collect();
+            return ReadDecision::Held(majority_grant(group, remaining, majority));
+        }
+        let free = self.replies.iter().filter(|r| **r == Some(ReadReply::Free)).count();
+        if free >= majority {
+            return ReadDecision::Free;
+        }
+        let unknown = self
+            .replies
+            .iter()
+            .filter(|r| matches!(r, None | Some(ReadReply::Failed)))
+            .count();
+        if groups.iter().any(|(_, r)| r.len() + unknown >= majority) || unknown >= majority {
+            if self.replies.iter().any(Option::is_none) {
+                return ReadDecision::Pending;
+            }
+            return ReadDecision::Unavailable(split(&self.replies, |r| *r == ReadReply::Failed));
+        }
+        ReadDecision::Free
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(lock_id: &str, token: u64, remaining_ms: u64) -> Grant {
+        Grant {
+            lock_id: lock_id.into(),
+            owner: format!("owner-of-{lock_id}"),
+            token,
+            ttl_ms: 10_000,
+            request_id: format!("req-{lock_id}"),
+            remaining: Duration::from_millis(remaining_ms),
+        }
+    }
+
+    fn granted(lock_id: &str, token: u64) -> GrantReply {
+        GrantReply::Granted(grant(lock_id, token, 10_000))
+    }
+
+    #[test]
+    fn majority_of_three_is_two() {
+        assert_eq!(majority(1), 1);
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(5), 3);
+    }
+
+    #[test]
+    fn one_grant_is_never_a_majority() {
+        let mut round = AcquireRound::new(3);
+        assert_eq!(round.record(0, granted("L", 7)), AcquireDecision::Pending);
+        let lost = round.record(1, GrantReply::Failed);
+        assert_eq!(lost, AcquireDecision::Pending);
+        match round.record(2, GrantReply::Failed) {
+            AcquireDecision::Lost(Loss::Unavailable(split)) => {
+                assert_eq!(split.reachable, vec![0]);
+                assert_eq!(split.unreachable, vec![1, 2]);
+            }
+            other => panic!("a single grant must not win: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wins_at_the_nearest_majority_without_waiting_for_the_third() {
+        let mut round = AcquireRound::new(3);
+        assert_eq!(round.record(2, granted("L", 7)), AcquireDecision::Pending);
+        match round.record(0, granted("L", 7)) {
+            AcquireDecision::Won(won) => {
+                assert_eq!(won.grant.lock_id, "L");
+                assert_eq!(won.regions, vec![0, 2]);
+                assert_eq!(won.held_for, Duration::from_millis(10_000));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_duplicate_reply_from_one_region_counts_once() {
+        let mut round = AcquireRound::new(3);
+        round.record(1, granted("L", 7));
+        assert_eq!(round.record(1, granted("L", 7)), AcquireDecision::Pending);
+        // And a later different reply from the same region does not overwrite it.
+        assert_eq!(round.record(1, GrantReply::Failed), AcquireDecision::Pending);
+    }
+
+    #[test]
+    fn two_refusals_lose_early_naming_the_holder() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::Held(grant("H", 5, 3_000)));
+        match round.record(1, GrantReply::Held(grant("H", 5, 2_000))) {
+            AcquireDecision::Lost(Loss::Held(holder)) => {
+                assert_eq!(holder.lock_id, "H");
+                assert_eq!(holder.remaining, Duration::from_millis(3_000));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_many_failures_is_unavailable_even_if_one_region_says_held() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::Held(grant("H", 5, 3_000)));
+        round.record(1, GrantReply::Failed);
+        assert!(matches!(
+            round.record(2, GrantReply::Failed),
+            AcquireDecision::Lost(Loss::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn token_too_low_reports_the_highest_mark() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::TokenTooLow { mark: 40 });
+        round.record(1, granted("L", 7));
+        assert_eq!(
+            round.record(2, GrantReply::TokenTooLow { mark: 90 }),
+            AcquireDecision::Lost(Loss::TokenTooLow { mark: 90 })
+        );
+    }
+
+    #[test]
+    fn held_outranks_token_too_low() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::TokenTooLow { mark: 40 });
+        round.record(1, granted("L", 7));
+        assert!(matches!(
+            round.record(2, GrantReply::Held(grant("H", 5, 1))),
+            AcquireDecision::Lost(Loss::Held(_))
+        ));
+    }
+
+    #[test]
+    fn request_conflict_is_reported() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::RequestConflict(grant("E", 3, 1)));
+        assert!(matches!(
+            round.record(1, GrantReply::RequestConflict(grant("E", 3, 1))),
+            AcquireDecision::Lost(Loss::RequestConflict(_))
+        ));
+    }
+
+    #[test]
+    fn grants_for_different_lock_ids_do_not_add_up() {
+        // An idempotent retry: one region still holds the earlier attempt E, another
+        // grants the new proposal L. Neither is a majority.
+        let mut round = AcquireRound::new(3);
+        round.record(0, granted("E", 3));
+        round.record(1, granted("L", 9));
+        assert_eq!(round.record(2, GrantReply::Aborted), AcquireDecision::Lost(Loss::Split));
+    }
+
+    #[test]
+    fn an_earlier_grant_for_the_same_request_wins_with_its_own_remaining_time() {
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::Granted(grant("E", 3, 4_000)));
+        round.record(1, granted("L", 9));
+        match round.record(2, GrantReply::Granted(grant("E", 3, 2_500))) {
+            AcquireDecision::Won(won) => {
+                assert_eq!(won.grant.lock_id, "E");
+                assert_eq!(won.regions, vec![0, 2]);
+                // The lock is held while a majority holds it: the smaller of the two.
+                assert_eq!(won.held_for, Duration::from_millis(2_500));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn held_for_is_the_majority_th_largest_remaining() {
+        assert_eq!(
+            majority_remaining(
+                vec![Duration::from_millis(5), Duration::from_millis(9), Duration::from_millis(7)],
+                2
+            ),
+            Duration::from_millis(7)
+        );
+    }
+
+    #[test]
+    fn renew_needs_a_majority_and_never_counts_a_lone_region() {
+        let mut tally = RenewTally::new(3);
+        assert_eq!(
+            tally.record(0, RenewReply::Renewed(grant("L", 7, 9_000))),
+            RenewDecision::Pending
+        );
+        assert_eq!(tally.record(1, RenewReply::NotFound), RenewDecision::Pending);
+        assert!(matches!(tally.record(2, RenewReply::Failed), RenewDecision::Unavailable(_)));
+
+        let mut tally = RenewTally::new(3);
+        tally.record(0, RenewReply::NotFound);
+        assert_eq!(tally.record(2, RenewReply::NotFound), RenewDecision::Lost);
+
+        let mut tally = RenewTally::new(3);
+        tally.record(0, RenewReply::Renewed(grant("L", 7, 9_000)));
+        assert!(matches!(
+            tally.record(1, RenewReply::Renewed(grant("L", 7, 8_000))),
+            RenewDecision::Renewed(MajorityGrant { held_for, .. }) if held_for == Duration::from_millis(8_000)
+        ));
+    }
+
+    #[test]
+    fn release_rules() {
+        let mut tally = ReleaseTally::new(3);
+        assert_eq!(tally.record(0, RemoveReply::Removed), ReleaseDecision::Pending);
+        assert_eq!(
+            tally.record(1, RemoveReply::Removed),
+            ReleaseDecision::Released {
+                regions: vec![0, 1]
+            }
+        );
+
+        let mut tally = ReleaseTally::new(3);
+        tally.record(0, RemoveReply::NotFound);
+        assert_eq!(tally.record(1, RemoveReply::NotFound), ReleaseDecision::NotFound);
+
+        // A lock held by {0, 2} with region 2 down: removing it from region 0 leaves
+        // at most a minority holding it, so the release succeeded.
+        let mut tally = ReleaseTally::new(3);
+        tally.record(2, RemoveReply::Failed);
+        tally.record(1, RemoveReply::NotFound);
+        assert_eq!(
+            tally.record(0, RemoveReply::Removed),
+            ReleaseDecision::Released { regions: vec![0] }
+        );
+
+        let mut tally = ReleaseTally::new(3);
+        tally.record(0, RemoveReply::Failed);
+        tally.record(1, RemoveReply::Failed);
+        assert!(matches!(
+            tally.record(2, RemoveReply::NotFound),
+            ReleaseDecision::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn read_rules() {
+        let mut tally = ReadTally::new(3);
+        tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
+        assert!(matches!(
+            tally.record(1, ReadReply::Holding(grant("L", 7, 4_000))),
+            ReadDecision::Held(_)
+        ));
+
+        let mut tally = ReadTally::new(3);
+        tally.record(0, ReadReply::Free);
+        assert_eq!(tally.record(1, ReadReply::Free), ReadDecision::Free);
+
+        // One holder, one free, one silent: the silent one decides, so we cannot tell.
+        let mut tally = ReadTally::new(3);
+        tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
+        tally.record(1, ReadReply::Free);
+        assert_eq!(tally.record(1, ReadReply::Free), ReadDecision::Pending);
+        assert!(matches!(tally.record(2, ReadReply::Failed), ReadDecision::Unavailable(_)));
+
+        // Split between two lock ids and a free region: nobody holds a majority.
+        let mut tally = ReadTally::new(3);
+        tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
+        tally.record(1, ReadReply::Holding(grant("M", 8, 5_000)));
+        assert_eq!(tally.record(2, ReadReply::Free), ReadDecision::Free);
+    }
+}
