@@ -1,0 +1,72 @@
+//! What can go wrong talking to a shard.
+
+use std::time::Duration;
+
+/// A shard operation that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd did not answer within the deadline.
+    #[error("shard {shard}: {op} timed out after {after:?}")]
+    Timeout {
+        /// The shard.
+        shard: String,
+        /// The operation.
+        op: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// etcd answered with an error (or the connection failed).
+    #[error("shard {shard}: {op} failed")]
+    Etcd {
+        /// The shard.
+        shard: String,
+        /// The operation.
+        op: &'static str,
+        /// etcd's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// A stored grant record could not be decoded.
+    #[error("shard {shard}: record under {key} is corrupt")]
+    Corrupt {
+        /// The shard.
+        shard: String,
+        /// The key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A transaction kept losing races with concurrent writers.
+    #[error("shard {shard}: {op} kept conflicting with concurrent writes")]
+    Contention {
+        /// The shard.
+        shard: String,
+        /// The operation.
+        op: &'static str,
+    },
+    /// The endpoint list was unusable.
+    #[error("shard {shard}: cannot use endpoints {endpoints:?}")]
+    Endpoints {
+        /// The shard.
+        shard: String,
+        /// The endpoints given.
+        endpoints: Vec<String>,
+        /// Why.
+        #[source]
+        source: etcd_client::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the request lease was not found (it expired or etcd lost it).
+    pub(crate) fn is_lease_not_found(&self) -> bool {
+        match self {
+            Self::Etcd {
+                source: etcd_client::Error::GRpcStatus(status),
+                ..
+            } => status.message().contains("lease not found"),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The only crate that talks to etcd.
+//!
+//! A region keeps, per shard (one etcd cluster each), three kinds of keys:
+//! the grant holding a resource (attached to a shared lease bucket, so it
+//! expires by itself), the resource's fencing-token high-water mark (never
+//! expires), and tombstones of aborted lock ids. Every change is a guarded etcd
+//! transaction; see [`ShardStore::grant`] for the one that matters most.
+//!
+//! # Layout
+//! - [`shard`]: [`ShardStore`], the operations on one shard.
+//! - [`keys`]: the key layout and the order-preserving token encoding.
+//! - [`record`]: the stored grant record.
+//! - `leases`: the table of shared lease buckets.
+//! - [`error`]: [`StoreError`].
+
+pub mod error;
+pub mod keys;
+mod leases;
+pub mod record;
+pub mod shard;
+
+pub use error::StoreError;
+pub use record::GrantRecord;
+pub use shard::{GrantOutcome, GrantReply, Holding, Proposal, ResourceState, ShardConfig, ShardStore};

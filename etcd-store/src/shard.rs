@@ -1,0 +1,539 @@
+//! One shard: an etcd cluster holding grants and fencing marks for the resources
+//! the ring routes to it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
+use globallock_protocol::clock::SharedClock;
+use globallock_protocol::expiry::{Bucket, BucketGrid};
+use tracing::{Instrument, debug, instrument};
+
+use crate::error::StoreError;
+use crate::keys::{KeyLayout, decode_token, encode_token};
+use crate::leases::LeaseTable;
+use crate::record::GrantRecord;
+
+/// How many times an operation re-reads and retries after losing a race with a
+/// concurrent writer on the same key (or finding its lease bucket gone).
+const ATTEMPTS: usize = 4;
+
+/// How to reach and use one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// The shard's name, the same in every region (it is what the ring routes to).
+    pub name: String,
+    /// The etcd client URLs of this region's cluster for the shard.
+    pub endpoints: Vec<String>,
+    /// Key prefix inside etcd (lets several deployments share a cluster).
+    pub prefix: String,
+    /// Deadline for each etcd request.
+    pub request_timeout: Duration,
+    /// Grid of shared lease deadlines: grants linger at most this long past their TTL.
+    pub lease_granularity: Duration,
+    /// How long an abort's tombstone refuses a late grant for the same lock id.
+    pub tombstone_ttl: Duration,
+}
+
+/// A proposal to grant a lock, as a region received it.
+#[derive(Debug, Clone)]
+pub struct Proposal<'a> {
+    /// The resource.
+    pub resource: &'a str,
+    /// The proposal's lock id.
+    pub lock_id: &'a str,
+    /// Who asks.
+    pub owner: &'a str,
+    /// The proposed fencing token.
+    pub token: u64,
+    /// The lock's TTL.
+    pub ttl: Duration,
+    /// The acquire's idempotency key.
+    pub request_id: &'a str,
+}
+
+/// A grant that holds a resource in this shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The stored record.
+    pub record: GrantRecord,
+    /// How long it lives at least, from now.
+    pub remaining: Duration,
+}
+
+/// The answer to a proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// Written now, or already held for the same request id with the same body.
+    Granted(Holding),
+    /// Held by another lock.
+    Held(Holding),
+    /// Free, but the token is not above the mark.
+    TokenTooLow,
+    /// This lock id was aborted.
+    Aborted,
+    /// Held for the same request id with another owner or TTL.
+    RequestConflict(Holding),
+}
+
+/// A grant answer and the resource's mark after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantReply {
+    /// What happened.
+    pub outcome: GrantOutcome,
+    /// The resource's high-water mark.
+    pub mark: u64,
+}
+
+/// What a shard knows about a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceState {
+    /// The grant holding it, if any.
+    pub holder: Option<Holding>,
+    /// Its high-water mark (0 if it was never granted).
+    pub mark: u64,
+}
+
+/// A handle on one shard's etcd cluster. Cheap to share.
+pub struct ShardStore {
+    /// The shard name, for errors and spans.
+    name: String,
+    /// The etcd client (lazily connected, balanced over the endpoints).
+    client: Client,
+    /// Where keys live.
+    keys: KeyLayout,
+    /// Shared lease buckets.
+    leases: LeaseTable,
+    /// The bucket grid.
+    grid: BucketGrid,
+    /// Time, for lease arithmetic.
+    clock: SharedClock,
+    /// Deadline for each etcd request.
+    timeout: Duration,
+    /// Tombstone lifetime.
+    tombstone_ttl: Duration,
+}
+
+impl std::fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStore")
+            .field("name", &self.name)
+            .field("keys", &self.keys)
+            .field("grid", &self.grid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardStore {
+    /// A store for the shard described by `config`. Does not wait for etcd to be up.
+    pub async fn connect(config: &ShardConfig, clock: SharedClock) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(config.request_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|source| StoreError::Endpoints {
+                shard: config.name.clone(),
+                endpoints: config.endpoints.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name: config.name.clone(),
+            client,
+            keys: KeyLayout::new(&config.prefix),
+            leases: LeaseTable::default(),
+            grid: BucketGrid {
+                granularity: config.lease_granularity,
+            },
+            clock,
+            timeout: config.request_timeout,
+            tombstone_ttl: config.tombstone_ttl,
+        })
+    }
+
+    /// The shard's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Propose a grant: one transaction that writes the grant and the new mark only
+    /// if the resource is free, this lock id was not aborted, and the token is above
+    /// the mark.
+    #[instrument(skip_all, fields(shard = %self.name, resource = p.resource, lock_id = p.lock_id, token = p.token))]
+    pub async fn grant(&self, p: &Proposal<'_>) -> Result<GrantReply, StoreError> {
+        let lock_key = self.keys.lock(p.resource);
+        let fence_key = self.keys.fence(p.resource);
+        let tomb_key = self.keys.tombstone(p.lock_id);
+        let record = GrantRecord {
+            lock_id: p.lock_id.to_owned(),
+            owner: p.owner.to_owned(),
+            token: p.token,
+            ttl_ms: millis(p.ttl),
+            request_id: p.request_id.to_owned(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        // A mark that exists is compared by value; etcd fails every value
+        // comparison on a missing key, so a never-granted resource needs the
+        // "fence absent" form instead. Try the common form first.
+        let mut fence_absent = false;
+        for _ in 0..ATTEMPTS {
+            let (bucket, lease) = self.lease_for(p.ttl).await?;
+            let fence_guard = if fence_absent {
+                Compare::version(fence_key.as_str(), CompareOp::Equal, 0)
+            } else {
+                Compare::value(fence_key.as_str(), CompareOp::Less, encode_token(p.token))
+            };
+            let txn = Txn::new()
+                .when([
+                    Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
+                    Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
+                    fence_guard,
+                ])
+                .and_then([
+                    TxnOp::put(fence_key.as_str(), encode_token(p.token), None),
+                    TxnOp::put(
+                        lock_key.as_str(),
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                ])
+                .or_else([
+                    TxnOp::get(lock_key.as_str(), None),
+                    TxnOp::get(fence_key.as_str(), None),
+                    TxnOp::get(tomb_key.as_str(), None),
+                ]);
+            let response = match self.txn("grant", txn).await {
+                Err(e) if e.is_lease_not_found() => {
+                    self.leases.forget(bucket);
+                    continue;
+                }
+                other => other?,
+            };
+            if response.succeeded() {
+                let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
+                debug!(?remaining, "granted");
+                return Ok(GrantReply {
+                    outcome: GrantOutcome::Granted(Holding { record, remaining }),
+                    mark: p.token,
+                });
+            }
+            let [lock, fence, tomb] = first_kvs::<3>(&response);
+            let mark = fence.as_ref().and_then(|kv| decode_token(kv.value())).unwrap_or(0);
+            if tomb.is_some() {
+                return Ok(GrantReply {
+                    outcome: GrantOutcome::Aborted,
+                    mark,
+                });
+            }
+            if let Some(kv) = lock {
+                let holding = self.holding(&kv).await?;
+                let same_request =
+                    !p.request_id.is_empty() && holding.record.request_id == p.request_id;
+                let outcome = if !same_request {
+                    GrantOutcome::Held(holding)
+                } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms {
+                    GrantOutcome::Granted(holding)
+                } else {
+                    GrantOutcome::RequestConflict(holding)
+                };
+                return Ok(GrantReply { outcome, mark });
+            }
+            match fence {
+                Some(_) if mark >= p.token => {
+                    return Ok(GrantReply {
+                        outcome: GrantOutcome::TokenTooLow,
+                        mark,
+                    });
+                }
+                // The lock was freed or the mark moved between our compare and our
+                // read: try again with what we now know.
+                Some(_) => fence_absent = false,
+                None => fence_absent = true,
+            }
+        }
+        Err(StoreError::Contention {
+            shard: self.name.clone(),
+            op: "grant",
+        })
+    }
+
+    /// Extend the grant of exactly `lock_id` to live at least `ttl` from now
+    /// (`None` keeps the TTL it was granted with). Never creates a grant and never
+    /// shortens one. `None` when this lock id does not hold the resource here.
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn renew(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Holding>, StoreError> {
+        let lock_key = self.keys.lock(resource);
+        for _ in 0..ATTEMPTS {
+            let Some(kv) = self.get(&lock_key).await? else {
+                return Ok(None);
+            };
+            let current = self.holding(&kv).await?;
+            if current.record.lock_id != lock_id {
+                return Ok(None);
+            }
+            let ttl = ttl.unwrap_or(Duration::from_millis(current.record.ttl_ms));
+            let (bucket, lease) = self.lease_for(ttl).await?;
+            let extended = bucket.deadline.saturating_sub(self.clock.monotonic());
+            if current.remaining >= extended {
+                // Already lives long enough: renewal never shortens a grant.
+                return Ok(Some(current));
+            }
+            // Compare-and-swap on the revision we read: if the grant was released or
+            // replaced meanwhile, the write does not happen.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    lock_key.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(
+                    lock_key.as_str(),
+                    kv.value().to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            match self.txn("renew", txn).await {
+                Err(e) if e.is_lease_not_found() => self.leases.forget(bucket),
+                Err(e) => return Err(e),
+                Ok(response) if response.succeeded() => {
+                    return Ok(Some(Holding {
+                        record: current.record,
+                        remaining: extended,
+                    }));
+                }
+                Ok(_) => debug!("grant changed during renew; re-reading"),
+            }
+        }
+        Err(StoreError::Contention {
+            shard: self.name.clone(),
+            op: "renew",
+        })
+    }
+
+    /// Remove the grant of exactly `lock_id`. True when it existed.
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn release(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
+        self.remove(resource, lock_id, false).await
+    }
+
+    /// Remove the grant of exactly `lock_id` if present, and leave a tombstone so a
+    /// delayed proposal for the same lock id is refused. True when a grant existed.
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
+        self.remove(resource, lock_id, true).await
+    }
+
+    async fn remove(&self, resource: &str, lock_id: &str, tombstone: bool) -> Result<bool, StoreError> {
+        let lock_key = self.keys.lock(resource);
+        for _ in 0..ATTEMPTS {
+            let mut ops = Vec::new();
+            let mut bucket = None;
+            if tombstone {
+                let (b, lease) = self.lease_for(self.tombstone_ttl).await?;
+                bucket = Some(b);
+                ops.push(TxnOp::put(
+                    self.keys.tombstone(lock_id),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
+            let ours = match self.get(&lock_key).await? {
+                Some(kv) if self.decode(&kv)?.lock_id == lock_id => Some(kv),
+                _ => None,
+            };
+            let txn = match &ours {
+                None if ops.is_empty() => return Ok(false),
+                None => Txn::new().and_then(ops),
+                Some(kv) => {
+                    ops.push(TxnOp::delete(lock_key.as_str(), None));
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            lock_key.as_str(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        )])
+                        .and_then(ops)
+                }
+            };
+            match self.txn(if tombstone { "abort" } else { "release" }, txn).await {
+                Err(e) if e.is_lease_not_found() => {
+                    if let Some(b) = bucket {
+                        self.leases.forget(b);
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(response) if response.succeeded() => return Ok(ours.is_some()),
+                Ok(_) => debug!("grant changed during release; re-reading"),
+            }
+        }
+        Err(StoreError::Contention {
+            shard: self.name.clone(),
+            op: "release",
+        })
+    }
+
+    /// The grant holding `resource` (if any) and its mark, read atomically.
+    #[instrument(skip_all, fields(shard = %self.name, resource))]
+    pub async fn read(&self, resource: &str) -> Result<ResourceState, StoreError> {
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.keys.lock(resource), None),
+            TxnOp::get(self.keys.fence(resource), None),
+        ]);
+        let response = self.txn("read", txn).await?;
+        let [lock, fence] = first_kvs::<2>(&response);
+        let holder = match lock {
+            Some(kv) => Some(self.holding(&kv).await?),
+            None => None,
+        };
+        let mark = fence.and_then(|kv| decode_token(kv.value())).unwrap_or(0);
+        Ok(ResourceState { holder, mark })
+    }
+
+    /// Prove the shard serves linearizable reads (which needs a live Raft leader).
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        let key = self.keys.health();
+        self.call("health", kv.get(key, Some(GetOptions::new().with_count_only())))
+            .await
+            .map(|_| ())
+    }
+
+    /// Compact history older than `keep` revisions (every acquire and release adds
+    /// revisions; without compaction etcd's backend quota eventually fills).
+    pub async fn compact(&self, keep: i64) -> Result<Option<i64>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let key = self.keys.health();
+        let response = self
+            .call("compact", kv.get(key, Some(GetOptions::new().with_count_only())))
+            .await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        let target = revision - keep;
+        if target <= 0 {
+            return Ok(None);
+        }
+        let mut kv = self.client.kv_client();
+        match self.call("compact", kv.compact(target, None)).await {
+            Ok(_) => Ok(Some(target)),
+            // Someone (another agent incarnation) compacted further already.
+            Err(StoreError::Etcd {
+                source: etcd_client::Error::GRpcStatus(status),
+                ..
+            }) if status.message().contains("compacted") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // --- helpers -----------------------------------------------------------
+
+    /// The lease of the bucket that outlives a grant of `ttl` made now.
+    async fn lease_for(&self, ttl: Duration) -> Result<(Bucket, i64), StoreError> {
+        let now = self.clock.monotonic();
+        let bucket = self.grid.bucket_for(now, ttl);
+        let cell = self.leases.cell(bucket, now);
+        let lease = cell
+            .get_or_try_init(|| {
+                async {
+                    let asked_at = self.clock.monotonic();
+                    let seconds = self.grid.lease_seconds(bucket, asked_at);
+                    let mut leases = self.client.lease_client();
+                    let response = self.call("lease grant", leases.grant(seconds, None)).await?;
+                    self.leases.created(bucket, response.id());
+                    debug!(lease = response.id(), seconds, "created lease bucket");
+                    Ok::<_, StoreError>(response.id())
+                }
+                .in_current_span()
+            })
+            .await?;
+        Ok((bucket, *lease))
+    }
+
+    /// A grant as stored, with how long it lives at least.
+    async fn holding(&self, kv: &KeyValue) -> Result<Holding, StoreError> {
+        let record = self.decode(kv)?;
+        let remaining = self.remaining(kv.lease()).await?;
+        Ok(Holding { record, remaining })
+    }
+
+    /// How long a lease lives at least, from now.
+    async fn remaining(&self, lease: i64) -> Result<Duration, StoreError> {
+        if lease == 0 {
+            return Ok(Duration::ZERO);
+        }
+        if let Some(deadline) = self.leases.deadline_of(lease) {
+            return Ok(deadline.saturating_sub(self.clock.monotonic()));
+        }
+        // A lease from an earlier incarnation of this agent: etcd reports whole
+        // seconds, rounded, so one second less is what we can promise.
+        let mut leases = self.client.lease_client();
+        let response = self.call("lease ttl", leases.time_to_live(lease, None)).await?;
+        let seconds = u64::try_from(response.ttl().saturating_sub(1)).unwrap_or(0);
+        Ok(Duration::from_secs(seconds))
+    }
+
+    fn decode(&self, kv: &KeyValue) -> Result<GrantRecord, StoreError> {
+        serde_json::from_slice(kv.value())
+            .map_err(|source| self.corrupt(&String::from_utf8_lossy(kv.key()), source))
+    }
+
+    fn corrupt(&self, key: &str, source: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
+            shard: self.name.clone(),
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let mut response = self.call("get", kv.get(key, None)).await?;
+        Ok(response.take_kvs().into_iter().next())
+    }
+
+    async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        let mut kv = self.client.kv_client();
+        self.call(op, kv.txn(txn)).await
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => Err(StoreError::Timeout {
+                shard: self.name.clone(),
+                op,
+                after: self.timeout,
+            }),
+            Ok(Err(source)) => Err(StoreError::Etcd {
+                shard: self.name.clone(),
+                op,
+                source,
+            }),
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+}
+
+/// The first key-value of each of a transaction's first `N` get responses.
+fn first_kvs<const N: usize>(response: &TxnResponse) -> [Option<KeyValue>; N] {
+    let mut out: [Option<KeyValue>; N] = std::array::from_fn(|_| None);
+    for (slot, op) in out.iter_mut().zip(response.op_responses()) {
+        if let TxnOpResponse::Get(get) = op {
+            *slot = get.kvs().first().cloned();
+        }
+    }
+    out
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
