@@ -1,0 +1,292 @@
+//! Real etcd clusters on loopback: one or more members, each a child process with
+//! its own data directory and free ports, killed when dropped.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::ports::free_port;
+use crate::process::{ManagedProcess, ProcessError};
+
+/// Why a cluster could not be started or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// No `etcd` binary.
+    #[error(
+        "no etcd binary found (looked at $ETCD_BIN, /usr/bin/etcd and $PATH); install Debian's etcd-server"
+    )]
+    NotInstalled,
+    /// A port or directory could not be set up.
+    #[error("cannot prepare etcd member {member}")]
+    Setup {
+        /// The member name.
+        member: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process could not be started or signalled.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The cluster did not become healthy in time.
+    #[error("etcd cluster {cluster} not healthy after {after:?}; see logs in {logs}")]
+    Unhealthy {
+        /// The cluster.
+        cluster: String,
+        /// How long we waited.
+        after: Duration,
+        /// Where its logs are.
+        logs: String,
+    },
+}
+
+/// The etcd binary to run.
+pub fn etcd_binary() -> Result<PathBuf, EtcdError> {
+    if let Some(path) = std::env::var_os("ETCD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let candidates = std::iter::once(PathBuf::from("/usr/bin/etcd")).chain(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(EtcdError::NotInstalled)
+}
+
+/// One member of a cluster.
+#[derive(Debug)]
+pub struct EtcdMember {
+    /// Member name (unique inside the cluster).
+    name: String,
+    /// Client port on 127.0.0.1.
+    client_port: u16,
+    /// Peer port on 127.0.0.1.
+    peer_port: u16,
+    /// Its data directory.
+    data_dir: PathBuf,
+    /// Its log file.
+    log: PathBuf,
+    /// The running process (`None` while killed).
+    process: Option<ManagedProcess>,
+}
+
+impl EtcdMember {
+    /// Client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Process id (0 while stopped).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, ManagedProcess::pid)
+    }
+
+    /// Member name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// A running etcd cluster.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    /// Cluster name (also its initial-cluster token).
+    name: String,
+    /// `name=peer-url,...` for every member.
+    initial_cluster: String,
+    /// The members.
+    members: Vec<EtcdMember>,
+    /// The binary.
+    binary: PathBuf,
+}
+
+impl EtcdCluster {
+    /// Start a cluster of `size` members with data under `dir`, and wait until it
+    /// serves requests.
+    pub fn start(name: &str, size: usize, dir: &Path) -> Result<Self, EtcdError> {
+        let binary = etcd_binary()?;
+        let mut members = Vec::with_capacity(size);
+        for i in 0..size {
+            let member = format!("{name}-m{i}");
+            let setup = |source| EtcdError::Setup {
+                member: member.clone(),
+                source,
+            };
+            let data_dir = dir.join(&member);
+            std::fs::create_dir_all(dir).map_err(setup)?;
+            members.push(EtcdMember {
+                client_port: free_port().map_err(setup)?,
+                peer_port: free_port().map_err(setup)?,
+                log: dir.join(format!("{member}.log")),
+                data_dir,
+                name: member,
+                process: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            name: name.to_owned(),
+            initial_cluster,
+            members,
+            binary,
+        };
+        for i in 0..size {
+            cluster.start_member(i)?;
+        }
+        cluster.wait_healthy(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// The cluster name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdMember::endpoint).collect()
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[EtcdMember] {
+        &self.members
+    }
+
+    /// (Re)start member `i` on its ports and data directory.
+    pub fn start_member(&mut self, i: usize) -> Result<(), EtcdError> {
+        let m = &mut self.members[i];
+        if m.process.as_mut().is_some_and(ManagedProcess::is_running) {
+            return Ok(());
+        }
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", &self.name])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--logger", "zap", "--log-level", "warn"]);
+        m.process = Some(ManagedProcess::spawn(
+            format!("etcd {}", m.name),
+            command,
+            &m.log,
+        )?);
+        Ok(())
+    }
+
+    /// SIGKILL member `i` (its data directory stays).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].process.take() {
+            p.kill();
+        }
+    }
+
+    /// SIGKILL member `i` and delete its data directory (an amnesiac restart
+    /// follows with [`EtcdCluster::start_member`] only for single-member clusters).
+    pub fn wipe_member(&mut self, i: usize) -> std::io::Result<()> {
+        self.kill_member(i);
+        match std::fs::remove_dir_all(&self.members[i].data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// SIGSTOP member `i`.
+    pub fn pause_member(&self, i: usize) -> Result<(), EtcdError> {
+        if let Some(p) = &self.members[i].process {
+            p.signal(libc::SIGSTOP)?;
+        }
+        Ok(())
+    }
+
+    /// SIGCONT member `i`.
+    pub fn resume_member(&self, i: usize) -> Result<(), EtcdError> {
+        if let Some(p) = &self.members[i].process {
+            p.signal(libc::SIGCONT)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL every member.
+    pub fn kill(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+    }
+
+    /// Restart every stopped member and wait until the cluster is healthy.
+    pub fn restart(&mut self) -> Result<(), EtcdError> {
+        for i in 0..self.members.len() {
+            self.start_member(i)?;
+        }
+        self.wait_healthy(Duration::from_secs(30))
+    }
+
+    /// The index of the member that is Raft leader now, if any answers so.
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.process.is_some()
+                && http_get(m.client_port, "/metrics")
+                    .is_some_and(|body| body.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+        })
+    }
+
+    /// Wait until every running member reports healthy (it has a leader).
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<(), EtcdError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let healthy = self.members.iter().filter(|m| m.process.is_some()).all(|m| {
+                http_get(m.client_port, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+            });
+            if healthy {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(EtcdError::Unhealthy {
+                    cluster: self.name.clone(),
+                    after: timeout,
+                    logs: self
+                        .members
+                        .iter()
+                        .map(|m| m.log.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A tiny HTTP/1.0 GET against 127.0.0.1 (etcd's /health and /metrics): the body,
+/// or `None` on any failure.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_owned())
+}
