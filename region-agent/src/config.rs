@@ -1,0 +1,226 @@
+//! The agent's configuration: a TOML file plus `GLOBALLOCK_AGENT_*` environment
+//! overrides, validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use globallock_etcd::ShardConfig;
+use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
+use serde::Deserialize;
+
+/// Environment variables starting with this override file settings, e.g.
+/// `GLOBALLOCK_AGENT_LISTEN=127.0.0.1:7411`.
+pub const ENV_PREFIX: &str = "GLOBALLOCK_AGENT";
+
+/// Configuration as written (see `region-agent/agent.sample.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This region's name, as coordinators know it.
+    pub region: String,
+    /// Address to serve the agent API on.
+    pub listen: SocketAddr,
+    /// Key prefix inside every shard's etcd.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// Deadline of each etcd request.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Grid of shared lease deadlines; grants linger at most this long past their TTL.
+    #[serde(default = "default_lease_granularity_ms")]
+    pub lease_granularity_ms: u64,
+    /// How long an abort refuses a late proposal for the same lock id.
+    #[serde(default = "default_tombstone_ttl_ms")]
+    pub tombstone_ttl_ms: u64,
+    /// How often to compact each shard's etcd history (0 disables).
+    #[serde(default = "default_compaction_interval_s")]
+    pub compaction_interval_s: u64,
+    /// Revisions of history kept at each compaction.
+    #[serde(default = "default_compaction_keep_revisions")]
+    pub compaction_keep_revisions: i64,
+    /// Points per shard on the hash ring (must match the coordinators').
+    #[serde(default = "default_vnodes")]
+    pub ring_vnodes: u32,
+    /// This region's shards; names must match the coordinators' shard list.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// One shard as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    /// The shard's name (the same in every region).
+    pub name: String,
+    /// This region's etcd client URLs for it.
+    pub endpoints: Vec<String>,
+}
+
+fn default_prefix() -> String {
+    "/globallock/".into()
+}
+fn default_request_timeout_ms() -> u64 {
+    1_000
+}
+fn default_lease_granularity_ms() -> u64 {
+    1_000
+}
+fn default_tombstone_ttl_ms() -> u64 {
+    60_000
+}
+fn default_compaction_interval_s() -> u64 {
+    300
+}
+fn default_compaction_keep_revisions() -> i64 {
+    10_000
+}
+fn default_vnodes() -> u32 {
+    DEFAULT_VNODES
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("cannot load configuration")]
+    Load(#[from] config::ConfigError),
+    /// A setting is out of its bounds.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The shard list does not make a ring.
+    #[error("shards: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The region name.
+    pub region: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The shards, ready to connect.
+    pub shards: Vec<ShardConfig>,
+    /// The ring over the shard names.
+    pub ring: HashRing,
+    /// Compaction period (`None`: never).
+    pub compaction_interval: Option<Duration>,
+    /// Revisions kept at each compaction.
+    pub compaction_keep_revisions: i64,
+}
+
+impl AgentConfig {
+    /// Read `path` (TOML), then apply `GLOBALLOCK_AGENT_*` overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
+            .build()?;
+        Ok(settings.try_deserialize()?)
+    }
+
+    /// Check every setting; the result is what the agent runs with.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let invalid = |field, problem: String| ConfigError::Invalid { field, problem };
+        if self.region.trim().is_empty() {
+            return Err(invalid("region", "must not be empty".into()));
+        }
+        bounded("request_timeout_ms", self.request_timeout_ms, 10, 60_000)?;
+        bounded("lease_granularity_ms", self.lease_granularity_ms, 100, 60_000)?;
+        bounded("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
+        if self.compaction_keep_revisions < 1 {
+            return Err(invalid("compaction_keep_revisions", "must be at least 1".into()));
+        }
+        if self.key_prefix.is_empty() || !self.key_prefix.starts_with('/') {
+            return Err(invalid("key_prefix", format!("{:?} must start with '/'", self.key_prefix)));
+        }
+        for shard in &self.shards {
+            if shard.endpoints.is_empty() {
+                return Err(invalid("shards.endpoints", format!("shard {:?} has no endpoints", shard.name)));
+            }
+            if let Some(bad) = shard
+                .endpoints
+                .iter()
+                .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+            {
+                return Err(invalid(
+                    "shards.endpoints",
+                    format!("{bad:?} of shard {:?} is not an http:// or https:// URL", shard.name),
+                ));
+            }
+        }
+        let names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
+        let ring = HashRing::new(&names, self.ring_vnodes)?;
+        let request_timeout = Duration::from_millis(self.request_timeout_ms);
+        let shards = self
+            .shards
+            .into_iter()
+            .map(|s| ShardConfig {
+                name: s.name,
+                endpoints: s.endpoints,
+                prefix: self.key_prefix.clone(),
+                request_timeout,
+                lease_granularity: Duration::from_millis(self.lease_granularity_ms),
+                tombstone_ttl: Duration::from_millis(self.tombstone_ttl_ms),
+            })
+            .collect();
+        Ok(ValidConfig {
+            region: self.region,
+            listen: self.listen,
+            shards,
+            ring,
+            compaction_interval: (self.compaction_interval_s > 0)
+                .then(|| Duration::from_secs(self.compaction_interval_s)),
+            compaction_keep_revisions: self.compaction_keep_revisions,
+        })
+    }
+}
+
+fn bounded(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            problem: format!("{value} is out of bounds: must be between {min} and {max}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AgentConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.sample.toml");
+        AgentConfig::load(&path).expect("sample loads")
+    }
+
+    #[test]
+    fn the_sample_file_is_valid() {
+        let valid = sample().validate().expect("sample is valid");
+        assert_eq!(valid.shards.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut c = sample();
+        c.request_timeout_ms = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("request_timeout_ms"));
+        let mut c = sample();
+        c.shards[1].name = c.shards[0].name.clone();
+        assert!(matches!(c.validate(), Err(ConfigError::Ring(RingError::Duplicate(_)))));
+        let mut c = sample();
+        c.shards[0].endpoints = vec!["127.0.0.1:2379".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("not an http"));
+    }
+}

@@ -1,0 +1,16 @@
+//! The region agent: one per region, the only service that writes to that
+//! region's etcd clusters (through `globallock-etcd`).
+//!
+//! # Layout
+//! - [`config`]: settings, loaded from TOML + environment, validated before binding.
+//! - [`service`]: the `RegionAgent` gRPC service (grant, abort, renew, release,
+//!   read, health).
+//! - [`server`]: [`server::serve`], which runs the service until a shutdown future
+//!   completes (tests pass a channel; the binary passes Ctrl-C/SIGTERM).
+
+pub mod config;
+pub mod server;
+pub mod service;
+
+pub use config::{AgentConfig, ConfigError, ValidConfig};
+pub use server::{AgentError, serve};

@@ -1,0 +1,220 @@
+//! The agent's gRPC service: checks each request, routes it to its shard's store,
+//! and reports the outcome. All decisions about majorities are the coordinator's;
+//! the agent answers for its own region only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use globallock_etcd::{GrantOutcome, Holding, Proposal, ShardStore, StoreError};
+use globallock_proto::agent::region_agent_server::RegionAgent;
+use globallock_proto::agent::{
+    GrantRequest, GrantResponse, HealthRequest, HealthResponse, Holder, LockRef, ReadRequest,
+    ReadResponse, RemoveResponse, RenewRequest, RenewResponse, ShardHealth,
+    GrantOutcome as WireOutcome,
+};
+use globallock_protocol::lock_id::LockId;
+use globallock_protocol::request;
+use globallock_protocol::ring::HashRing;
+use tonic::{Request, Response, Status};
+use tracing::{Span, instrument};
+
+/// Longest TTL an agent accepts from a coordinator (a sanity bound; coordinators
+/// enforce the real, configured one).
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One region's agent.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    /// This region's name.
+    region: Arc<str>,
+    /// Shard name → its store.
+    shards: Arc<HashMap<String, Arc<ShardStore>>>,
+    /// The ring over the shard names (to catch coordinators with another shard list).
+    ring: Arc<HashRing>,
+}
+
+impl AgentService {
+    /// An agent over connected shard stores.
+    pub fn new(region: &str, stores: Vec<Arc<ShardStore>>, ring: HashRing) -> Self {
+        let shards = stores
+            .into_iter()
+            .map(|s| (s.name().to_owned(), s))
+            .collect();
+        Self {
+            region: region.into(),
+            shards: Arc::new(shards),
+            ring: Arc::new(ring),
+        }
+    }
+
+    /// The store of the shard the coordinator named, after checking the resource
+    /// and that our ring routes it there too.
+    fn shard(&self, shard: &str, resource: &str) -> Result<&ShardStore, Status> {
+        request::resource(resource).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ours = self.ring.shard_for(resource);
+        if ours != shard {
+            return Err(Status::failed_precondition(format!(
+                "region {}: resource routed to shard {shard:?} but this region's ring says {ours:?}; \
+                 coordinator and agent shard lists differ",
+                self.region
+            )));
+        }
+        self.shards
+            .get(shard)
+            .map(AsRef::as_ref)
+            .ok_or_else(|| Status::failed_precondition(format!("unknown shard {shard:?}")))
+    }
+
+    /// Check that `lock_id` is well formed and names `resource`.
+    fn lock_id(lock_id: &str, resource: &str) -> Result<(), Status> {
+        let parsed: LockId = lock_id.parse().map_err(|e: request::InvalidInput| Status::invalid_argument(e.to_string()))?;
+        if parsed.resource() != resource {
+            return Err(Status::invalid_argument("lock_id: belongs to another resource"));
+        }
+        Ok(())
+    }
+}
+
+fn ttl(ttl_ms: u64) -> Result<Duration, Status> {
+    let ttl = Duration::from_millis(ttl_ms);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(Status::invalid_argument(format!(
+            "ttl_ms: {ttl_ms} is out of bounds: must be between 1 and {}",
+            MAX_TTL.as_millis()
+        )));
+    }
+    Ok(ttl)
+}
+
+fn holder(h: Holding) -> Holder {
+    Holder {
+        lock_id: h.record.lock_id,
+        owner: h.record.owner,
+        fencing_token: h.record.token,
+        ttl_ms: h.record.ttl_ms,
+        request_id: h.record.request_id,
+        remaining_ms: u64::try_from(h.remaining.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The one mapping from store failures to gRPC status for this service.
+fn unavailable(error: StoreError) -> Status {
+    let message = globallock_runtime::error_chain(&error);
+    match error {
+        StoreError::Corrupt { .. } => Status::data_loss(message),
+        _ => Status::unavailable(message),
+    }
+}
+
+#[tonic::async_trait]
+impl RegionAgent for AgentService {
+    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, token, outcome))]
+    async fn grant(&self, request: Request<GrantRequest>) -> Result<Response<GrantResponse>, Status> {
+        let r = request.into_inner();
+        let span = Span::current();
+        span.record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id).record("token", r.fencing_token);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        if r.fencing_token == 0 {
+            return Err(Status::invalid_argument("fencing_token: must be above 0"));
+        }
+        request::owner(&r.owner).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let proposal = Proposal {
+            resource: &r.resource,
+            lock_id: &r.lock_id,
+            owner: &r.owner,
+            token: r.fencing_token,
+            ttl: ttl(r.ttl_ms)?,
+            request_id: &r.request_id,
+        };
+        let reply = store.grant(&proposal).await.map_err(unavailable)?;
+        let (outcome, held) = match reply.outcome {
+            GrantOutcome::Granted(h) => (WireOutcome::Granted, Some(h)),
+            GrantOutcome::Held(h) => (WireOutcome::Held, Some(h)),
+            GrantOutcome::RequestConflict(h) => (WireOutcome::RequestConflict, Some(h)),
+            GrantOutcome::TokenTooLow => (WireOutcome::TokenTooLow, None),
+            GrantOutcome::Aborted => (WireOutcome::Aborted, None),
+        };
+        span.record("outcome", outcome.as_str_name());
+        Ok(Response::new(GrantResponse {
+            outcome: outcome.into(),
+            holder: held.map(holder),
+            high_water_mark: reply.mark,
+        }))
+    }
+
+    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
+    async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        let removed = store.abort(&r.resource, &r.lock_id).await.map_err(unavailable)?;
+        Span::current().record("removed", removed);
+        Ok(Response::new(RemoveResponse { removed }))
+    }
+
+    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, renewed))]
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        let new_ttl = if r.ttl_ms == 0 { None } else { Some(ttl(r.ttl_ms)?) };
+        let renewed = store
+            .renew(&r.resource, &r.lock_id, new_ttl)
+            .await
+            .map_err(unavailable)?;
+        Span::current().record("renewed", renewed.is_some());
+        Ok(Response::new(RenewResponse {
+            renewed: renewed.is_some(),
+            holder: renewed.map(holder),
+        }))
+    }
+
+    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
+    async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        let removed = store.release(&r.resource, &r.lock_id).await.map_err(unavailable)?;
+        Span::current().record("removed", removed);
+        Ok(Response::new(RemoveResponse { removed }))
+    }
+
+    #[instrument(skip_all, fields(region = %self.region, shard, resource))]
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let r = request.into_inner();
+        Span::current().record("shard", &r.shard).record("resource", &r.resource);
+        let store = self.shard(&r.shard, &r.resource)?;
+        let state = store.read(&r.resource).await.map_err(unavailable)?;
+        Ok(Response::new(ReadResponse {
+            holder: state.holder.map(holder),
+            high_water_mark: state.mark,
+        }))
+    }
+
+    #[instrument(skip_all, fields(region = %self.region, healthy))]
+    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+        let checks = self.shards.values().map(|store| async move {
+            let result = store.check_health().await;
+            ShardHealth {
+                shard: store.name().to_owned(),
+                healthy: result.is_ok(),
+                detail: result.err().map(|e| unavailable(e).message().to_owned()).unwrap_or_default(),
+            }
+        });
+        let mut shards = futures::future::join_all(checks).await;
+        shards.sort_by(|a, b| a.shard.cmp(&b.shard));
+        let healthy = shards.iter().all(|s| s.healthy);
+        Span::current().record("healthy", healthy);
+        Ok(Response::new(HealthResponse {
+            region: self.region.to_string(),
+            healthy,
+            shards,
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! What every server binary (coordinator, region agent) does at start and stop.
+//!
+//! - [`init_logging`]: structured `tracing` output, text or JSON, filtered by
+//!   `RUST_LOG` (default `info`).
+//! - [`shutdown_signal`]: completes on the first Ctrl-C or SIGTERM; a second one
+//!   exits at once.
+//! - [`exit`]: the sysexits codes the binaries use.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Exit codes (sysexits.h).
+pub mod exit {
+    /// Bad command-line usage.
+    pub const USAGE: i32 = 64;
+    /// A service we need is unavailable (e.g. the port is taken).
+    pub const UNAVAILABLE: i32 = 69;
+    /// Internal software error.
+    pub const SOFTWARE: i32 = 70;
+    /// Configuration error.
+    pub const CONFIG: i32 = 78;
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Install the global `tracing` subscriber.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Completes on the first Ctrl-C or SIGTERM. A second signal exits the process
+/// at once with status 130, for when draining hangs.
+pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    info!("shutdown requested; draining (signal again to force exit)");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+/// Run `drain` for at most `deadline`; log if it had to be cut short.
+pub async fn drain_within<F: std::future::Future>(deadline: Duration, drain: F) -> Option<F::Output> {
+    match tokio::time::timeout(deadline, drain).await {
+        Ok(output) => Some(output),
+        Err(_) => {
+            warn!(?deadline, "drain deadline passed; exiting with requests in flight");
+            None
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// An error and all its causes, `outer: inner: innermost`, for one log or
+/// status line (the typed chain is kept everywhere else).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
