@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{
-    LogFormat, drain_within, error_chain, exit, init_logging, shutdown_signal,
-};
+use globallock_runtime::{LogFormat, config_or_exit, init_logging, serve_until_signal};
 use region_agent::AgentConfig;
 
 /// Serve one region of the global lock service.
@@ -27,44 +25,11 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     init_logging(args.log_format);
-    let config = match AgentConfig::load(&args.config).and_then(AgentConfig::validate) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("region-agent: invalid configuration {}: {}", args.config.display(), error_chain(&error));
-            std::process::exit(exit::CONFIG);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("region-agent: cannot listen on {}: {error}", config.listen);
-            std::process::exit(exit::UNAVAILABLE);
-        }
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(region_agent::serve(config, listener, SystemClock::shared(), async {
-        let _ = stop_rx.await;
-    }));
-    tokio::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = shutdown_signal() => {
-            let _ = stop_tx.send(());
-            match drain_within(Duration::from_secs(10), &mut server).await {
-                Some(result) => result,
-                None => std::process::exit(exit::SOFTWARE),
-            }
-        }
-    };
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            eprintln!("region-agent: {}", error_chain(&error));
-            std::process::exit(exit::SOFTWARE);
-        }
-        Err(panic) => {
-            eprintln!("region-agent: server task failed: {panic}");
-            std::process::exit(exit::SOFTWARE);
-        }
-    }
+    let loaded = AgentConfig::load(&args.config).and_then(AgentConfig::validate);
+    let config = config_or_exit("region-agent", &args.config, loaded);
+    let code = serve_until_signal("region-agent", config.listen, Duration::from_secs(10), |listener, stop| {
+        region_agent::serve(config, listener, SystemClock::shared(), stop)
+    })
+    .await;
+    std::process::exit(code);
 }

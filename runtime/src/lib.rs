@@ -99,3 +99,61 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The configuration, or exit 78 (EX_CONFIG) naming the file and every cause.
+pub fn config_or_exit<C, E: std::error::Error>(program: &str, path: &std::path::Path, loaded: Result<C, E>) -> C {
+    match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{program}: invalid configuration {}: {}", path.display(), error_chain(&error));
+            std::process::exit(exit::CONFIG);
+        }
+    }
+}
+
+/// Bind `listen`, run `serve(listener, shutdown)` until Ctrl-C/SIGTERM, drain for
+/// at most `drain`, and return the process exit code.
+pub async fn serve_until_signal<E, Fut>(
+    program: &str,
+    listen: std::net::SocketAddr,
+    drain: Duration,
+    serve: impl FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+) -> i32
+where
+    E: std::error::Error + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+{
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("{program}: cannot listen on {listen}: {error}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = Box::pin(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(serve(listener, stop));
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            match drain_within(drain, &mut server).await {
+                Some(result) => result,
+                None => return exit::SOFTWARE,
+            }
+        }
+    };
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(error)) => {
+            eprintln!("{program}: {}", error_chain(&error));
+            exit::SOFTWARE
+        }
+        Err(panic) => {
+            eprintln!("{program}: server task failed: {panic}");
+            exit::SOFTWARE
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The coordinator's configuration: a TOML file plus `GLOBALLOCK_COORDINATOR_*`
+//! environment overrides, validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use globallock_protocol::request::Limits;
+use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
+use globallock_protocol::validity::DriftAllowance;
+use serde::Deserialize;
+
+/// Environment variables starting with this override file settings, e.g.
+/// `GLOBALLOCK_COORDINATOR_LISTEN=127.0.0.1:7401`.
+pub const ENV_PREFIX: &str = "GLOBALLOCK_COORDINATOR";
+
+/// Configuration as written (see `coordinator/coordinator.sample.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address of the public gRPC API.
+    pub listen: SocketAddr,
+    /// The regions (an odd number, at least 3); a lock needs a majority of them.
+    pub regions: Vec<RegionEntry>,
+    /// Shard names, the same in every region; resources are routed over them by a
+    /// consistent-hash ring.
+    pub shards: Vec<String>,
+    /// Points per shard on the ring (must match the agents').
+    #[serde(default = "default_vnodes")]
+    pub ring_vnodes: u32,
+    /// Deadline of each call to a region agent.
+    #[serde(default = "default_region_timeout_ms")]
+    pub region_timeout_ms: u64,
+    /// How often every region's health is probed.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
+    /// Deadline of a health probe.
+    #[serde(default = "default_health_timeout_ms")]
+    pub health_timeout_ms: u64,
+    /// Shortest TTL a lock may ask for.
+    #[serde(default = "default_min_ttl_ms")]
+    pub min_ttl_ms: u64,
+    /// Longest TTL a lock may ask for.
+    #[serde(default = "default_max_ttl_ms")]
+    pub max_ttl_ms: u64,
+    /// Longest wait an acquire may ask for.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Bound on the relative clock-rate difference between any two machines.
+    #[serde(default = "default_drift_rate")]
+    pub drift_rate: f64,
+    /// Fixed safety margin subtracted from every reported validity.
+    #[serde(default = "default_drift_margin_ms")]
+    pub drift_margin_ms: u64,
+}
+
+/// One region as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionEntry {
+    /// The region's name (as its agent's `region` setting spells it).
+    pub name: String,
+    /// The region agent's URL, e.g. `http://127.0.0.1:7411`.
+    pub endpoint: String,
+}
+
+fn default_vnodes() -> u32 {
+    DEFAULT_VNODES
+}
+fn default_region_timeout_ms() -> u64 {
+    1_000
+}
+fn default_health_interval_ms() -> u64 {
+    500
+}
+fn default_health_timeout_ms() -> u64 {
+    300
+}
+fn default_min_ttl_ms() -> u64 {
+    1_000
+}
+fn default_max_ttl_ms() -> u64 {
+    300_000
+}
+fn default_max_wait_ms() -> u64 {
+    60_000
+}
+fn default_drift_rate() -> f64 {
+    0.01
+}
+fn default_drift_margin_ms() -> u64 {
+    10
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error("cannot load configuration")]
+    Load(#[from] config::ConfigError),
+    /// A setting is out of its bounds.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The shard list does not make a ring.
+    #[error("shards: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// Where to serve gRPC.
+    pub listen: SocketAddr,
+    /// The regions, in configuration order (their index is their identity).
+    pub regions: Vec<RegionEntry>,
+    /// The ring over the shards.
+    pub ring: HashRing,
+    /// Per-call deadline to a region.
+    pub region_timeout: Duration,
+    /// Health probe period.
+    pub health_interval: Duration,
+    /// Health probe deadline.
+    pub health_timeout: Duration,
+    /// Bounds on TTL and wait.
+    pub limits: Limits,
+    /// Clock drift allowance.
+    pub drift: DriftAllowance,
+}
+
+impl CoordinatorConfig {
+    /// Read `path` (TOML), then apply `GLOBALLOCK_COORDINATOR_*` overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
+            .build()?;
+        Ok(settings.try_deserialize()?)
+    }
+
+    /// Check every setting; the result is what the coordinator runs with.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let invalid = |field, problem: String| ConfigError::Invalid { field, problem };
+        let n = self.regions.len();
+        if n < 3 || n % 2 == 0 {
+            return Err(invalid(
+                "regions",
+                format!("{n} regions configured: need an odd number, at least 3"),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for region in &self.regions {
+            if region.name.trim().is_empty() {
+                return Err(invalid("regions.name", "must not be empty".into()));
+            }
+            if !names.insert(region.name.as_str()) {
+                return Err(invalid("regions.name", format!("{:?} is listed twice", region.name)));
+            }
+            if !(region.endpoint.starts_with("http://") || region.endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "regions.endpoint",
+                    format!("{:?} of region {:?} is not an http:// or https:// URL", region.endpoint, region.name),
+                ));
+            }
+        }
+        bounded("region_timeout_ms", self.region_timeout_ms, 10, 60_000)?;
+        bounded("health_interval_ms", self.health_interval_ms, 50, 60_000)?;
+        bounded("health_timeout_ms", self.health_timeout_ms, 10, self.health_interval_ms)?;
+        bounded("min_ttl_ms", self.min_ttl_ms, 100, 86_400_000)?;
+        bounded("max_ttl_ms", self.max_ttl_ms, self.min_ttl_ms, 86_400_000)?;
+        bounded("max_wait_ms", self.max_wait_ms, 0, 3_600_000)?;
+        bounded("drift_margin_ms", self.drift_margin_ms, 0, self.min_ttl_ms / 2)?;
+        if !(0.0..0.5).contains(&self.drift_rate) {
+            return Err(invalid(
+                "drift_rate",
+                format!("{} is out of bounds: must be at least 0 and below 0.5", self.drift_rate),
+            ));
+        }
+        let ring = HashRing::new(&self.shards, self.ring_vnodes)?;
+        Ok(ValidConfig {
+            listen: self.listen,
+            regions: self.regions,
+            ring,
+            region_timeout: Duration::from_millis(self.region_timeout_ms),
+            health_interval: Duration::from_millis(self.health_interval_ms),
+            health_timeout: Duration::from_millis(self.health_timeout_ms),
+            limits: Limits {
+                min_ttl: Duration::from_millis(self.min_ttl_ms),
+                max_ttl: Duration::from_millis(self.max_ttl_ms),
+                max_wait: Duration::from_millis(self.max_wait_ms),
+            },
+            drift: DriftAllowance {
+                rate: self.drift_rate,
+                margin: Duration::from_millis(self.drift_margin_ms),
+            },
+        })
+    }
+}
+
+fn bounded(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            problem: format!("{value} is out of bounds: must be between {min} and {max}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CoordinatorConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("coordinator.sample.toml");
+        CoordinatorConfig::load(&path).expect("sample loads")
+    }
+
+    #[test]
+    fn the_sample_file_is_valid() {
+        let valid = sample().validate().expect("sample is valid");
+        assert_eq!(valid.regions.len(), 3);
+        assert_eq!(valid.ring.shards().len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_bounds() {
+        let mut c = sample();
+        c.regions.pop();
+        assert!(c.validate().unwrap_err().to_string().starts_with("regions: 2 regions"));
+        let mut c = sample();
+        c.max_ttl_ms = 10;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.starts_with("max_ttl_ms: 10 is out of bounds"), "{text}");
+        let mut c = sample();
+        c.regions[1].name = c.regions[0].name.clone();
+        assert!(c.validate().unwrap_err().to_string().contains("listed twice"));
+        let mut c = sample();
+        c.drift_rate = 0.7;
+        assert!(c.validate().unwrap_err().to_string().starts_with("drift_rate"));
+    }
+}

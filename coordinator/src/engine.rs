@@ -1,0 +1,738 @@
+//! The coordinator's lock operations: fan a request out to every region in
+//! parallel, feed the replies to the protocol's tallies, and act on the first
+//! decision. Everything here is orchestration; every rule lives in
+//! `globallock_protocol`.
+//!
+//! After a decision, the calls still in flight are not cancelled: they run to
+//! completion in the background (a late grant of a lost proposal is aborted, a
+//! late release still removes its grant), off the caller's critical path.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use globallock_proto::agent::region_agent_client::RegionAgentClient;
+use globallock_proto::agent::{
+    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, ReadRequest,
+    ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
+};
+use globallock_protocol::backoff::Backoff;
+use globallock_protocol::clock::SharedClock;
+use globallock_protocol::fence::TokenRatchet;
+use globallock_protocol::lock_id::LockId;
+use globallock_protocol::quorum::{
+    AcquireDecision, AcquireRound, Grant, GrantReply, Loss, MajorityGrant, ReadDecision, ReadReply,
+    ReadTally, RegionSplit, ReleaseDecision, ReleaseTally, RemoveReply, RenewDecision, RenewReply,
+    RenewTally,
+};
+use globallock_protocol::request::{self, Limits};
+use globallock_protocol::ring::HashRing;
+use globallock_protocol::validity::DriftAllowance;
+use tonic::transport::Channel;
+use tonic::{Response, Status};
+use tracing::{Instrument, Span, debug, info_span, instrument, warn};
+
+use crate::error::{LockError, Reachability, RegionFailure};
+use crate::regions::Regions;
+
+/// How many times one attempt re-proposes after regions said the token was too low.
+const TOKEN_ROUNDS: usize = 3;
+
+/// What an acquire asks for.
+#[derive(Debug, Clone)]
+pub struct AcquireParams {
+    /// The resource.
+    pub resource: String,
+    /// Who asks.
+    pub owner: String,
+    /// TTL in ms.
+    pub ttl_ms: u64,
+    /// How long to keep trying, in ms (0: once).
+    pub wait_ms: u64,
+    /// Idempotency key (empty: none).
+    pub request_id: String,
+}
+
+/// A granted lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    /// Its id.
+    pub lock_id: String,
+    /// The resource.
+    pub resource: String,
+    /// The owner.
+    pub owner: String,
+    /// Its fencing token.
+    pub fencing_token: u64,
+    /// The TTL granted.
+    pub ttl_ms: u64,
+    /// How long the caller may rely on it, from when it sent the request.
+    pub validity: Duration,
+    /// The regions whose grants formed the majority.
+    pub granted_regions: Vec<String>,
+}
+
+/// A renewed lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    /// Its fencing token.
+    pub fencing_token: u64,
+    /// The TTL applied.
+    pub ttl_ms: u64,
+    /// How long the caller may rely on it, from when it sent the request.
+    pub validity: Duration,
+}
+
+/// Who holds a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description {
+    /// The holder, if a majority agrees on one.
+    pub holder: Option<HolderView>,
+}
+
+/// A holder as described to callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderView {
+    /// Its lock id.
+    pub lock_id: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its token.
+    pub fencing_token: u64,
+    /// How long a majority holds it at least.
+    pub expires_in: Duration,
+}
+
+/// The lock service: stateless apart from hints (token marks) and region health.
+#[derive(Debug)]
+pub struct LockEngine {
+    /// The regions.
+    regions: Arc<Regions>,
+    /// Resource → shard.
+    ring: HashRing,
+    /// Input bounds.
+    limits: Limits,
+    /// Clock drift allowance.
+    drift: DriftAllowance,
+    /// Delays while waiting.
+    backoff: Backoff,
+    /// Time.
+    clock: SharedClock,
+    /// Token choice hints.
+    ratchet: Mutex<TokenRatchet>,
+}
+
+type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
+
+/// The outcome of one proposal round, before it becomes an answer.
+enum RoundResult {
+    Won(Acquired),
+    Lost(Loss),
+    TooSlow { elapsed: Duration, ttl: Duration },
+}
+
+impl LockEngine {
+    /// An engine over `regions`.
+    pub fn new(
+        regions: Arc<Regions>,
+        ring: HashRing,
+        limits: Limits,
+        drift: DriftAllowance,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            regions,
+            ring,
+            limits,
+            drift,
+            backoff: Backoff::default(),
+            clock,
+            ratchet: Mutex::new(TokenRatchet::new()),
+        }
+    }
+
+    /// The input bounds this engine enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Acquire a lock: held once a majority of regions granted it.
+    #[instrument(skip_all, fields(resource = %p.resource, owner = %p.owner, ttl_ms = p.ttl_ms, wait_ms = p.wait_ms, request_id, lock_id, token, outcome))]
+    pub async fn acquire(&self, p: AcquireParams) -> Result<Acquired, LockError> {
+        request::resource(&p.resource)?;
+        request::owner(&p.owner)?;
+        let ttl = self.limits.ttl(p.ttl_ms)?;
+        let wait = self.limits.wait(p.wait_ms)?;
+        request::request_id(&p.request_id)?;
+        let request_id = if p.request_id.is_empty() {
+            format!("auto-{:032x}", rand::random::<u128>())
+        } else {
+            p.request_id.clone()
+        };
+        Span::current().record("request_id", request_id.as_str());
+        let shard = self.ring.shard_for(&p.resource).to_owned();
+        let started = self.clock.monotonic();
+        let mut attempt = 0u32;
+        let result = loop {
+            self.regions
+                .require_majority(&shard)
+                .map_err(LockError::Unavailable)?;
+            let (holder, error) = match self.acquire_attempt(&p, &shard, ttl, &request_id).await? {
+                RoundResult::Won(acquired) => break Ok(acquired),
+                RoundResult::TooSlow { elapsed, ttl } => break Err(LockError::TooSlow { elapsed, ttl }),
+                RoundResult::Lost(Loss::Unavailable(split)) => {
+                    break Err(LockError::Unavailable(self.reachability(&split, &[])));
+                }
+                RoundResult::Lost(Loss::RequestConflict(_)) => {
+                    break Err(LockError::RequestIdReused { request_id });
+                }
+                RoundResult::Lost(Loss::Held(g)) => (
+                    Some((g.owner.clone(), g.remaining)),
+                    LockError::Held {
+                        resource: p.resource.clone(),
+                        owner: g.owner,
+                        remaining: g.remaining,
+                    },
+                ),
+                RoundResult::Lost(Loss::Split | Loss::TokenTooLow { .. }) => (
+                    None,
+                    LockError::Contended {
+                        resource: p.resource.clone(),
+                    },
+                ),
+            };
+            let waited = self.clock.monotonic().saturating_sub(started);
+            if wait.is_zero() {
+                break Err(error);
+            }
+            let Some(left) = wait.checked_sub(waited).filter(|l| !l.is_zero()) else {
+                break Err(LockError::WaitExpired {
+                    resource: p.resource.clone(),
+                    waited,
+                    holder,
+                });
+            };
+            let delay = self
+                .backoff
+                .delay(attempt, rand::random::<f64>(), holder.as_ref().map(|h| h.1))
+                .min(left);
+            debug!(?delay, attempt, "resource busy; waiting");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        };
+        let span = Span::current();
+        match &result {
+            Ok(a) => {
+                span.record("lock_id", a.lock_id.as_str()).record("token", a.fencing_token).record("outcome", "granted");
+            }
+            Err(e) => {
+                span.record("outcome", crate::status::present(e).kind);
+            }
+        }
+        result
+    }
+
+    /// One attempt: propose, and re-propose above the regions' marks when the
+    /// token was too low.
+    async fn acquire_attempt(
+        &self,
+        p: &AcquireParams,
+        shard: &str,
+        ttl: Duration,
+        request_id: &str,
+    ) -> Result<RoundResult, LockError> {
+        let mut last = RoundResult::Lost(Loss::Split);
+        for _ in 0..TOKEN_ROUNDS {
+            let token = self
+                .ratchet
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .propose(&p.resource, self.clock.unix_micros())?;
+            let lock_id = LockId::new(rand::random::<u128>(), p.resource.clone()).to_string();
+            let result = self.propose(p, shard, ttl, request_id, &lock_id, token).await;
+            match result {
+                RoundResult::Lost(Loss::TokenTooLow { .. }) => last = result,
+                other => return Ok(other),
+            }
+        }
+        Ok(last)
+    }
+
+    /// One round: propose (lock id, token) to every region and decide.
+    #[instrument(skip_all, fields(lock_id, token))]
+    async fn propose(
+        &self,
+        p: &AcquireParams,
+        shard: &str,
+        ttl: Duration,
+        request_id: &str,
+        lock_id: &str,
+        token: u64,
+    ) -> RoundResult {
+        Span::current().record("lock_id", lock_id).record("token", token);
+        let request = GrantRequest {
+            shard: shard.to_owned(),
+            resource: p.resource.clone(),
+            lock_id: lock_id.to_owned(),
+            owner: p.owner.clone(),
+            fencing_token: token,
+            ttl_ms: p.ttl_ms,
+            request_id: request_id.to_owned(),
+        };
+        // Validity is measured from before the first proposal leaves.
+        let started = self.clock.monotonic();
+        let mut replies = self.fan_out(shard, "grant", move |mut c, timeout| {
+            let mut r = tonic::Request::new(request.clone());
+            r.set_timeout(timeout);
+            async move { c.grant(r).await }
+        });
+        let mut round = AcquireRound::new(self.regions.len());
+        // Which regions may hold a grant of *this* proposal (to abort if we lose).
+        let mut maybe_ours = vec![true; self.regions.len()];
+        let mut decision = AcquireDecision::Pending;
+        while let Some((i, result)) = replies.next().await {
+            self.regions.observe(i, shard, result.as_ref().map(|_| ()));
+            let reply = self.grant_reply(&p.resource, result);
+            maybe_ours[i] = matches!(&reply, GrantReply::Failed)
+                || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
+            decision = round.record(i, reply);
+            if decision != AcquireDecision::Pending {
+                break;
+            }
+        }
+        match decision {
+            AcquireDecision::Won(won) => {
+                let elapsed = self.clock.monotonic().saturating_sub(started);
+                let winner_is_ours = won.grant.lock_id == lock_id;
+                // An idempotent retry may find the earlier lock of the same request
+                // holding a majority: then this proposal's own grants are aborted.
+                let abort_now: Vec<usize> = if winner_is_ours {
+                    Vec::new()
+                } else {
+                    (0..maybe_ours.len()).filter(|&i| maybe_ours[i] && !won.regions.contains(&i)).collect()
+                };
+                self.finish_in_background(shard, &p.resource, lock_id, replies, abort_now, !winner_is_ours);
+                let relied = ttl.min(won.held_for);
+                match self.drift.validity(relied, elapsed) {
+                    Some(validity) => RoundResult::Won(self.acquired(p, won, validity)),
+                    None => {
+                        if winner_is_ours {
+                            self.abort_everywhere(shard, &p.resource, lock_id);
+                        }
+                        RoundResult::TooSlow { elapsed, ttl }
+                    }
+                }
+            }
+            AcquireDecision::Lost(loss) => {
+                let abort: Vec<usize> = (0..maybe_ours.len()).filter(|&i| maybe_ours[i]).collect();
+                if matches!(loss, Loss::TokenTooLow { .. }) {
+                    // The next round needs these regions free of this proposal.
+                    self.abort_at(shard, &p.resource, lock_id, &abort).await;
+                    self.finish_in_background(shard, &p.resource, lock_id, replies, Vec::new(), true);
+                } else {
+                    self.finish_in_background(shard, &p.resource, lock_id, replies, abort, true);
+                }
+                RoundResult::Lost(loss)
+            }
+            AcquireDecision::Pending => {
+                // Every region replied and no decision: impossible by the tally's
+                // construction; treat it as a split vote rather than guess.
+                warn!("acquire round ended undecided");
+                self.abort_everywhere(shard, &p.resource, lock_id);
+                RoundResult::Lost(Loss::Split)
+            }
+        }
+    }
+
+    fn acquired(&self, p: &AcquireParams, won: MajorityGrant, validity: Duration) -> Acquired {
+        Acquired {
+            lock_id: won.grant.lock_id,
+            resource: p.resource.clone(),
+            owner: won.grant.owner,
+            fencing_token: won.grant.token,
+            ttl_ms: won.grant.ttl_ms,
+            validity,
+            granted_regions: self.regions.names(&won.regions),
+        }
+    }
+
+    /// Let the calls still in flight finish off the critical path: abort the regions
+    /// in `abort_now`, and, when `abort_late` is set, any late grant of this
+    /// proposal.
+    fn finish_in_background(
+        &self,
+        shard: &str,
+        resource: &str,
+        lock_id: &str,
+        mut replies: Replies<GrantResponse>,
+        abort_now: Vec<usize>,
+        abort_late: bool,
+    ) {
+        let engine = self.background_handle(shard, resource, lock_id);
+        tokio::spawn(
+            async move {
+                engine.abort(&abort_now).await;
+                while let Some((i, result)) = replies.next().await {
+                    let late_grant = matches!(&result, Ok(r) if r.outcome == WireOutcome::Granted as i32
+                        && r.holder.as_ref().is_some_and(|h| h.lock_id == engine.lock_id));
+                    if abort_late && late_grant {
+                        engine.abort(&[i]).await;
+                    }
+                }
+            }
+            .instrument(Span::current()),
+        );
+    }
+
+    fn abort_everywhere(&self, shard: &str, resource: &str, lock_id: &str) {
+        let engine = self.background_handle(shard, resource, lock_id);
+        let all: Vec<usize> = (0..self.regions.len()).collect();
+        tokio::spawn(async move { engine.abort(&all).await }.instrument(Span::current()));
+    }
+
+    async fn abort_at(&self, shard: &str, resource: &str, lock_id: &str, regions: &[usize]) {
+        self.background_handle(shard, resource, lock_id).abort(regions).await;
+    }
+
+    fn background_handle(&self, shard: &str, resource: &str, lock_id: &str) -> Aborter {
+        Aborter {
+            regions: self.regions.clone(),
+            shard: shard.to_owned(),
+            resource: resource.to_owned(),
+            lock_id: lock_id.to_owned(),
+        }
+    }
+
+    /// Extend a lock. Succeeds only while a majority still holds this lock id.
+    #[instrument(skip_all, fields(lock_id = %lock_id, ttl_ms, resource, outcome))]
+    pub async fn renew(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
+        let id: LockId = lock_id.parse()?;
+        let ttl = if ttl_ms == 0 { None } else { Some(self.limits.ttl(ttl_ms)?) };
+        Span::current().record("resource", id.resource());
+        let shard = self.ring.shard_for(id.resource()).to_owned();
+        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        let request = RenewRequest {
+            shard: shard.clone(),
+            resource: id.resource().to_owned(),
+            lock_id: lock_id.to_owned(),
+            ttl_ms,
+        };
+        let started = self.clock.monotonic();
+        let mut replies = self.fan_out(&shard, "renew", move |mut c, timeout| {
+            let mut r = tonic::Request::new(request.clone());
+            r.set_timeout(timeout);
+            async move { c.renew(r).await }
+        });
+        let mut tally = RenewTally::new(self.regions.len());
+        let mut failures = vec![None; self.regions.len()];
+        let mut decision = RenewDecision::Pending;
+        while let Some((i, result)) = replies.next().await {
+            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
+            let reply = match result {
+                Ok(RenewResponse {
+                    renewed: true,
+                    holder: Some(h),
+                }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
+                Ok(_) => RenewReply::NotFound,
+                Err(status) => {
+                    failures[i] = Some(status);
+                    RenewReply::Failed
+                }
+            };
+            decision = tally.record(i, reply);
+            if decision != RenewDecision::Pending {
+                break;
+            }
+        }
+        tokio::spawn(replies.collect::<Vec<_>>());
+        let outcome = match decision {
+            RenewDecision::Renewed(won) => {
+                let elapsed = self.clock.monotonic().saturating_sub(started);
+                let applied = ttl.unwrap_or(Duration::from_millis(won.grant.ttl_ms));
+                match self.drift.validity(applied.min(won.held_for), elapsed) {
+                    Some(validity) => Ok(Renewed {
+                        fencing_token: won.grant.token,
+                        ttl_ms: millis(applied),
+                        validity,
+                    }),
+                    None => Err(LockError::TooSlow { elapsed, ttl: applied }),
+                }
+            }
+            RenewDecision::Lost => {
+                // Remove whatever minority of grants remains, so it cannot linger.
+                self.release_in_background(&shard, id.resource(), lock_id);
+                Err(LockError::NotFound {
+                    lock_id: lock_id.to_owned(),
+                })
+            }
+            RenewDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            RenewDecision::Pending => Err(LockError::Internal("renewal ended undecided".into())),
+        };
+        record_outcome(&outcome);
+        outcome
+    }
+
+    fn release_in_background(&self, shard: &str, resource: &str, lock_id: &str) {
+        let request = LockRef {
+            shard: shard.to_owned(),
+            resource: resource.to_owned(),
+            lock_id: lock_id.to_owned(),
+        };
+        let replies = self.fan_out(shard, "release", move |mut c, timeout| {
+            let mut r = tonic::Request::new(request.clone());
+            r.set_timeout(timeout);
+            async move { c.release(r).await }
+        });
+        tokio::spawn(replies.collect::<Vec<_>>());
+    }
+
+    /// Release a lock everywhere; only the grant with this exact id is removed.
+    #[instrument(skip_all, fields(lock_id = %lock_id, resource, outcome))]
+    pub async fn release(&self, lock_id: &str) -> Result<Vec<String>, LockError> {
+        let id: LockId = lock_id.parse()?;
+        Span::current().record("resource", id.resource());
+        let shard = self.ring.shard_for(id.resource()).to_owned();
+        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        let request = LockRef {
+            shard: shard.clone(),
+            resource: id.resource().to_owned(),
+            lock_id: lock_id.to_owned(),
+        };
+        let mut replies = self.fan_out(&shard, "release", move |mut c, timeout| {
+            let mut r = tonic::Request::new(request.clone());
+            r.set_timeout(timeout);
+            async move { c.release(r).await }
+        });
+        let mut tally = ReleaseTally::new(self.regions.len());
+        let mut failures = vec![None; self.regions.len()];
+        let mut decision = ReleaseDecision::Pending;
+        while let Some((i, result)) = replies.next().await {
+            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
+            let reply = match result {
+                Ok(RemoveResponse { removed: true }) => RemoveReply::Removed,
+                Ok(RemoveResponse { removed: false }) => RemoveReply::NotFound,
+                Err(status) => {
+                    failures[i] = Some(status);
+                    RemoveReply::Failed
+                }
+            };
+            decision = tally.record(i, reply);
+            if decision != ReleaseDecision::Pending {
+                break;
+            }
+        }
+        // The remaining regions still remove their grant, off the critical path.
+        tokio::spawn(replies.collect::<Vec<_>>());
+        let outcome = match decision {
+            ReleaseDecision::Released { regions } => Ok(self.regions.names(&regions)),
+            ReleaseDecision::NotFound => Err(LockError::NotFound {
+                lock_id: lock_id.to_owned(),
+            }),
+            ReleaseDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            ReleaseDecision::Pending => Err(LockError::Internal("release ended undecided".into())),
+        };
+        record_outcome(&outcome);
+        outcome
+    }
+
+    /// Who holds `resource`, as a majority of regions agree.
+    #[instrument(skip_all, fields(resource = %resource, held))]
+    pub async fn describe(&self, resource: &str) -> Result<Description, LockError> {
+        request::resource(resource)?;
+        let shard = self.ring.shard_for(resource).to_owned();
+        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        let request = ReadRequest {
+            shard: shard.clone(),
+            resource: resource.to_owned(),
+        };
+        let started = self.clock.monotonic();
+        let mut replies = self.fan_out(&shard, "read", move |mut c, timeout| {
+            let mut r = tonic::Request::new(request.clone());
+            r.set_timeout(timeout);
+            async move { c.read(r).await }
+        });
+        let mut tally = ReadTally::new(self.regions.len());
+        let mut failures = vec![None; self.regions.len()];
+        let mut decision = ReadDecision::Pending;
+        while let Some((i, result)) = replies.next().await {
+            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
+            let reply = match result {
+                Ok(ReadResponse {
+                    holder,
+                    high_water_mark,
+                }) => {
+                    self.ratchet
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(resource, high_water_mark);
+                    match holder {
+                        Some(h) => ReadReply::Holding(grant_of(h)),
+                        None => ReadReply::Free,
+                    }
+                }
+                Err(status) => {
+                    failures[i] = Some(status);
+                    ReadReply::Failed
+                }
+            };
+            decision = tally.record(i, reply);
+            if decision != ReadDecision::Pending {
+                break;
+            }
+        }
+        let elapsed = self.clock.monotonic().saturating_sub(started);
+        let outcome = match decision {
+            ReadDecision::Held(held) => Ok(Description {
+                holder: Some(HolderView {
+                    lock_id: held.grant.lock_id,
+                    owner: held.grant.owner,
+                    fencing_token: held.grant.token,
+                    expires_in: held.held_for.saturating_sub(elapsed),
+                }),
+            }),
+            ReadDecision::Free => Ok(Description::default()),
+            ReadDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            ReadDecision::Pending => Err(LockError::Internal("read ended undecided".into())),
+        };
+        Span::current().record("held", outcome.as_ref().is_ok_and(|d| d.holder.is_some()));
+        outcome
+    }
+
+    /// Is `token` the token of the lock a majority holds on `resource` right now?
+    /// Returns (current, current holder's token or 0).
+    pub async fn validate(&self, resource: &str, token: u64) -> Result<(bool, u64), LockError> {
+        let description = self.describe(resource).await?;
+        let current = description.holder.map_or(0, |h| h.fencing_token);
+        Ok((current != 0 && current == token, current))
+    }
+
+    /// Send one call to every region, each bounded by the region deadline.
+    fn fan_out<T, F, Fut>(&self, shard: &str, op: &'static str, call: F) -> Replies<T>
+    where
+        T: Send + 'static,
+        F: Fn(RegionAgentClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
+    {
+        let timeout = self.regions.timeout();
+        (0..self.regions.len())
+            .map(|i| {
+                let region = self.regions.get(i);
+                let span = info_span!("region_call", region = %region.name, shard, op);
+                let call = call(region.client(), timeout);
+                async move {
+                    let result = match tokio::time::timeout(timeout, call).await {
+                        Ok(result) => result.map(Response::into_inner),
+                        Err(_) => Err(Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
+                    };
+                    if let Err(status) = &result {
+                        debug!(code = ?status.code(), message = status.message(), "region call failed");
+                    }
+                    (i, result)
+                }
+                .instrument(span)
+                .boxed()
+            })
+            .collect()
+    }
+
+    /// A grant answer as the quorum rule sees it; also feeds the token ratchet.
+    fn grant_reply(&self, resource: &str, result: Result<GrantResponse, Status>) -> GrantReply {
+        let response = match result {
+            Ok(response) => response,
+            Err(_) => return GrantReply::Failed,
+        };
+        self.ratchet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(resource, response.high_water_mark);
+        let holder = response.holder.map(grant_of);
+        match (WireOutcome::try_from(response.outcome), holder) {
+            (Ok(WireOutcome::Granted), Some(g)) => GrantReply::Granted(g),
+            (Ok(WireOutcome::Held), Some(g)) => GrantReply::Held(g),
+            (Ok(WireOutcome::RequestConflict), Some(g)) => GrantReply::RequestConflict(g),
+            (Ok(WireOutcome::TokenTooLow), _) => GrantReply::TokenTooLow {
+                mark: response.high_water_mark,
+            },
+            (Ok(WireOutcome::Aborted), _) => GrantReply::Aborted,
+            (outcome, _) => {
+                warn!(?outcome, "malformed grant reply; counting it as no vote");
+                GrantReply::Failed
+            }
+        }
+    }
+
+    fn reachability(&self, split: &RegionSplit, failures: &[Option<Status>]) -> Reachability {
+        Reachability {
+            reachable: self.regions.names(&split.reachable),
+            unreachable: split
+                .unreachable
+                .iter()
+                .map(|&i| RegionFailure {
+                    region: self.regions.get(i).name.clone(),
+                    status: failures
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| Status::unavailable("no usable answer")),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Aborts one proposal's grants, from a background task.
+#[derive(Debug)]
+struct Aborter {
+    regions: Arc<Regions>,
+    shard: String,
+    resource: String,
+    lock_id: String,
+}
+
+impl Aborter {
+    async fn abort(&self, at: &[usize]) {
+        let calls = at.iter().map(|&i| {
+            let mut client = self.regions.get(i).client();
+            let mut request = tonic::Request::new(LockRef {
+                shard: self.shard.clone(),
+                resource: self.resource.clone(),
+                lock_id: self.lock_id.clone(),
+            });
+            let timeout = self.regions.timeout();
+            request.set_timeout(timeout);
+            async move {
+                if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await {
+                    // The grant (if any) expires with its TTL.
+                    debug!(region = i, code = ?status.code(), "abort failed");
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+}
+
+fn grant_of(h: Holder) -> Grant {
+    Grant {
+        lock_id: h.lock_id,
+        owner: h.owner,
+        token: h.fencing_token,
+        ttl_ms: h.ttl_ms,
+        request_id: h.request_id,
+        remaining: Duration::from_millis(h.remaining_ms),
+    }
+}
+
+fn record_outcome<T>(outcome: &Result<T, LockError>) {
+    let kind = match outcome {
+        Ok(_) => "ok",
+        Err(e) => crate::status::present(e).kind,
+    };
+    Span::current().record("outcome", kind);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,28 @@
+//! The stateless coordinator.
+//!
+//! Every lock request is proposed to all regions in parallel; a lock is held once
+//! a majority granted it. Coordinators keep no state that matters for safety, so
+//! any number can run side by side.
+//!
+//! # Layout
+//! - [`config`]: settings, loaded from TOML + environment, validated before binding.
+//! - [`engine`]: acquire, renew, release, describe, validate: fan-out to the
+//!   regions and the decisions of `globallock_protocol::quorum`.
+//! - [`regions`]: channels to the region agents and their health (for the fast
+//!   minority-side rejection).
+//! - [`error`]: [`LockError`], every way a request can fail.
+//! - [`status`]: the one table mapping errors to gRPC codes and HTTP statuses.
+//! - [`grpc`]: the public `globallock.v1.LockService`.
+//! - [`server`]: [`server::serve`], running it all until a shutdown future completes.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod regions;
+pub mod server;
+pub mod status;
+
+pub use config::{ConfigError, CoordinatorConfig, ValidConfig};
+pub use error::LockError;
+pub use server::{ServeError, serve};

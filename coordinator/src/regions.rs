@@ -1,0 +1,206 @@
+//! The coordinator's view of the regions: one gRPC channel to each region's agent,
+//! and each region's health per shard, kept fresh by a probe loop and by the
+//! outcome of every request.
+//!
+//! Health is used for one thing only: rejecting at once, with `UNAVAILABLE`, when
+//! fewer than a majority of regions can serve a resource's shard (the minority side
+//! of a partition). It is never used to grant: only region replies count.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use globallock_proto::agent::HealthRequest;
+use globallock_proto::agent::region_agent_client::RegionAgentClient;
+use globallock_protocol::quorum::majority;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::config::RegionEntry;
+use crate::error::{Reachability, RegionFailure};
+
+/// One region agent.
+#[derive(Debug)]
+pub struct Region {
+    /// The region's name.
+    pub name: String,
+    /// A lazily connected channel to its agent (reconnects by itself).
+    client: RegionAgentClient<Channel>,
+    /// Per shard (by index): did the last probe or request succeed?
+    healthy: Vec<AtomicBool>,
+}
+
+impl Region {
+    /// A client for this region's agent (cheap to clone).
+    pub fn client(&self) -> RegionAgentClient<Channel> {
+        self.client.clone()
+    }
+}
+
+/// All regions, in configuration order: a region's index is its identity.
+#[derive(Debug)]
+pub struct Regions {
+    /// The regions.
+    regions: Vec<Region>,
+    /// Shard name → index into each region's `healthy`.
+    shard_index: HashMap<String, usize>,
+    /// Deadline of each call to a region.
+    timeout: Duration,
+}
+
+/// The configuration could not produce a channel.
+#[derive(Debug, thiserror::Error)]
+#[error("region {region}: bad endpoint {endpoint:?}")]
+pub struct EndpointError {
+    /// The region.
+    pub region: String,
+    /// The endpoint.
+    pub endpoint: String,
+    /// Why.
+    #[source]
+    pub source: tonic::transport::Error,
+}
+
+impl Regions {
+    /// Channels to every region (connected lazily; nothing is dialled here).
+    pub fn new(entries: &[RegionEntry], shards: &[String], timeout: Duration) -> Result<Self, EndpointError> {
+        let mut regions = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let endpoint = Endpoint::from_shared(entry.endpoint.clone())
+                .map_err(|source| EndpointError {
+                    region: entry.name.clone(),
+                    endpoint: entry.endpoint.clone(),
+                    source,
+                })?
+                .connect_timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(timeout.max(Duration::from_secs(1)))
+                .keep_alive_while_idle(true);
+            regions.push(Region {
+                name: entry.name.clone(),
+                client: RegionAgentClient::new(endpoint.connect_lazy()),
+                // Optimistic until the first probe: requests still carry deadlines.
+                healthy: shards.iter().map(|_| AtomicBool::new(true)).collect(),
+            });
+        }
+        let shard_index = shards.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+        Ok(Self {
+            regions,
+            shard_index,
+            timeout,
+        })
+    }
+
+    /// How many regions there are.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// True when there are none (never, for a validated configuration).
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Region `i`.
+    pub fn get(&self, i: usize) -> &Region {
+        &self.regions[i]
+    }
+
+    /// Per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Names of the regions at `indices`.
+    pub fn names(&self, indices: &[usize]) -> Vec<String> {
+        indices.iter().map(|&i| self.regions[i].name.clone()).collect()
+    }
+
+    /// Record the outcome of a request to region `i` for `shard`.
+    pub fn observe(&self, i: usize, shard: &str, outcome: Result<(), &tonic::Status>) {
+        let Some(&s) = self.shard_index.get(shard) else {
+            return;
+        };
+        let ok = match outcome {
+            Ok(()) => true,
+            // Only "could not reach / could not serve" marks a region down; an
+            // answer such as INVALID_ARGUMENT proves it is up.
+            Err(status) => !matches!(
+                status.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+            ),
+        };
+        self.set(i, s, ok);
+    }
+
+    fn set(&self, region: usize, shard: usize, ok: bool) {
+        let was = self.regions[region].healthy[shard].swap(ok, Ordering::Relaxed);
+        if was != ok {
+            let name = &self.regions[region].name;
+            if ok {
+                info!(region = %name, shard, "region reachable again");
+            } else {
+                warn!(region = %name, shard, "region unreachable");
+            }
+        }
+    }
+
+    /// `Err` (naming reachable and unreachable regions) when fewer than a majority
+    /// of regions are healthy for `shard`: the caller must reject at once.
+    pub fn require_majority(&self, shard: &str) -> Result<(), Reachability> {
+        let s = self.shard_index.get(shard).copied().unwrap_or(0);
+        let mut reach = Reachability::default();
+        for region in &self.regions {
+            if region.healthy[s].load(Ordering::Relaxed) {
+                reach.reachable.push(region.name.clone());
+            } else {
+                reach.unreachable.push(RegionFailure {
+                    region: region.name.clone(),
+                    status: tonic::Status::unavailable("failing health checks"),
+                });
+            }
+        }
+        if reach.reachable.len() >= majority(self.regions.len()) {
+            Ok(())
+        } else {
+            Err(reach)
+        }
+    }
+
+    /// Probe every region every `interval` (each probe bounded by `timeout`) until
+    /// the task is dropped.
+    pub async fn probe_forever(self: Arc<Self>, interval: Duration, timeout: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let probes = (0..self.regions.len()).map(|i| self.probe(i, timeout));
+            futures::future::join_all(probes).await;
+        }
+    }
+
+    async fn probe(&self, i: usize, timeout: Duration) {
+        let mut client = self.regions[i].client();
+        let mut request = tonic::Request::new(HealthRequest {});
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, client.health(request)).await;
+        match answer {
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                for shard in response.shards {
+                    if let Some(&s) = self.shard_index.get(&shard.shard) {
+                        self.set(i, s, shard.healthy);
+                    }
+                }
+            }
+            _ => {
+                for s in 0..self.shard_index.len() {
+                    self.set(i, s, false);
+                }
+            }
+        }
+    }
+}

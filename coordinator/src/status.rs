@@ -1,0 +1,58 @@
+//! The one table that maps every [`LockError`] to a gRPC code and an HTTP status.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::error::LockError;
+
+/// How an error is presented to callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presentation {
+    /// gRPC status code.
+    pub grpc: Code,
+    /// HTTP status code.
+    pub http: u16,
+    /// A stable slug naming the problem (used in problem+json `type`).
+    pub kind: &'static str,
+    /// When the caller may usefully retry, if that is known.
+    pub retry_after: Option<Duration>,
+}
+
+/// The table.
+pub fn present(error: &LockError) -> Presentation {
+    let p = |grpc, http, kind| Presentation {
+        grpc,
+        http,
+        kind,
+        retry_after: None,
+    };
+    match error {
+        LockError::Invalid(_) => p(Code::InvalidArgument, 400, "invalid-argument"),
+        LockError::RequestIdReused { .. } => p(Code::InvalidArgument, 422, "request-id-reused"),
+        LockError::Held { remaining, .. } => Presentation {
+            retry_after: Some(*remaining),
+            ..p(Code::Aborted, 409, "held")
+        },
+        LockError::WaitExpired { holder, .. } => Presentation {
+            retry_after: holder.as_ref().map(|(_, remaining)| *remaining),
+            ..p(Code::Aborted, 409, "held")
+        },
+        LockError::Contended { .. } => Presentation {
+            retry_after: Some(Duration::from_millis(100)),
+            ..p(Code::Aborted, 409, "contended")
+        },
+        LockError::NotFound { .. } => p(Code::NotFound, 404, "not-found"),
+        LockError::Unavailable(_) | LockError::TooSlow { .. } => Presentation {
+            retry_after: Some(Duration::from_secs(1)),
+            ..p(Code::Unavailable, 503, "no-quorum")
+        },
+        LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409, "tokens-exhausted"),
+        LockError::Internal(_) => p(Code::Internal, 500, "internal"),
+    }
+}
+
+/// The gRPC status for an error (message = the error's full text).
+pub fn to_status(error: &LockError) -> tonic::Status {
+    tonic::Status::new(present(error).grpc, error.to_string())
+}
