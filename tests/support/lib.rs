@@ -1,0 +1,325 @@
+//! The test cluster: three regions of real etcd processes, each with its region
+//! agent, and one or more coordinators, all on free loopback ports.
+//!
+//! Agents and coordinators run in this process (so a test can stop and restart
+//! them); etcd members are real child processes, killed when the cluster drops,
+//! panics included.
+
+pub mod oracle;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use globallock_localcluster::EtcdCluster;
+use globallock_proto::v1::lock_service_client::LockServiceClient;
+use globallock_protocol::clock::SystemClock;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Region names used by every test cluster.
+pub const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Shards per region (each its own etcd cluster).
+    pub shards: usize,
+    /// Members per shard cluster (1, or 3 where Raft behaviour is the point).
+    pub members: usize,
+    /// Coordinators.
+    pub coordinators: usize,
+    /// Coordinator → agent deadline.
+    pub region_timeout_ms: u64,
+    /// Lease bucket granularity.
+    pub lease_granularity_ms: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            shards: 1,
+            members: 1,
+            coordinators: 1,
+            region_timeout_ms: 2_000,
+            lease_granularity_ms: 250,
+        }
+    }
+}
+
+/// An in-process server task and the way to stop it.
+#[derive(Debug)]
+struct ServerTask {
+    /// Sends the graceful shutdown.
+    stop: Option<oneshot::Sender<()>>,
+    /// The serving task.
+    task: JoinHandle<()>,
+}
+
+impl ServerTask {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One region: its shards' etcd clusters and its agent.
+#[derive(Debug)]
+pub struct RegionNode {
+    /// The region's name.
+    pub name: String,
+    /// One etcd cluster per shard.
+    pub etcd: Vec<EtcdCluster>,
+    /// The agent's address (kept across restarts).
+    pub agent_addr: SocketAddr,
+    /// The running agent.
+    agent: Option<ServerTask>,
+}
+
+/// A running test cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Data and logs.
+    dir: tempfile::TempDir,
+    /// The regions.
+    pub regions: Vec<RegionNode>,
+    /// Coordinator addresses.
+    pub coordinator_addrs: Vec<SocketAddr>,
+    /// Running coordinators.
+    coordinators: Vec<ServerTask>,
+    /// Shard names.
+    shards: Vec<String>,
+    /// What was asked for.
+    options: ClusterOptions,
+}
+
+/// Install a test log subscriber once (honours RUST_LOG; quiet by default).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl Cluster {
+    /// Start three regions and the coordinators. Must run on a multi-thread
+    /// runtime: etcd start-up blocks the test's own thread (which also owns the
+    /// etcd processes) while agents and coordinators run on the workers.
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        init_logs();
+        let dir = tempfile::tempdir()?;
+        let shards: Vec<String> = (0..options.shards).map(|i| format!("shard-{i}")).collect();
+        let mut regions = Vec::new();
+        for name in REGIONS {
+            let mut etcd = Vec::new();
+            for shard in &shards {
+                etcd.push(EtcdCluster::start(
+                    &format!("{name}-{shard}"),
+                    options.members,
+                    &dir.path().join(name),
+                )?);
+            }
+            let agent_addr = SocketAddr::from(([127, 0, 0, 1], globallock_localcluster::free_port()?));
+            regions.push(RegionNode {
+                name: name.to_owned(),
+                etcd,
+                agent_addr,
+                agent: None,
+            });
+        }
+        let mut cluster = Self {
+            dir,
+            regions,
+            coordinator_addrs: Vec::new(),
+            coordinators: Vec::new(),
+            shards,
+            options,
+        };
+        for r in 0..cluster.regions.len() {
+            cluster.start_agent(r).await?;
+        }
+        for _ in 0..cluster.options.coordinators {
+            cluster.start_coordinator().await?;
+        }
+        Ok(cluster)
+    }
+
+    fn agent_config(&self, r: usize) -> region_agent::AgentConfig {
+        let region = &self.regions[r];
+        region_agent::AgentConfig {
+            region: region.name.clone(),
+            listen: region.agent_addr,
+            key_prefix: "/globallock/".into(),
+            request_timeout_ms: 1_000,
+            lease_granularity_ms: self.options.lease_granularity_ms,
+            tombstone_ttl_ms: 60_000,
+            compaction_interval_s: 0,
+            compaction_keep_revisions: 10_000,
+            ring_vnodes: 160,
+            shards: self
+                .shards
+                .iter()
+                .zip(&region.etcd)
+                .map(|(name, etcd)| region_agent::config::ShardEntry {
+                    name: name.clone(),
+                    endpoints: etcd.endpoints(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The coordinator configuration this cluster uses (listen address aside).
+    pub fn coordinator_config(&self, listen: SocketAddr) -> coordinator::CoordinatorConfig {
+        coordinator::CoordinatorConfig {
+            listen,
+            regions: self
+                .regions
+                .iter()
+                .map(|r| coordinator::config::RegionEntry {
+                    name: r.name.clone(),
+                    endpoint: format!("http://{}", r.agent_addr),
+                })
+                .collect(),
+            shards: self.shards.clone(),
+            ring_vnodes: 160,
+            region_timeout_ms: self.options.region_timeout_ms,
+            health_interval_ms: 200,
+            health_timeout_ms: 150,
+            min_ttl_ms: 1_000,
+            max_ttl_ms: 300_000,
+            max_wait_ms: 60_000,
+            drift_rate: 0.01,
+            drift_margin_ms: 10,
+        }
+    }
+
+    async fn start_agent(&mut self, r: usize) -> anyhow::Result<()> {
+        let config = self.agent_config(r).validate()?;
+        let listener = bind_retrying(self.regions[r].agent_addr).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = region_agent::serve(config, listener, SystemClock::shared(), shutdown).await {
+                tracing::error!(%error, "agent failed");
+            }
+        });
+        self.regions[r].agent = Some(ServerTask {
+            stop: Some(stop),
+            task,
+        });
+        Ok(())
+    }
+
+    /// Start one more coordinator; returns its index.
+    pub async fn start_coordinator(&mut self) -> anyhow::Result<usize> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = self.coordinator_config(addr).validate()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = coordinator::serve(config, listener, SystemClock::shared(), shutdown).await {
+                tracing::error!(%error, "coordinator failed");
+            }
+        });
+        self.coordinator_addrs.push(addr);
+        self.coordinators.push(ServerTask {
+            stop: Some(stop),
+            task,
+        });
+        Ok(self.coordinators.len() - 1)
+    }
+
+    /// A gRPC client of coordinator `i`.
+    pub async fn client(&self, i: usize) -> anyhow::Result<LockServiceClient<Channel>> {
+        let endpoint = format!("http://{}", self.coordinator_addrs[i]);
+        for _ in 0..100 {
+            if let Ok(client) = LockServiceClient::connect(endpoint.clone()).await {
+                return Ok(client);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(LockServiceClient::connect(endpoint).await?)
+    }
+
+    /// Stop region `r` entirely: its agent and every etcd member (SIGKILL).
+    pub async fn stop_region(&mut self, r: usize) {
+        if let Some(agent) = self.regions[r].agent.take() {
+            agent.stop().await;
+        }
+        for etcd in &mut self.regions[r].etcd {
+            etcd.kill();
+        }
+    }
+
+    /// Restart region `r` on the same ports and data.
+    pub async fn restart_region(&mut self, r: usize) -> anyhow::Result<()> {
+        for etcd in &mut self.regions[r].etcd {
+            etcd.restart()?;
+        }
+        self.start_agent(r).await
+    }
+
+    /// Where logs and data live (kept on failure for inspection when the test
+    /// panics only while the tempdir lives).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}
+
+/// An acquire request.
+pub fn acquire(resource: &str, owner: &str, ttl_ms: u64, wait_ms: u64) -> globallock_proto::v1::AcquireRequest {
+    globallock_proto::v1::AcquireRequest {
+        resource: resource.into(),
+        owner: owner.into(),
+        ttl_ms,
+        wait_ms,
+        request_id: String::new(),
+    }
+}
+
+/// Poll `check` every 50 ms until it returns `Some`, or fail after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
