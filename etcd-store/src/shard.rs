@@ -399,28 +399,39 @@ impl ShardStore {
 
     /// Prove the shard serves linearizable reads (which needs a live Raft leader).
     pub async fn check_health(&self) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
         let key = self.keys.health();
-        self.call("health", kv.get(key, Some(GetOptions::new().with_count_only())))
-            .await
-            .map(|_| ())
+        self.call("health", || {
+            let mut kv = self.client.kv_client();
+            let key = key.clone();
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Compact history older than `keep` revisions (every acquire and release adds
     /// revisions; without compaction etcd's backend quota eventually fills).
     pub async fn compact(&self, keep: i64) -> Result<Option<i64>, StoreError> {
-        let mut kv = self.client.kv_client();
         let key = self.keys.health();
         let response = self
-            .call("compact", kv.get(key, Some(GetOptions::new().with_count_only())))
+            .call("compact", || {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
             .await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
         let target = revision - keep;
         if target <= 0 {
             return Ok(None);
         }
-        let mut kv = self.client.kv_client();
-        match self.call("compact", kv.compact(target, None)).await {
+        let compacted = self
+            .call("compact", || {
+                let mut kv = self.client.kv_client();
+                async move { kv.compact(target, None).await }
+            })
+            .await;
+        match compacted {
             Ok(_) => Ok(Some(target)),
             // Someone (another agent incarnation) compacted further already.
             Err(StoreError::Etcd {
@@ -443,8 +454,12 @@ impl ShardStore {
                 async {
                     let asked_at = self.clock.monotonic();
                     let seconds = self.grid.lease_seconds(bucket, asked_at);
-                    let mut leases = self.client.lease_client();
-                    let response = self.call("lease grant", leases.grant(seconds, None)).await?;
+                    let response = self
+                        .call("lease grant", || {
+                            let mut leases = self.client.lease_client();
+                            async move { leases.grant(seconds, None).await }
+                        })
+                        .await?;
                     self.leases.created(bucket, response.id());
                     debug!(lease = response.id(), seconds, "created lease bucket");
                     Ok::<_, StoreError>(response.id())
@@ -472,8 +487,12 @@ impl ShardStore {
         }
         // A lease from an earlier incarnation of this agent: etcd reports whole
         // seconds, rounded, so one second less is what we can promise.
-        let mut leases = self.client.lease_client();
-        let response = self.call("lease ttl", leases.time_to_live(lease, None)).await?;
+        let response = self
+            .call("lease ttl", || {
+                let mut leases = self.client.lease_client();
+                async move { leases.time_to_live(lease, None).await }
+            })
+            .await?;
         let seconds = u64::try_from(response.ttl().saturating_sub(1)).unwrap_or(0);
         Ok(Duration::from_secs(seconds))
     }
@@ -492,33 +511,63 @@ impl ShardStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let mut response = self.call("get", kv.get(key, None)).await?;
+        let mut response = self
+            .call("get", || {
+                let mut kv = self.client.kv_client();
+                let key = key.to_owned();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         Ok(response.take_kvs().into_iter().next())
     }
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
-        let mut kv = self.client.kv_client();
-        self.call(op, kv.txn(txn)).await
+        self.call(op, || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
     }
 
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Err(_) => Err(StoreError::Timeout {
-                shard: self.name.clone(),
-                op,
-                after: self.timeout,
-            }),
-            Ok(Err(source)) => Err(StoreError::Etcd {
-                shard: self.name.clone(),
-                op,
-                source,
-            }),
-            Ok(Ok(value)) => Ok(value),
+    /// Run one etcd request under the request deadline. A failure to reach a
+    /// member (`UNAVAILABLE`: connection refused, no leader yet) is retried on the
+    /// next attempt until the deadline, because the client balances over every
+    /// member and a dead one must cost a retry, not an error. Every operation here
+    /// is safe to repeat: grants are idempotent per request id, renew and release
+    /// are compare-and-swaps on the revision they read.
+    async fn call<T, Fut>(&self, op: &'static str, mut request: impl FnMut() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, request()).await;
+            let source = match attempt {
+                Err(_) => {
+                    return Err(StoreError::Timeout {
+                        shard: self.name.clone(),
+                        op,
+                        after: self.timeout,
+                    });
+                }
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(source)) => source,
+            };
+            let retryable = matches!(&source, etcd_client::Error::GRpcStatus(status)
+                if status.code() == tonic::Code::Unavailable)
+                || matches!(&source, etcd_client::Error::TransportError(_));
+            if !retryable || tokio::time::Instant::now() + pause >= deadline {
+                return Err(StoreError::Etcd {
+                    shard: self.name.clone(),
+                    op,
+                    source,
+                });
+            }
+            debug!(op, error = %source, "etcd member unreachable; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 }

@@ -144,3 +144,43 @@ async fn grants_expire_with_their_lease_bucket() {
     let next = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
     assert!(matches!(next.outcome, GrantOutcome::Granted(_)));
 }
+
+/// Regression: with one member of a 3-member cluster dead, the client still sent
+/// some requests to it and reported "connection refused" as a failure. A dead
+/// member must cost a retry, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_dead_member_costs_retries_not_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut etcd = EtcdCluster::start("three", 3, dir.path()).expect("etcd starts");
+    let config = ShardConfig {
+        name: "s0".into(),
+        endpoints: etcd.endpoints(),
+        prefix: "/globallock/".into(),
+        request_timeout: Duration::from_secs(3),
+        lease_granularity: Duration::from_millis(500),
+        tombstone_ttl: Duration::from_secs(30),
+    };
+    let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
+        .await
+        .expect("connect");
+    // Pick a member that is not the leader, so no election is involved.
+    let leader = etcd.leader().expect("leader");
+    etcd.kill_member((leader + 1) % 3);
+    for i in 0..30u64 {
+        let lock_id = format!("L{i}");
+        let request_id = format!("r{i}");
+        let reply = store
+            .grant(&Proposal {
+                resource: "orders/42",
+                lock_id: &lock_id,
+                owner: "alice",
+                token: 100 + i,
+                ttl: Duration::from_secs(5),
+                request_id: &request_id,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("grant {i} failed: {e}"));
+        assert!(matches!(reply.outcome, GrantOutcome::Granted(_)), "{i}: {reply:?}");
+        assert!(store.release("orders/42", &lock_id).await.expect("release"), "{i}");
+    }
+}

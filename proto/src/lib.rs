@@ -8,6 +8,8 @@
 
 #![allow(missing_docs, clippy::all, missing_debug_implementations)]
 
+pub mod codec;
+
 /// The public lock API.
 pub mod v1 {
     tonic::include_proto!("globallock.v1");

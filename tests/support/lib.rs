@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     pub region_timeout_ms: u64,
     /// Lease bucket granularity.
     pub lease_granularity_ms: u64,
+    /// A region whose shard clusters get three members instead of `members`.
+    pub three_member_region: Option<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +46,7 @@ impl Default for ClusterOptions {
             coordinators: 1,
             region_timeout_ms: 2_000,
             lease_granularity_ms: 250,
+            three_member_region: None,
         }
     }
 }
@@ -124,12 +127,13 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let shards: Vec<String> = (0..options.shards).map(|i| format!("shard-{i}")).collect();
         let mut regions = Vec::new();
-        for name in REGIONS {
+        for (r, name) in REGIONS.into_iter().enumerate() {
+            let members = if options.three_member_region == Some(r) { 3 } else { options.members };
             let mut etcd = Vec::new();
             for shard in &shards {
                 etcd.push(EtcdCluster::start(
                     &format!("{name}-{shard}"),
-                    options.members,
+                    members,
                     &dir.path().join(name),
                 )?);
             }
@@ -228,6 +232,14 @@ impl Cluster {
 
     /// Start one more coordinator; returns its index.
     pub async fn start_coordinator(&mut self) -> anyhow::Result<usize> {
+        self.start_coordinator_with_clock(SystemClock::shared()).await
+    }
+
+    /// Start one more coordinator reading time from `clock`; returns its index.
+    pub async fn start_coordinator_with_clock(
+        &mut self,
+        clock: globallock_protocol::clock::SharedClock,
+    ) -> anyhow::Result<usize> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let config = self.coordinator_config(addr).validate()?;
@@ -236,7 +248,7 @@ impl Cluster {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = coordinator::serve(config, listener, SystemClock::shared(), shutdown).await {
+            if let Err(error) = coordinator::serve(config, listener, clock, shutdown).await {
                 tracing::error!(%error, "coordinator failed");
             }
         });
@@ -276,6 +288,15 @@ impl Cluster {
             etcd.restart()?;
         }
         self.start_agent(r).await
+    }
+
+    /// Stop coordinator `i` (gracefully).
+    pub async fn stop_coordinator(&mut self, i: usize) {
+        let placeholder = ServerTask {
+            stop: None,
+            task: tokio::spawn(async {}),
+        };
+        std::mem::replace(&mut self.coordinators[i], placeholder).stop().await;
     }
 
     /// Where logs and data live (kept on failure for inspection when the test
