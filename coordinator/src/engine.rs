@@ -130,7 +130,8 @@ type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)
 /// The outcome of one proposal round, before it becomes an answer.
 enum RoundResult {
     Won(Acquired),
-    Lost(Loss),
+    /// Lost, with each region's failure (for UNAVAILABLE's message).
+    Lost(Loss, Vec<Option<Status>>),
     TooSlow { elapsed: Duration, ttl: Duration },
 }
 
@@ -183,13 +184,13 @@ impl LockEngine {
             let (holder, error) = match self.acquire_attempt(&p, &shard, ttl, &request_id).await? {
                 RoundResult::Won(acquired) => break Ok(acquired),
                 RoundResult::TooSlow { elapsed, ttl } => break Err(LockError::TooSlow { elapsed, ttl }),
-                RoundResult::Lost(Loss::Unavailable(split)) => {
-                    break Err(LockError::Unavailable(self.reachability(&split, &[])));
+                RoundResult::Lost(Loss::Unavailable(split), failures) => {
+                    break Err(LockError::Unavailable(self.reachability(&split, &failures)));
                 }
-                RoundResult::Lost(Loss::RequestConflict(_)) => {
+                RoundResult::Lost(Loss::RequestConflict(_), _) => {
                     break Err(LockError::RequestIdReused { request_id });
                 }
-                RoundResult::Lost(Loss::Held(g)) => (
+                RoundResult::Lost(Loss::Held(g), _) => (
                     Some((g.owner.clone(), g.remaining)),
                     LockError::Held {
                         resource: p.resource.clone(),
@@ -197,7 +198,7 @@ impl LockEngine {
                         remaining: g.remaining,
                     },
                 ),
-                RoundResult::Lost(Loss::Split | Loss::TokenTooLow { .. }) => (
+                RoundResult::Lost(Loss::Split | Loss::TokenTooLow { .. }, _) => (
                     None,
                     LockError::Contended {
                         resource: p.resource.clone(),
@@ -244,7 +245,7 @@ impl LockEngine {
         ttl: Duration,
         request_id: &str,
     ) -> Result<RoundResult, LockError> {
-        let mut last = RoundResult::Lost(Loss::Split);
+        let mut last = RoundResult::Lost(Loss::Split, Vec::new());
         for _ in 0..TOKEN_ROUNDS {
             let token = self
                 .ratchet
@@ -254,7 +255,7 @@ impl LockEngine {
             let lock_id = LockId::new(rand::random::<u128>(), p.resource.clone()).to_string();
             let result = self.propose(p, shard, ttl, request_id, &lock_id, token).await;
             match result {
-                RoundResult::Lost(Loss::TokenTooLow { .. }) => last = result,
+                RoundResult::Lost(Loss::TokenTooLow { .. }, _) => last = result,
                 other => return Ok(other),
             }
         }
@@ -292,9 +293,13 @@ impl LockEngine {
         let mut round = AcquireRound::new(self.regions.len());
         // Which regions may hold a grant of *this* proposal (to abort if we lose).
         let mut maybe_ours = vec![true; self.regions.len()];
+        let mut failures = vec![None; self.regions.len()];
         let mut decision = AcquireDecision::Pending;
         while let Some((i, result)) = replies.next().await {
             self.regions.observe(i, shard, result.as_ref().map(|_| ()));
+            if let Err(status) = &result {
+                failures[i] = Some(status.clone());
+            }
             let reply = self.grant_reply(&p.resource, result);
             maybe_ours[i] = matches!(&reply, GrantReply::Failed)
                 || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
@@ -335,14 +340,14 @@ impl LockEngine {
                 } else {
                     self.finish_in_background(shard, &p.resource, lock_id, replies, abort, true);
                 }
-                RoundResult::Lost(loss)
+                RoundResult::Lost(loss, failures)
             }
             AcquireDecision::Pending => {
                 // Every region replied and no decision: impossible by the tally's
                 // construction; treat it as a split vote rather than guess.
                 warn!("acquire round ended undecided");
                 self.abort_everywhere(shard, &p.resource, lock_id);
-                RoundResult::Lost(Loss::Split)
+                RoundResult::Lost(Loss::Split, failures)
             }
         }
     }

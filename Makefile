@@ -1,0 +1,41 @@
+# The commands the README names. `make dev` and `make test` install missing
+# system packages first (scripts/install-deps.sh).
+SHELL := /bin/bash
+CARGO ?= cargo
+DEV_ARGS ?=
+
+.PHONY: help deps build dev test fmt lint doc check clean
+
+help:
+	@echo "make dev    start a local three-region cluster (coordinator on 127.0.0.1:7400); Ctrl-C stops it"
+	@echo "make test   run the whole test suite (real etcd processes)"
+	@echo "make check  fmt + clippy + test, as CI runs them"
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+dev: build
+	target/debug/devcluster $(DEV_ARGS)
+
+# Test binaries run one after another; inside one, at most two tests at a time
+# (each starts its own etcd processes; the machines have two cores).
+test: deps
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc: deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+check: fmt lint test
+
+clean:
+	$(CARGO) clean
+	rm -rf .dev-cluster
