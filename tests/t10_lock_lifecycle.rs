@@ -1,6 +1,8 @@
 //! Acquire, describe, validate, renew and release against three regions of real
 //! etcd; idempotent retries by request id.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use globallock_proto::v1::{DescribeRequest, ReleaseRequest, RenewRequest, ValidateRequest};
@@ -12,15 +14,28 @@ async fn acquire_describe_validate_renew_release() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let mut client = cluster.client(0).await?;
 
-    let granted = client.acquire(acquire("orders/42", "alice", 10_000, 0)).await?.into_inner();
+    let granted = client
+        .acquire(acquire("orders/42", "alice", 10_000, 0))
+        .await?
+        .into_inner();
     assert_eq!(granted.ttl_ms, 10_000);
     assert_eq!(granted.resource, "orders/42");
     assert!(granted.fencing_token > 0);
-    assert!(granted.granted_regions.len() >= 2, "{:?}", granted.granted_regions);
-    assert!(granted.validity_ms > 0 && granted.validity_ms < 10_000, "{}", granted.validity_ms);
+    assert!(
+        granted.granted_regions.len() >= 2,
+        "{:?}",
+        granted.granted_regions
+    );
+    assert!(
+        granted.validity_ms > 0 && granted.validity_ms < 10_000,
+        "{}",
+        granted.validity_ms
+    );
 
     let described = client
-        .describe(DescribeRequest { resource: "orders/42".into() })
+        .describe(DescribeRequest {
+            resource: "orders/42".into(),
+        })
         .await?
         .into_inner();
     assert!(described.held);
@@ -30,34 +45,56 @@ async fn acquire_describe_validate_renew_release() -> anyhow::Result<()> {
     assert!(described.expires_in_ms > 0 && described.expires_in_ms <= 10_500);
 
     // Held: a second acquirer is refused at once, told who holds it.
-    let refused = client.acquire(acquire("orders/42", "bob", 10_000, 0)).await.unwrap_err();
+    let refused = client
+        .acquire(acquire("orders/42", "bob", 10_000, 0))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::Aborted);
     assert!(refused.message().contains("alice"), "{}", refused.message());
 
     let valid = client
-        .validate(ValidateRequest { resource: "orders/42".into(), fencing_token: granted.fencing_token })
+        .validate(ValidateRequest {
+            resource: "orders/42".into(),
+            fencing_token: granted.fencing_token,
+        })
         .await?
         .into_inner();
     assert!(valid.current);
     assert_eq!(valid.current_token, granted.fencing_token);
     let stale = client
-        .validate(ValidateRequest { resource: "orders/42".into(), fencing_token: granted.fencing_token - 1 })
+        .validate(ValidateRequest {
+            resource: "orders/42".into(),
+            fencing_token: granted.fencing_token - 1,
+        })
         .await?
         .into_inner();
     assert!(!stale.current);
 
     let renewed = client
-        .renew(RenewRequest { lock_id: granted.lock_id.clone(), ttl_ms: 20_000 })
+        .renew(RenewRequest {
+            lock_id: granted.lock_id.clone(),
+            ttl_ms: 20_000,
+        })
         .await?
         .into_inner();
-    assert_eq!(renewed.fencing_token, granted.fencing_token, "renewal keeps the token");
+    assert_eq!(
+        renewed.fencing_token, granted.fencing_token,
+        "renewal keeps the token"
+    );
     assert_eq!(renewed.ttl_ms, 20_000);
     assert!(renewed.validity_ms > 10_000);
 
-    let released = client.release(ReleaseRequest { lock_id: granted.lock_id.clone() }).await?.into_inner();
+    let released = client
+        .release(ReleaseRequest {
+            lock_id: granted.lock_id.clone(),
+        })
+        .await?
+        .into_inner();
     assert!(released.released_regions.len() >= 2);
     let after = client
-        .describe(DescribeRequest { resource: "orders/42".into() })
+        .describe(DescribeRequest {
+            resource: "orders/42".into(),
+        })
         .await?
         .into_inner();
     assert!(!after.held);
@@ -65,13 +102,24 @@ async fn acquire_describe_validate_renew_release() -> anyhow::Result<()> {
     // Released: renew and release of it are NOT_FOUND; the next acquirer gets in
     // with a larger token.
     let gone = client
-        .renew(RenewRequest { lock_id: granted.lock_id.clone(), ttl_ms: 5_000 })
+        .renew(RenewRequest {
+            lock_id: granted.lock_id.clone(),
+            ttl_ms: 5_000,
+        })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
-    let twice = client.release(ReleaseRequest { lock_id: granted.lock_id.clone() }).await.unwrap_err();
+    let twice = client
+        .release(ReleaseRequest {
+            lock_id: granted.lock_id.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(twice.code(), Code::NotFound);
-    let next = client.acquire(acquire("orders/42", "bob", 5_000, 0)).await?.into_inner();
+    let next = client
+        .acquire(acquire("orders/42", "bob", 5_000, 0))
+        .await?
+        .into_inner();
     assert!(next.fencing_token > granted.fencing_token);
     Ok(())
 }
@@ -93,10 +141,17 @@ async fn retry_with_the_same_request_id_returns_the_same_lock() -> anyhow::Resul
     other.ttl_ms = 20_000;
     let status = client.acquire(other).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("request_id"), "{}", status.message());
+    assert!(
+        status.message().contains("request_id"),
+        "{}",
+        status.message()
+    );
 
     // Another client is still refused: the retry did not create a second holder.
-    let refused = client.acquire(acquire("jobs/nightly", "cron-2", 10_000, 0)).await.unwrap_err();
+    let refused = client
+        .acquire(acquire("jobs/nightly", "cron-2", 10_000, 0))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::Aborted);
     Ok(())
 }
@@ -105,21 +160,39 @@ async fn retry_with_the_same_request_id_returns_the_same_lock() -> anyhow::Resul
 async fn waiting_acquire_gets_the_lock_when_it_is_released() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let mut client = cluster.client(0).await?;
-    let first = client.acquire(acquire("queue/1", "a", 30_000, 0)).await?.into_inner();
+    let first = client
+        .acquire(acquire("queue/1", "a", 30_000, 0))
+        .await?
+        .into_inner();
 
     let mut waiter_client = cluster.client(0).await?;
-    let waiter = tokio::spawn(async move { waiter_client.acquire(acquire("queue/1", "b", 5_000, 20_000)).await });
+    let waiter = tokio::spawn(async move {
+        waiter_client
+            .acquire(acquire("queue/1", "b", 5_000, 20_000))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    client.release(ReleaseRequest { lock_id: first.lock_id }).await?;
+    client
+        .release(ReleaseRequest {
+            lock_id: first.lock_id,
+        })
+        .await?;
     let second = waiter.await??.into_inner();
     assert_eq!(second.owner, "b");
     assert!(second.fencing_token > first.fencing_token);
 
     // A wait that runs out while the resource stays held answers ABORTED.
     let started = std::time::Instant::now();
-    let status = client.acquire(acquire("queue/1", "c", 5_000, 400)).await.unwrap_err();
+    let status = client
+        .acquire(acquire("queue/1", "c", 5_000, 400))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
-    assert!(status.message().contains("after waiting"), "{}", status.message());
+    assert!(
+        status.message().contains("after waiting"),
+        "{}",
+        status.message()
+    );
     assert!(started.elapsed() >= Duration::from_millis(400));
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Eight contenders on one resource through two coordinators never overlap, as
 //! checked by a fenced counter that rejects stale tokens.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,11 @@ const ROUNDS: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions { coordinators: 2, ..ClusterOptions::default() }).await?;
+    let cluster = Cluster::start(ClusterOptions {
+        coordinators: 2,
+        ..ClusterOptions::default()
+    })
+    .await?;
     let counter = Arc::new(FencedCounter::new());
     let mut tasks = Vec::new();
     for c in 0..CONTENDERS {
@@ -22,14 +28,26 @@ async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
                 let granted = client
-                    .acquire(acquire("inventory/sku-1", &format!("contender-{c}"), 5_000, 30_000))
+                    .acquire(acquire(
+                        "inventory/sku-1",
+                        &format!("contender-{c}"),
+                        5_000,
+                        30_000,
+                    ))
                     .await?
                     .into_inner();
                 counter.enter(granted.fencing_token);
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                assert!(counter.write(granted.fencing_token), "a current holder's write was rejected");
+                assert!(
+                    counter.write(granted.fencing_token),
+                    "a current holder's write was rejected"
+                );
                 counter.leave(granted.fencing_token);
-                client.release(ReleaseRequest { lock_id: granted.lock_id }).await?;
+                client
+                    .release(ReleaseRequest {
+                        lock_id: granted.lock_id,
+                    })
+                    .await?;
             }
             anyhow::Ok(())
         }));

@@ -1,6 +1,8 @@
 //! One region lost: the service continues. Two regions lost: `UNAVAILABLE` at once,
 //! naming the regions, and never a grant. Regions back: the service recovers.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use globallock_proto::v1::{DescribeRequest, ReleaseRequest, RenewRequest};
@@ -9,43 +11,79 @@ use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(ClusterOptions { region_timeout_ms: 3_000, ..ClusterOptions::default() }).await?;
+    let mut cluster = Cluster::start(ClusterOptions {
+        region_timeout_ms: 3_000,
+        ..ClusterOptions::default()
+    })
+    .await?;
     let mut client = cluster.client(0).await?;
-    let held = client.acquire(acquire("payments/batch", "holder", 30_000, 0)).await?.into_inner();
+    let held = client
+        .acquire(acquire("payments/batch", "holder", 30_000, 0))
+        .await?
+        .into_inner();
     // The answer names the nearest majority; stop a region outside it, so the
     // two that certainly hold the lock stay up.
     let down = (0..3)
         .rev()
-        .find(|&r| !held.granted_regions.contains(&harness::REGIONS[r].to_owned()))
+        .find(|&r| {
+            !held
+                .granted_regions
+                .contains(&harness::REGIONS[r].to_owned())
+        })
         .unwrap_or(2);
-    let up: Vec<&str> = (0..3).filter(|&r| r != down).map(|r| harness::REGIONS[r]).collect();
+    let up: Vec<&str> = (0..3)
+        .filter(|&r| r != down)
+        .map(|r| harness::REGIONS[r])
+        .collect();
 
     // --- one region down: everything keeps working --------------------------
     cluster.stop_region(down).await;
     let renewed = client
-        .renew(RenewRequest { lock_id: held.lock_id.clone(), ttl_ms: 30_000 })
+        .renew(RenewRequest {
+            lock_id: held.lock_id.clone(),
+            ttl_ms: 30_000,
+        })
         .await?
         .into_inner();
     assert_eq!(renewed.fencing_token, held.fencing_token);
-    let other = client.acquire(acquire("payments/other", "b", 10_000, 0)).await?.into_inner();
+    let other = client
+        .acquire(acquire("payments/other", "b", 10_000, 0))
+        .await?
+        .into_inner();
     assert_eq!(other.granted_regions, up);
     let described = client
-        .describe(DescribeRequest { resource: "payments/batch".into() })
+        .describe(DescribeRequest {
+            resource: "payments/batch".into(),
+        })
         .await?
         .into_inner();
     assert!(described.held && described.owner == "holder");
-    let refused = client.acquire(acquire("payments/batch", "rival", 10_000, 0)).await.unwrap_err();
+    let refused = client
+        .acquire(acquire("payments/batch", "rival", 10_000, 0))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::Aborted);
-    client.release(ReleaseRequest { lock_id: other.lock_id }).await?;
+    client
+        .release(ReleaseRequest {
+            lock_id: other.lock_id,
+        })
+        .await?;
 
     // --- two regions down: the minority rejects, at once, and never grants ----
     let second_down = (0..3).find(|&r| r != down).unwrap_or(0);
     let survivor = (0..3).find(|&r| r != down && r != second_down).unwrap_or(0);
     cluster.stop_region(second_down).await;
-    let first = client.acquire(acquire("payments/x", "minority", 10_000, 0)).await.unwrap_err();
+    let first = client
+        .acquire(acquire("payments/x", "minority", 10_000, 0))
+        .await
+        .unwrap_err();
     assert_eq!(first.code(), Code::Unavailable, "{}", first.message());
     for r in [down, second_down] {
-        assert!(first.message().contains(harness::REGIONS[r]), "{}", first.message());
+        assert!(
+            first.message().contains(harness::REGIONS[r]),
+            "{}",
+            first.message()
+        );
     }
     let reachable = format!("reachable regions [{}]", harness::REGIONS[survivor]);
     // Once the coordinator's health checks see it, rejection needs no round trip.
@@ -53,7 +91,9 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
         let mut client = client.clone();
         async move {
             let started = Instant::now();
-            let result = client.acquire(acquire("payments/y", "minority", 10_000, 0)).await;
+            let result = client
+                .acquire(acquire("payments/y", "minority", 10_000, 0))
+                .await;
             (result.as_ref().err().map(tonic::Status::code) == Some(Code::Unavailable)
                 && started.elapsed() < Duration::from_millis(200))
             .then_some(())
@@ -62,18 +102,40 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
     .await;
     for attempt in 0..20 {
         let started = Instant::now();
-        let status = client.acquire(acquire(&format!("payments/{attempt}"), "minority", 10_000, 0)).await.unwrap_err();
+        let status = client
+            .acquire(acquire(
+                &format!("payments/{attempt}"),
+                "minority",
+                10_000,
+                0,
+            ))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
-        assert!(status.message().contains(&reachable), "{}", status.message());
-        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(
+            status.message().contains(&reachable),
+            "{}",
+            status.message()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
     }
     // Renew and release cannot be confirmed either; waiting does not help.
     let renew = client
-        .renew(RenewRequest { lock_id: held.lock_id.clone(), ttl_ms: 30_000 })
+        .renew(RenewRequest {
+            lock_id: held.lock_id.clone(),
+            ttl_ms: 30_000,
+        })
         .await
         .unwrap_err();
     assert_eq!(renew.code(), Code::Unavailable);
-    let waited = client.acquire(acquire("payments/z", "minority", 10_000, 5_000)).await.unwrap_err();
+    let waited = client
+        .acquire(acquire("payments/z", "minority", 10_000, 5_000))
+        .await
+        .unwrap_err();
     assert_eq!(waited.code(), Code::Unavailable);
 
     // --- regions back: the service recovers ---------------------------------
@@ -81,7 +143,12 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
     cluster.restart_region(down).await?;
     let recovered = eventually(Duration::from_secs(20), "acquire after restart", || {
         let mut client = client.clone();
-        async move { client.acquire(acquire("payments/after", "back", 10_000, 0)).await.ok() }
+        async move {
+            client
+                .acquire(acquire("payments/after", "back", 10_000, 0))
+                .await
+                .ok()
+        }
     })
     .await
     .into_inner();
@@ -89,11 +156,17 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
     // The lock granted before the outage is still held (its grants survived in
     // etcd), so a rival is refused and the holder can renew.
     let renewed = client
-        .renew(RenewRequest { lock_id: held.lock_id.clone(), ttl_ms: 30_000 })
+        .renew(RenewRequest {
+            lock_id: held.lock_id.clone(),
+            ttl_ms: 30_000,
+        })
         .await?
         .into_inner();
     assert_eq!(renewed.fencing_token, held.fencing_token);
-    let rival = client.acquire(acquire("payments/batch", "rival", 10_000, 0)).await.unwrap_err();
+    let rival = client
+        .acquire(acquire("payments/batch", "rival", 10_000, 0))
+        .await
+        .unwrap_err();
     assert_eq!(rival.code(), Code::Aborted);
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! and tokens keep increasing. Region C is down throughout, so region A's etcd is
 //! needed for every majority.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use globallock_proto::v1::{ReleaseRequest, RenewRequest};
@@ -20,8 +22,14 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     cluster.stop_region(2).await;
 
     let sent = Instant::now();
-    let held = client.acquire(acquire("cluster/config", "operator", 20_000, 5_000)).await?.into_inner();
-    assert!(Duration::from_millis(held.validity_ms) <= Duration::from_millis(20_000) - Duration::from_millis(200));
+    let held = client
+        .acquire(acquire("cluster/config", "operator", 20_000, 5_000))
+        .await?
+        .into_inner();
+    assert!(
+        Duration::from_millis(held.validity_ms)
+            <= Duration::from_millis(20_000) - Duration::from_millis(200)
+    );
 
     // SIGKILL region A's etcd leader.
     let etcd = &mut cluster.regions[0].etcd[0];
@@ -33,12 +41,23 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     let renewed = eventually(Duration::from_secs(15), "renew after leader loss", || {
         let mut client = client.clone();
         let lock_id = held.lock_id.clone();
-        async move { client.renew(RenewRequest { lock_id, ttl_ms: 20_000 }).await.ok() }
+        async move {
+            client
+                .renew(RenewRequest {
+                    lock_id,
+                    ttl_ms: 20_000,
+                })
+                .await
+                .ok()
+        }
     })
     .await
     .into_inner();
     assert_eq!(renewed.fencing_token, held.fencing_token);
-    assert!(sent.elapsed() < Duration::from_millis(held.validity_ms), "renewal came after validity ended");
+    assert!(
+        sent.elapsed() < Duration::from_millis(held.validity_ms),
+        "renewal came after validity ended"
+    );
     let next_leader = cluster.regions[0].etcd[0].leader().expect("new leader");
     assert_ne!(next_leader, leader);
 
@@ -46,12 +65,25 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     // leader, not a dead one; the other two members elect a third.
     cluster.regions[0].etcd[0].start_member(leader)?;
     cluster.regions[0].etcd[0].wait_healthy(Duration::from_secs(20))?;
-    client.release(ReleaseRequest { lock_id: held.lock_id.clone() }).await?;
+    client
+        .release(ReleaseRequest {
+            lock_id: held.lock_id.clone(),
+        })
+        .await?;
     cluster.regions[0].etcd[0].pause_member(next_leader)?;
-    let after = eventually(Duration::from_secs(20), "acquire with a paused leader", || {
-        let mut client = client.clone();
-        async move { client.acquire(acquire("cluster/config", "operator-2", 10_000, 2_000)).await.ok() }
-    })
+    let after = eventually(
+        Duration::from_secs(20),
+        "acquire with a paused leader",
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .acquire(acquire("cluster/config", "operator-2", 10_000, 2_000))
+                    .await
+                    .ok()
+            }
+        },
+    )
     .await
     .into_inner();
     assert!(after.fencing_token > held.fencing_token);

@@ -2,6 +2,8 @@
 //! INVALID_ARGUMENT (or NOT_FOUND) naming the field, nothing changed anywhere, and
 //! the connection still usable afterwards.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use bytes::{Buf, BufMut};
 use globallock_proto::v1::{AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest};
 use harness::{Cluster, ClusterOptions, acquire};
@@ -10,7 +12,11 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 fn expect_invalid(status: &tonic::Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains(field), "message should name {field}: {}", status.message());
+    assert!(
+        status.message().contains(field),
+        "message should name {field}: {}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,54 +25,113 @@ async fn bad_fields_are_rejected_naming_the_field_and_change_nothing() -> anyhow
     let mut client = cluster.client(0).await?;
 
     let long = "x".repeat(257);
-    for resource in ["", long.as_str(), "nul\0byte", "bell\u{7}", "a/../b", "..", "./x"] {
-        let status = client.acquire(acquire(resource, "o", 5_000, 0)).await.unwrap_err();
+    for resource in [
+        "",
+        long.as_str(),
+        "nul\0byte",
+        "bell\u{7}",
+        "a/../b",
+        "..",
+        "./x",
+    ] {
+        let status = client
+            .acquire(acquire(resource, "o", 5_000, 0))
+            .await
+            .unwrap_err();
         expect_invalid(&status, "resource");
     }
     for owner in ["", "tab\towner", &"o".repeat(129)] {
-        let status = client.acquire(acquire("r", owner, 5_000, 0)).await.unwrap_err();
+        let status = client
+            .acquire(acquire("r", owner, 5_000, 0))
+            .await
+            .unwrap_err();
         expect_invalid(&status, "owner");
     }
     for ttl in [0, 1, 999, 300_001, u64::MAX] {
         let status = client.acquire(acquire("r", "o", ttl, 0)).await.unwrap_err();
         expect_invalid(&status, "ttl_ms");
-        assert!(status.message().contains("1000") && status.message().contains("300000"), "{}", status.message());
+        assert!(
+            status.message().contains("1000") && status.message().contains("300000"),
+            "{}",
+            status.message()
+        );
     }
-    let status = client.acquire(acquire("r", "o", 5_000, 60_001)).await.unwrap_err();
+    let status = client
+        .acquire(acquire("r", "o", 5_000, 60_001))
+        .await
+        .unwrap_err();
     expect_invalid(&status, "wait_ms");
     let mut bad_id = acquire("r", "o", 5_000, 0);
     bad_id.request_id = "has space".into();
     expect_invalid(&client.acquire(bad_id).await.unwrap_err(), "request_id");
 
     // Renew with an out-of-bounds TTL is rejected too (0 means "the granted TTL").
-    let held = client.acquire(acquire("r", "owner", 5_000, 0)).await?.into_inner();
+    let held = client
+        .acquire(acquire("r", "owner", 5_000, 0))
+        .await?
+        .into_inner();
     let status = client
-        .renew(RenewRequest { lock_id: held.lock_id.clone(), ttl_ms: 300_001 })
+        .renew(RenewRequest {
+            lock_id: held.lock_id.clone(),
+            ttl_ms: 300_001,
+        })
         .await
         .unwrap_err();
     expect_invalid(&status, "ttl_ms");
 
     // Malformed lock ids are INVALID_ARGUMENT; well-formed unknown ones NOT_FOUND.
     for lock_id in ["", "nope", "zz.cg", &format!("{}.", "0".repeat(32))] {
-        let status = client.renew(RenewRequest { lock_id: lock_id.into(), ttl_ms: 5_000 }).await.unwrap_err();
+        let status = client
+            .renew(RenewRequest {
+                lock_id: lock_id.into(),
+                ttl_ms: 5_000,
+            })
+            .await
+            .unwrap_err();
         expect_invalid(&status, "lock_id");
-        let status = client.release(ReleaseRequest { lock_id: lock_id.into() }).await.unwrap_err();
+        let status = client
+            .release(ReleaseRequest {
+                lock_id: lock_id.into(),
+            })
+            .await
+            .unwrap_err();
         expect_invalid(&status, "lock_id");
     }
     // Someone else's lock: same resource, guessed id. Refused; the holder untouched.
     let forged = globallock_protocol::lock_id::LockId::new(42, "r").to_string();
-    let status = client.release(ReleaseRequest { lock_id: forged.clone() }).await.unwrap_err();
+    let status = client
+        .release(ReleaseRequest {
+            lock_id: forged.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = client.renew(RenewRequest { lock_id: forged, ttl_ms: 5_000 }).await.unwrap_err();
+    let status = client
+        .renew(RenewRequest {
+            lock_id: forged,
+            ttl_ms: 5_000,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
     // None of the above changed anything: the only lock is still held by "owner",
     // and no rejected resource was ever locked.
-    let described = client.describe(DescribeRequest { resource: "r".into() }).await?.into_inner();
+    let described = client
+        .describe(DescribeRequest {
+            resource: "r".into(),
+        })
+        .await?
+        .into_inner();
     assert!(described.held);
     assert_eq!(described.owner, "owner");
     assert_eq!(described.fencing_token, held.fencing_token);
-    let status = client.describe(DescribeRequest { resource: "a/../b".into() }).await.unwrap_err();
+    let status = client
+        .describe(DescribeRequest {
+            resource: "a/../b".into(),
+        })
+        .await
+        .unwrap_err();
     expect_invalid(&status, "resource");
     Ok(())
 }
@@ -114,15 +179,20 @@ impl Decoder for RawDecoder {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable() -> anyhow::Result<()> {
+async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable()
+-> anyhow::Result<()> {
     use prost::Message;
 
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_addrs[0]))?
-        .connect()
-        .await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.coordinator_addrs[0]
+    ))?
+    .connect()
+    .await?;
     let mut raw = tonic::client::Grpc::new(channel.clone());
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/globallock.v1.LockService/Acquire");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/globallock.v1.LockService/Acquire");
 
     let mut valid_then_garbage = AcquireRequest {
         resource: "x".into(),
@@ -139,7 +209,11 @@ async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable(
     for body in [valid_then_garbage, bad_utf8, truncated, vec![0xff; 16]] {
         raw.ready().await?;
         let status = raw
-            .unary::<Vec<u8>, Vec<u8>, RawCodec>(tonic::Request::new(body.clone()), path.clone(), RawCodec)
+            .unary::<Vec<u8>, Vec<u8>, RawCodec>(
+                tonic::Request::new(body.clone()),
+                path.clone(),
+                RawCodec,
+            )
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{body:?}: {status:?}");
@@ -147,7 +221,10 @@ async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable(
 
     // The same connection still serves well-formed requests.
     let mut client = globallock_proto::v1::lock_service_client::LockServiceClient::new(channel);
-    let granted = client.acquire(acquire("x", "o", 5_000, 0)).await?.into_inner();
+    let granted = client
+        .acquire(acquire("x", "o", 5_000, 0))
+        .await?
+        .into_inner();
     assert!(granted.fencing_token > 0);
     Ok(())
 }

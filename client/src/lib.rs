@@ -65,7 +65,11 @@ impl ClientError {
     /// The status the coordinator answered, if it answered.
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {
-            Self::Held(s) | Self::NoQuorum(s) | Self::Lost(s) | Self::InvalidArgument(s) | Self::Transport(s) => Some(s),
+            Self::Held(s)
+            | Self::NoQuorum(s)
+            | Self::Lost(s)
+            | Self::InvalidArgument(s)
+            | Self::Transport(s) => Some(s),
             Self::Endpoint { .. } | Self::NoEndpoints => None,
         }
     }
@@ -166,7 +170,9 @@ pub struct Client {
 impl Client {
     /// A client of these coordinators (URLs like `http://127.0.0.1:7400`).
     /// Nothing is dialled until the first call.
-    pub fn connect<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, ClientError> {
+    pub fn connect<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Result<Self, ClientError> {
         let mut channels = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref().to_owned();
@@ -210,19 +216,29 @@ impl Client {
                     return Ok(response.into_inner());
                 }
                 Err(status) if is_unreachable(&status) => {
-                    tracing::debug!(endpoint, message = status.message(), "coordinator unreachable; failing over");
+                    tracing::debug!(
+                        endpoint,
+                        message = status.message(),
+                        "coordinator unreachable; failing over"
+                    );
                     last = Some(status);
                 }
                 Err(status) => return Err(ClientError::from_status(status)),
             }
         }
-        Err(ClientError::Transport(
-            last.unwrap_or_else(|| tonic::Status::unavailable("no coordinator reachable")),
-        ))
+        Err(ClientError::Transport(last.unwrap_or_else(|| {
+            tonic::Status::unavailable("no coordinator reachable")
+        })))
     }
 
     /// Acquire `resource` for `ttl`, waiting up to `wait` while it is held.
-    pub async fn acquire(&self, resource: &str, owner: &str, ttl: Duration, wait: Duration) -> Result<Lock, ClientError> {
+    pub async fn acquire(
+        &self,
+        resource: &str,
+        owner: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lock, ClientError> {
         self.acquire_with_id(resource, owner, ttl, wait, "").await
     }
 
@@ -318,7 +334,11 @@ impl Client {
     }
 
     /// Is `fencing_token` the current holder's token for `resource`?
-    pub async fn validate(&self, resource: &str, fencing_token: u64) -> Result<Validation, ClientError> {
+    pub async fn validate(
+        &self,
+        resource: &str,
+        fencing_token: u64,
+    ) -> Result<Validation, ClientError> {
         let request = ValidateRequest {
             resource: resource.to_owned(),
             fencing_token,

@@ -150,7 +150,7 @@ impl CoordinatorConfig {
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let invalid = |field, problem: String| ConfigError::Invalid { field, problem };
         let n = self.regions.len();
-        if n < 3 || n % 2 == 0 {
+        if n < 3 || n.is_multiple_of(2) {
             return Err(invalid(
                 "regions",
                 format!("{n} regions configured: need an odd number, at least 3"),
@@ -162,26 +162,46 @@ impl CoordinatorConfig {
                 return Err(invalid("regions.name", "must not be empty".into()));
             }
             if !names.insert(region.name.as_str()) {
-                return Err(invalid("regions.name", format!("{:?} is listed twice", region.name)));
+                return Err(invalid(
+                    "regions.name",
+                    format!("{:?} is listed twice", region.name),
+                ));
             }
-            if !(region.endpoint.starts_with("http://") || region.endpoint.starts_with("https://")) {
+            if !(region.endpoint.starts_with("http://") || region.endpoint.starts_with("https://"))
+            {
                 return Err(invalid(
                     "regions.endpoint",
-                    format!("{:?} of region {:?} is not an http:// or https:// URL", region.endpoint, region.name),
+                    format!(
+                        "{:?} of region {:?} is not an http:// or https:// URL",
+                        region.endpoint, region.name
+                    ),
                 ));
             }
         }
         bounded("region_timeout_ms", self.region_timeout_ms, 10, 60_000)?;
         bounded("health_interval_ms", self.health_interval_ms, 50, 60_000)?;
-        bounded("health_timeout_ms", self.health_timeout_ms, 10, self.health_interval_ms)?;
+        bounded(
+            "health_timeout_ms",
+            self.health_timeout_ms,
+            10,
+            self.health_interval_ms,
+        )?;
         bounded("min_ttl_ms", self.min_ttl_ms, 100, 86_400_000)?;
         bounded("max_ttl_ms", self.max_ttl_ms, self.min_ttl_ms, 86_400_000)?;
         bounded("max_wait_ms", self.max_wait_ms, 0, 3_600_000)?;
-        bounded("drift_margin_ms", self.drift_margin_ms, 0, self.min_ttl_ms / 2)?;
+        bounded(
+            "drift_margin_ms",
+            self.drift_margin_ms,
+            0,
+            self.min_ttl_ms / 2,
+        )?;
         if !(0.0..0.5).contains(&self.drift_rate) {
             return Err(invalid(
                 "drift_rate",
-                format!("{} is out of bounds: must be at least 0 and below 0.5", self.drift_rate),
+                format!(
+                    "{} is out of bounds: must be at least 0 and below 0.5",
+                    self.drift_rate
+                ),
             ));
         }
         let ring = HashRing::new(&self.shards, self.ring_vnodes)?;
@@ -236,16 +256,34 @@ mod tests {
     fn errors_name_the_setting_and_bounds() {
         let mut c = sample();
         c.regions.pop();
-        assert!(c.validate().unwrap_err().to_string().starts_with("regions: 2 regions"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("regions: 2 regions")
+        );
         let mut c = sample();
         c.max_ttl_ms = 10;
         let text = c.validate().unwrap_err().to_string();
-        assert!(text.starts_with("max_ttl_ms: 10 is out of bounds"), "{text}");
+        assert!(
+            text.starts_with("max_ttl_ms: 10 is out of bounds"),
+            "{text}"
+        );
         let mut c = sample();
         c.regions[1].name = c.regions[0].name.clone();
-        assert!(c.validate().unwrap_err().to_string().contains("listed twice"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("listed twice")
+        );
         let mut c = sample();
         c.drift_rate = 0.7;
-        assert!(c.validate().unwrap_err().to_string().starts_with("drift_rate"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("drift_rate")
+        );
     }
 }

@@ -11,9 +11,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::agent::{
     GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, ReadRequest,
@@ -132,7 +132,10 @@ enum RoundResult {
     Won(Acquired),
     /// Lost, with each region's failure (for UNAVAILABLE's message).
     Lost(Loss, Vec<Option<Status>>),
-    TooSlow { elapsed: Duration, ttl: Duration },
+    TooSlow {
+        elapsed: Duration,
+        ttl: Duration,
+    },
 }
 
 impl LockEngine {
@@ -183,7 +186,9 @@ impl LockEngine {
                 .map_err(LockError::Unavailable)?;
             let (holder, error) = match self.acquire_attempt(&p, &shard, ttl, &request_id).await? {
                 RoundResult::Won(acquired) => break Ok(acquired),
-                RoundResult::TooSlow { elapsed, ttl } => break Err(LockError::TooSlow { elapsed, ttl }),
+                RoundResult::TooSlow { elapsed, ttl } => {
+                    break Err(LockError::TooSlow { elapsed, ttl });
+                }
                 RoundResult::Lost(Loss::Unavailable(split), failures) => {
                     break Err(LockError::Unavailable(self.reachability(&split, &failures)));
                 }
@@ -227,7 +232,9 @@ impl LockEngine {
         let span = Span::current();
         match &result {
             Ok(a) => {
-                span.record("lock_id", a.lock_id.as_str()).record("token", a.fencing_token).record("outcome", "granted");
+                span.record("lock_id", a.lock_id.as_str())
+                    .record("token", a.fencing_token)
+                    .record("outcome", "granted");
             }
             Err(e) => {
                 span.record("outcome", crate::status::present(e).kind);
@@ -253,7 +260,9 @@ impl LockEngine {
                 .unwrap_or_else(|e| e.into_inner())
                 .propose(&p.resource, self.clock.unix_micros())?;
             let lock_id = LockId::new(rand::random::<u128>(), p.resource.clone()).to_string();
-            let result = self.propose(p, shard, ttl, request_id, &lock_id, token).await;
+            let result = self
+                .propose(p, shard, ttl, request_id, &lock_id, token)
+                .await;
             match result {
                 RoundResult::Lost(Loss::TokenTooLow { .. }, _) => last = result,
                 other => return Ok(other),
@@ -273,7 +282,9 @@ impl LockEngine {
         lock_id: &str,
         token: u64,
     ) -> RoundResult {
-        Span::current().record("lock_id", lock_id).record("token", token);
+        Span::current()
+            .record("lock_id", lock_id)
+            .record("token", token);
         let request = GrantRequest {
             shard: shard.to_owned(),
             resource: p.resource.clone(),
@@ -317,9 +328,18 @@ impl LockEngine {
                 let abort_now: Vec<usize> = if winner_is_ours {
                     Vec::new()
                 } else {
-                    (0..maybe_ours.len()).filter(|&i| maybe_ours[i] && !won.regions.contains(&i)).collect()
+                    (0..maybe_ours.len())
+                        .filter(|&i| maybe_ours[i] && !won.regions.contains(&i))
+                        .collect()
                 };
-                self.finish_in_background(shard, &p.resource, lock_id, replies, abort_now, !winner_is_ours);
+                self.finish_in_background(
+                    shard,
+                    &p.resource,
+                    lock_id,
+                    replies,
+                    abort_now,
+                    !winner_is_ours,
+                );
                 let relied = ttl.min(won.held_for);
                 match self.drift.validity(relied, elapsed) {
                     Some(validity) => RoundResult::Won(self.acquired(p, won, validity)),
@@ -336,7 +356,14 @@ impl LockEngine {
                 if matches!(loss, Loss::TokenTooLow { .. }) {
                     // The next round needs these regions free of this proposal.
                     self.abort_at(shard, &p.resource, lock_id, &abort).await;
-                    self.finish_in_background(shard, &p.resource, lock_id, replies, Vec::new(), true);
+                    self.finish_in_background(
+                        shard,
+                        &p.resource,
+                        lock_id,
+                        replies,
+                        Vec::new(),
+                        true,
+                    );
                 } else {
                     self.finish_in_background(shard, &p.resource, lock_id, replies, abort, true);
                 }
@@ -399,7 +426,9 @@ impl LockEngine {
     }
 
     async fn abort_at(&self, shard: &str, resource: &str, lock_id: &str, regions: &[usize]) {
-        self.background_handle(shard, resource, lock_id).abort(regions).await;
+        self.background_handle(shard, resource, lock_id)
+            .abort(regions)
+            .await;
     }
 
     fn background_handle(&self, shard: &str, resource: &str, lock_id: &str) -> Aborter {
@@ -415,10 +444,16 @@ impl LockEngine {
     #[instrument(skip_all, fields(lock_id = %lock_id, ttl_ms, resource, outcome))]
     pub async fn renew(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
         let id: LockId = lock_id.parse()?;
-        let ttl = if ttl_ms == 0 { None } else { Some(self.limits.ttl(ttl_ms)?) };
+        let ttl = if ttl_ms == 0 {
+            None
+        } else {
+            Some(self.limits.ttl(ttl_ms)?)
+        };
         Span::current().record("resource", id.resource());
         let shard = self.ring.shard_for(id.resource()).to_owned();
-        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        self.regions
+            .require_majority(&shard)
+            .map_err(LockError::Unavailable)?;
         let request = RenewRequest {
             shard: shard.clone(),
             resource: id.resource().to_owned(),
@@ -463,7 +498,10 @@ impl LockEngine {
                         ttl_ms: millis(applied),
                         validity,
                     }),
-                    None => Err(LockError::TooSlow { elapsed, ttl: applied }),
+                    None => Err(LockError::TooSlow {
+                        elapsed,
+                        ttl: applied,
+                    }),
                 }
             }
             RenewDecision::Lost => {
@@ -473,7 +511,9 @@ impl LockEngine {
                     lock_id: lock_id.to_owned(),
                 })
             }
-            RenewDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            RenewDecision::Unavailable(split) => {
+                Err(LockError::Unavailable(self.reachability(&split, &failures)))
+            }
             RenewDecision::Pending => Err(LockError::Internal("renewal ended undecided".into())),
         };
         record_outcome(&outcome);
@@ -500,7 +540,9 @@ impl LockEngine {
         let id: LockId = lock_id.parse()?;
         Span::current().record("resource", id.resource());
         let shard = self.ring.shard_for(id.resource()).to_owned();
-        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        self.regions
+            .require_majority(&shard)
+            .map_err(LockError::Unavailable)?;
         let request = LockRef {
             shard: shard.clone(),
             resource: id.resource().to_owned(),
@@ -536,7 +578,9 @@ impl LockEngine {
             ReleaseDecision::NotFound => Err(LockError::NotFound {
                 lock_id: lock_id.to_owned(),
             }),
-            ReleaseDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            ReleaseDecision::Unavailable(split) => {
+                Err(LockError::Unavailable(self.reachability(&split, &failures)))
+            }
             ReleaseDecision::Pending => Err(LockError::Internal("release ended undecided".into())),
         };
         record_outcome(&outcome);
@@ -548,7 +592,9 @@ impl LockEngine {
     pub async fn describe(&self, resource: &str) -> Result<Description, LockError> {
         request::resource(resource)?;
         let shard = self.ring.shard_for(resource).to_owned();
-        self.regions.require_majority(&shard).map_err(LockError::Unavailable)?;
+        self.regions
+            .require_majority(&shard)
+            .map_err(LockError::Unavailable)?;
         let request = ReadRequest {
             shard: shard.clone(),
             resource: resource.to_owned(),
@@ -599,7 +645,9 @@ impl LockEngine {
                 }),
             }),
             ReadDecision::Free => Ok(Description::default()),
-            ReadDecision::Unavailable(split) => Err(LockError::Unavailable(self.reachability(&split, &failures))),
+            ReadDecision::Unavailable(split) => {
+                Err(LockError::Unavailable(self.reachability(&split, &failures)))
+            }
             ReadDecision::Pending => Err(LockError::Internal("read ended undecided".into())),
         };
         Span::current().record("held", outcome.as_ref().is_ok_and(|d| d.holder.is_some()));
@@ -709,7 +757,8 @@ impl Aborter {
             let timeout = self.regions.timeout();
             request.set_timeout(timeout);
             async move {
-                if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await {
+                if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await
+                {
                     // The grant (if any) expires with its TTL.
                     debug!(region = i, code = ?status.code(), "abort failed");
                 }

@@ -18,7 +18,13 @@ pub struct RegionFailure {
 
 impl fmt::Display for RegionFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({:?}: {})", self.region, self.status.code(), self.status.message())
+        write!(
+            f,
+            "{} ({:?}: {})",
+            self.region,
+            self.status.code(),
+            self.status.message()
+        )
     }
 }
 
@@ -71,7 +77,9 @@ pub enum LockError {
         holder: Option<(String, Duration)>,
     },
     /// Concurrent proposals split the vote and no holder emerged; retry.
-    #[error("resource {resource:?} is contended: concurrent proposals split the regions' votes; retry")]
+    #[error(
+        "resource {resource:?} is contended: concurrent proposals split the regions' votes; retry"
+    )]
     Contended {
         /// The resource.
         resource: String,
@@ -84,7 +92,9 @@ pub enum LockError {
         lock_id: String,
     },
     /// The request id was used before with another owner or TTL.
-    #[error("invalid argument: request_id: {request_id:?} was already used for an acquire with a different owner or ttl_ms")]
+    #[error(
+        "invalid argument: request_id: {request_id:?} was already used for an acquire with a different owner or ttl_ms"
+    )]
     RequestIdReused {
         /// The request id.
         request_id: String,
@@ -111,7 +121,10 @@ pub enum LockError {
 fn holder_text(holder: Option<&(String, Duration)>) -> String {
     match holder {
         Some((owner, remaining)) => {
-            format!(" (held by {owner:?} for at least another {} ms)", remaining.as_millis())
+            format!(
+                " (held by {owner:?} for at least another {} ms)",
+                remaining.as_millis()
+            )
         }
         None => String::new(),
     }

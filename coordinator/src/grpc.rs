@@ -34,7 +34,10 @@ fn millis(d: Duration) -> u64 {
 
 #[tonic::async_trait]
 impl LockService for GrpcService {
-    async fn acquire(&self, request: Request<AcquireRequest>) -> Result<Response<AcquireResponse>, Status> {
+    async fn acquire(
+        &self,
+        request: Request<AcquireRequest>,
+    ) -> Result<Response<AcquireResponse>, Status> {
         let r = request.into_inner();
         let acquired = self
             .engine
@@ -58,7 +61,10 @@ impl LockService for GrpcService {
         }))
     }
 
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
         let r = request.into_inner();
         let renewed = self
             .engine
@@ -72,7 +78,10 @@ impl LockService for GrpcService {
         }))
     }
 
-    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
         let r = request.into_inner();
         let released_regions = self
             .engine
@@ -82,7 +91,10 @@ impl LockService for GrpcService {
         Ok(Response::new(ReleaseResponse { released_regions }))
     }
 
-    async fn describe(&self, request: Request<DescribeRequest>) -> Result<Response<DescribeResponse>, Status> {
+    async fn describe(
+        &self,
+        request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
         let r = request.into_inner();
         let description = self
             .engine
@@ -101,7 +113,10 @@ impl LockService for GrpcService {
         }))
     }
 
-    async fn validate(&self, request: Request<ValidateRequest>) -> Result<Response<ValidateResponse>, Status> {
+    async fn validate(
+        &self,
+        request: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
         let r = request.into_inner();
         let (current, current_token) = self
             .engine

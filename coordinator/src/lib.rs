@@ -5,15 +5,15 @@
 //! any number can run side by side.
 //!
 //! # Layout
-//! - [`config`]: settings, loaded from TOML + environment, validated before binding.
-//! - [`engine`]: acquire, renew, release, describe, validate: fan-out to the
+//! - [`config`] — settings, loaded from TOML + environment, validated before binding.
+//! - [`engine`] — acquire, renew, release, describe, validate: fan-out to the
 //!   regions and the decisions of `globallock_protocol::quorum`.
-//! - [`regions`]: channels to the region agents and their health (for the fast
+//! - [`regions`] — channels to the region agents and their health (for the fast
 //!   minority-side rejection).
-//! - [`error`]: [`LockError`], every way a request can fail.
-//! - [`status`]: the one table mapping errors to gRPC codes and HTTP statuses.
-//! - [`grpc`]: the public `globallock.v1.LockService`.
-//! - [`server`]: [`server::serve`], running it all until a shutdown future completes.
+//! - [`error`] — [`LockError`], every way a request can fail.
+//! - [`status`] — the one table mapping errors to gRPC codes and HTTP statuses.
+//! - [`grpc`] — the public `globallock.v1.LockService`.
+//! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
 
 pub mod config;
 pub mod engine;

@@ -18,7 +18,12 @@ struct Args {
     #[arg(long, env = "GLOBALLOCK_COORDINATOR_CONFIG")]
     config: PathBuf,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "GLOBALLOCK_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "GLOBALLOCK_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -28,9 +33,12 @@ async fn main() {
     init_logging(args.log_format);
     let loaded = CoordinatorConfig::load(&args.config).and_then(CoordinatorConfig::validate);
     let config = config_or_exit("coordinator", &args.config, loaded);
-    let code = serve_until_signal("coordinator", config.listen, Duration::from_secs(10), |listener, stop| {
-        coordinator::serve(config, listener, SystemClock::shared(), stop)
-    })
+    let code = serve_until_signal(
+        "coordinator",
+        config.listen,
+        Duration::from_secs(10),
+        |listener, stop| coordinator::serve(config, listener, SystemClock::shared(), stop),
+    )
     .await;
     std::process::exit(code);
 }

@@ -65,7 +65,11 @@ pub struct EndpointError {
 
 impl Regions {
     /// Channels to every region (connected lazily; nothing is dialled here).
-    pub fn new(entries: &[RegionEntry], shards: &[String], timeout: Duration) -> Result<Self, EndpointError> {
+    pub fn new(
+        entries: &[RegionEntry],
+        shards: &[String],
+        timeout: Duration,
+    ) -> Result<Self, EndpointError> {
         let mut regions = Vec::with_capacity(entries.len());
         for entry in entries {
             let endpoint = Endpoint::from_shared(entry.endpoint.clone())
@@ -86,7 +90,11 @@ impl Regions {
                 healthy: shards.iter().map(|_| AtomicBool::new(true)).collect(),
             });
         }
-        let shard_index = shards.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+        let shard_index = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i))
+            .collect();
         Ok(Self {
             regions,
             shard_index,
@@ -116,7 +124,10 @@ impl Regions {
 
     /// Names of the regions at `indices`.
     pub fn names(&self, indices: &[usize]) -> Vec<String> {
-        indices.iter().map(|&i| self.regions[i].name.clone()).collect()
+        indices
+            .iter()
+            .map(|&i| self.regions[i].name.clone())
+            .collect()
     }
 
     /// Record the outcome of a request to region `i` for `shard`.

@@ -27,7 +27,10 @@ pub enum ServeError {
 }
 
 /// The engine and region set a configuration describes (shared by every front door).
-pub fn build_engine(config: &ValidConfig, clock: SharedClock) -> Result<(Arc<LockEngine>, Arc<Regions>), EndpointError> {
+pub fn build_engine(
+    config: &ValidConfig,
+    clock: SharedClock,
+) -> Result<(Arc<LockEngine>, Arc<Regions>), EndpointError> {
     let regions = Arc::new(Regions::new(
         &config.regions,
         config.ring.shards(),
@@ -52,7 +55,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (engine, regions) = build_engine(&config, clock)?;
-    let probes = tokio::spawn(regions.clone().probe_forever(config.health_interval, config.health_timeout));
+    let probes = tokio::spawn(
+        regions
+            .clone()
+            .probe_forever(config.health_interval, config.health_timeout),
+    );
     info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         regions = ?config.regions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),

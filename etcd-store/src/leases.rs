@@ -25,11 +25,17 @@ impl LeaseTable {
     /// Buckets whose deadline is before `now` are dropped on the way.
     pub(crate) fn cell(&self, bucket: Bucket, now: Duration) -> Arc<OnceCell<i64>> {
         let mut by_bucket = self.by_bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let expired: Vec<Bucket> = by_bucket.range(..Bucket { deadline: now }).map(|(b, _)| *b).collect();
+        let expired: Vec<Bucket> = by_bucket
+            .range(..Bucket { deadline: now })
+            .map(|(b, _)| *b)
+            .collect();
         if !expired.is_empty() {
             let mut deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
             for bucket in expired {
-                if let Some(id) = by_bucket.remove(&bucket).and_then(|cell| cell.get().copied()) {
+                if let Some(id) = by_bucket
+                    .remove(&bucket)
+                    .and_then(|cell| cell.get().copied())
+                {
                     deadlines.remove(&id);
                 }
             }

@@ -7,11 +7,11 @@
 //! transaction; see [`ShardStore::grant`] for the one that matters most.
 //!
 //! # Layout
-//! - [`shard`]: [`ShardStore`], the operations on one shard.
-//! - [`keys`]: the key layout and the order-preserving token encoding.
-//! - [`record`]: the stored grant record.
+//! - [`shard`] — [`ShardStore`], the operations on one shard.
+//! - [`keys`] — the key layout and the order-preserving token encoding.
+//! - [`record`] — the stored grant record.
 //! - `leases`: the table of shared lease buckets.
-//! - [`error`]: [`StoreError`].
+//! - [`error`] — [`StoreError`].
 
 pub mod error;
 pub mod keys;
@@ -21,4 +21,6 @@ pub mod shard;
 
 pub use error::StoreError;
 pub use record::GrantRecord;
-pub use shard::{GrantOutcome, GrantReply, Holding, Proposal, ResourceState, ShardConfig, ShardStore};
+pub use shard::{
+    GrantOutcome, GrantReply, Holding, Proposal, ResourceState, ShardConfig, ShardStore,
+};

@@ -175,7 +175,8 @@ impl ShardStore {
             ttl_ms: millis(p.ttl),
             request_id: p.request_id.to_owned(),
         };
-        let value = serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let value =
+            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
         // A mark that exists is compared by value; etcd fails every value
         // comparison on a missing key, so a never-granted resource needs the
         // "fence absent" form instead. Try the common form first.
@@ -222,7 +223,10 @@ impl ShardStore {
                 });
             }
             let [lock, fence, tomb] = first_kvs::<3>(&response);
-            let mark = fence.as_ref().and_then(|kv| decode_token(kv.value())).unwrap_or(0);
+            let mark = fence
+                .as_ref()
+                .and_then(|kv| decode_token(kv.value()))
+                .unwrap_or(0);
             if tomb.is_some() {
                 return Ok(GrantReply {
                     outcome: GrantOutcome::Aborted,
@@ -235,7 +239,8 @@ impl ShardStore {
                     !p.request_id.is_empty() && holding.record.request_id == p.request_id;
                 let outcome = if !same_request {
                     GrantOutcome::Held(holding)
-                } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms {
+                } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms
+                {
                     GrantOutcome::Granted(holding)
                 } else {
                     GrantOutcome::RequestConflict(holding)
@@ -331,7 +336,12 @@ impl ShardStore {
         self.remove(resource, lock_id, true).await
     }
 
-    async fn remove(&self, resource: &str, lock_id: &str, tombstone: bool) -> Result<bool, StoreError> {
+    async fn remove(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        tombstone: bool,
+    ) -> Result<bool, StoreError> {
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
             let mut ops = Vec::new();
@@ -363,7 +373,10 @@ impl ShardStore {
                         .and_then(ops)
                 }
             };
-            match self.txn(if tombstone { "abort" } else { "release" }, txn).await {
+            match self
+                .txn(if tombstone { "abort" } else { "release" }, txn)
+                .await
+            {
                 Err(e) if e.is_lease_not_found() => {
                     if let Some(b) = bucket {
                         self.leases.forget(b);
@@ -536,7 +549,11 @@ impl ShardStore {
     /// member and a dead one must cost a retry, not an error. Every operation here
     /// is safe to repeat: grants are idempotent per request id, renew and release
     /// are compare-and-swaps on the revision they read.
-    async fn call<T, Fut>(&self, op: &'static str, mut request: impl FnMut() -> Fut) -> Result<T, StoreError>
+    async fn call<T, Fut>(
+        &self,
+        op: &'static str,
+        mut request: impl FnMut() -> Fut,
+    ) -> Result<T, StoreError>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {

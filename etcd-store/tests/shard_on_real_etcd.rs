@@ -1,5 +1,7 @@
 //! The shard operations against a real etcd process.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,7 +109,10 @@ async fn renew_extends_only_the_matching_lock_and_never_recreates() {
     p.ttl = Duration::from_secs(2);
     s.grant(&p).await.expect("grant");
 
-    assert_eq!(s.renew("orders/42", "nope", None).await.expect("renew"), None);
+    assert_eq!(
+        s.renew("orders/42", "nope", None).await.expect("renew"),
+        None
+    );
     let renewed = s
         .renew("orders/42", "L1", Some(Duration::from_secs(20)))
         .await
@@ -117,7 +122,9 @@ async fn renew_extends_only_the_matching_lock_and_never_recreates() {
 
     assert!(s.release("orders/42", "L1").await.expect("release"));
     assert_eq!(
-        s.renew("orders/42", "L1", Some(Duration::from_secs(20))).await.expect("renew"),
+        s.renew("orders/42", "L1", Some(Duration::from_secs(20)))
+            .await
+            .expect("renew"),
         None,
         "renew after release must not resurrect the lock"
     );
@@ -138,7 +145,10 @@ async fn grants_expire_with_their_lease_bucket() {
         if s.read("orders/42").await.expect("read").holder.is_none() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "grant never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "grant never expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let next = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
@@ -180,7 +190,13 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
             })
             .await
             .unwrap_or_else(|e| panic!("grant {i} failed: {e}"));
-        assert!(matches!(reply.outcome, GrantOutcome::Granted(_)), "{i}: {reply:?}");
-        assert!(store.release("orders/42", &lock_id).await.expect("release"), "{i}");
+        assert!(
+            matches!(reply.outcome, GrantOutcome::Granted(_)),
+            "{i}: {reply:?}"
+        );
+        assert!(
+            store.release("orders/42", &lock_id).await.expect("release"),
+            "{i}"
+        );
     }
 }

@@ -49,7 +49,11 @@ pub fn etcd_binary() -> Result<PathBuf, EtcdError> {
     }
     let candidates = std::iter::once(PathBuf::from("/usr/bin/etcd")).chain(
         std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).collect::<Vec<_>>())
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("etcd"))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default(),
     );
     candidates
@@ -180,8 +184,18 @@ impl EtcdCluster {
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.name])
             .args(["--initial-cluster-state", "new"])
@@ -255,9 +269,14 @@ impl EtcdCluster {
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), EtcdError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let healthy = self.members.iter().filter(|m| m.process.is_some()).all(|m| {
-                http_get(m.client_port, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
-            });
+            let healthy = self
+                .members
+                .iter()
+                .filter(|m| m.process.is_some())
+                .all(|m| {
+                    http_get(m.client_port, "/health")
+                        .is_some_and(|b| b.contains("\"health\":\"true\""))
+                });
             if healthy {
                 return Ok(());
             }

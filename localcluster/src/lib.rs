@@ -1,9 +1,9 @@
 //! Real processes on one machine, for `make dev` and the tests.
 //!
 //! # Layout
-//! - [`etcd`]: etcd clusters (one or three members) on free loopback ports.
-//! - [`process`]: child processes that are killed when their handle drops.
-//! - [`ports`]: free loopback ports.
+//! - [`etcd`] — etcd clusters (one or three members) on free loopback ports.
+//! - [`process`] — child processes that are killed when their handle drops.
+//! - [`ports`] — free loopback ports.
 //!
 //! The `devcluster` binary (what `make dev` runs) puts these together into three
 //! regions, each with its shards' etcd clusters and a region agent, plus one

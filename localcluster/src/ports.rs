@@ -17,7 +17,9 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 /// A loopback port nobody listens on now and this process has not handed out.
 pub fn free_port() -> std::io::Result<u16> {
     loop {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
         if handed_out()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

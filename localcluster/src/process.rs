@@ -44,7 +44,11 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Start `command` with stdout/stderr appended to `log` (created if needed).
-    pub fn spawn(label: impl Into<String>, mut command: Command, log: &Path) -> Result<Self, ProcessError> {
+    pub fn spawn(
+        label: impl Into<String>,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<Self, ProcessError> {
         let label = label.into();
         let program = format!("{command:?}");
         let open_log = || {

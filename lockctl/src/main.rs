@@ -23,7 +23,13 @@ Exit status:
 #[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
     /// Coordinator URL(s); repeat or separate with commas to fail over.
-    #[arg(long, env = "GLOBALLOCK_ENDPOINT", default_value = "http://127.0.0.1:7400", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "GLOBALLOCK_ENDPOINT",
+        default_value = "http://127.0.0.1:7400",
+        value_delimiter = ',',
+        global = true
+    )]
     endpoint: Vec<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "text", global = true)]
@@ -85,24 +91,40 @@ enum Command {
 }
 
 fn default_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    format!("lockctl@{}:{}", if host.is_empty() { "localhost" } else { &host }, std::process::id())
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "lockctl@{}:{}",
+        if host.is_empty() { "localhost" } else { &host },
+        std::process::id()
+    )
 }
 
 /// Parse `1500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 1500ms, 30s, 2m"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 1500ms, 30s, 2m"))?;
     let millis = match unit {
         "ms" => Some(number),
         "" | "s" => number.checked_mul(1_000),
         "m" => number.checked_mul(60_000),
         "h" => number.checked_mul(3_600_000),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
     };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too large"))
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -113,7 +135,13 @@ async fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     let result = match &cli.command {
-        Command::Acquire { resource, owner, ttl, wait, request_id } => client
+        Command::Acquire {
+            resource,
+            owner,
+            ttl,
+            wait,
+            request_id,
+        } => client
             .acquire_with_id(resource, owner, *ttl, *wait, request_id)
             .await
             .map(|lock| print(cli.output, &lock, ExitCode::SUCCESS)),
@@ -127,14 +155,28 @@ async fn main() -> ExitCode {
                 released: bool,
                 released_regions: Vec<String>,
             }
-            print(cli.output, &Released { released: true, released_regions: regions }, ExitCode::SUCCESS)
+            print(
+                cli.output,
+                &Released {
+                    released: true,
+                    released_regions: regions,
+                },
+                ExitCode::SUCCESS,
+            )
         }),
         Command::Describe { resource } => client
             .describe(resource)
             .await
             .map(|description| print(cli.output, &description, ExitCode::SUCCESS)),
-        Command::Validate { resource, fencing_token } => client.validate(resource, *fencing_token).await.map(|v| {
-            let code = if v.current { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        Command::Validate {
+            resource,
+            fencing_token,
+        } => client.validate(resource, *fencing_token).await.map(|v| {
+            let code = if v.current {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
             print(cli.output, &v, code)
         }),
     };
@@ -170,7 +212,9 @@ fn print<T: Serialize>(output: Output, value: &T, code: ExitCode) -> ExitCode {
 fn fail(error: &ClientError) -> ExitCode {
     eprintln!("lockctl: {error}");
     ExitCode::from(match error {
-        ClientError::InvalidArgument(_) | ClientError::Endpoint { .. } | ClientError::NoEndpoints => 64,
+        ClientError::InvalidArgument(_)
+        | ClientError::Endpoint { .. }
+        | ClientError::NoEndpoints => 64,
         ClientError::NoQuorum(_) => 69,
         ClientError::Held(_) => 75,
         ClientError::Lost(_) => 1,

@@ -40,10 +40,9 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| match status.code() {
-            Code::Internal => Status::invalid_argument(format!(
-                "malformed request message: {}",
-                status.message()
-            )),
+            Code::Internal => {
+                Status::invalid_argument(format!("malformed request message: {}", status.message()))
+            }
             _ => status,
         })
     }
@@ -52,4 +51,3 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
         self.0.buffer_settings()
     }
 }
-

@@ -1,7 +1,7 @@
 //! Generated gRPC code for the global lock coordinator.
 //!
 //! - [`v1`]: the public `globallock.v1.LockService` (what clients call).
-//! - [`agent`]: the internal `globallock.agent.v1.RegionAgent` (what coordinators call).
+//! - [`agent`] — the internal `globallock.agent.v1.RegionAgent` (what coordinators call).
 //!
 //! The `.proto` files beside this crate are the source of truth; their comments
 //! document every field's meaning and failure behaviour.

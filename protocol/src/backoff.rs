@@ -57,6 +57,9 @@ mod tests {
     #[test]
     fn wakes_when_the_holder_runs_out() {
         let b = Backoff::default();
-        assert_eq!(b.delay(10, 0.5, Some(Duration::from_millis(20))), Duration::from_millis(25));
+        assert_eq!(
+            b.delay(10, 0.5, Some(Duration::from_millis(20))),
+            Duration::from_millis(25)
+        );
     }
 }

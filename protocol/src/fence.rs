@@ -21,7 +21,9 @@ const MAX_REMEMBERED: usize = 65_536;
 
 /// The token space is used up for a resource (a mark reached [`MAX_TOKEN`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("fencing tokens for this resource are exhausted (mark {mark} reached the maximum {MAX_TOKEN})")]
+#[error(
+    "fencing tokens for this resource are exhausted (mark {mark} reached the maximum {MAX_TOKEN})"
+)]
 pub struct TokensExhausted {
     /// The mark that was too high.
     pub mark: u64,
@@ -98,6 +100,9 @@ mod tests {
     fn refuses_to_leave_the_json_safe_range() {
         let mut ratchet = TokenRatchet::new();
         ratchet.observe("r", MAX_TOKEN);
-        assert_eq!(ratchet.propose("r", 1), Err(TokensExhausted { mark: MAX_TOKEN }));
+        assert_eq!(
+            ratchet.propose("r", 1),
+            Err(TokensExhausted { mark: MAX_TOKEN })
+        );
     }
 }

@@ -3,17 +3,17 @@
 //! sockets, etcd or sleeps.
 //!
 //! # Layout
-//! - [`quorum`]: the majority rule. Tallies of region replies for acquire, renew,
+//! - [`quorum`] — the majority rule. Tallies of region replies for acquire, renew,
 //!   release and read that decide as soon as the outcome is certain.
-//! - [`fence`]: the fencing-token ratchet (how a coordinator picks a token that
+//! - [`fence`] — the fencing-token ratchet (how a coordinator picks a token that
 //!   regions will accept).
-//! - [`validity`]: how long a caller may rely on a lock (ttl − elapsed − drift).
-//! - [`expiry`]: rounding grants up to shared etcd lease buckets, never down.
-//! - [`ring`]: the consistent-hash ring that routes a resource to a shard.
-//! - [`request`]: the rules for every input field, with errors naming the bounds.
-//! - [`lock_id`]: the opaque, URL-safe lock id that also routes renew/release.
-//! - [`backoff`]: jittered retry delays while waiting for a held resource.
-//! - [`clock`]: the only way the services read time, so tests can move it.
+//! - [`validity`] — how long a caller may rely on a lock (ttl − elapsed − drift).
+//! - [`expiry`] — rounding grants up to shared etcd lease buckets, never down.
+//! - [`ring`] — the consistent-hash ring that routes a resource to a shard.
+//! - [`request`] — the rules for every input field, with errors naming the bounds.
+//! - [`lock_id`] — the opaque, URL-safe lock id that also routes renew/release.
+//! - [`backoff`] — jittered retry delays while waiting for a held resource.
+//! - [`clock`] — the only way the services read time, so tests can move it.
 
 pub mod backoff;
 pub mod clock;

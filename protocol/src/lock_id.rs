@@ -59,7 +59,11 @@ impl FromStr for LockId {
             )
         };
         let (nonce, resource) = s.split_once('.').ok_or_else(malformed)?;
-        if nonce.len() != 32 || !nonce.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if nonce.len() != 32
+            || !nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(malformed());
         }
         let nonce = u128::from_str_radix(nonce, 16).map_err(|_| malformed())?;
@@ -79,14 +83,23 @@ mod tests {
         for resource in ["orders/42", "with space", "naïve/ünïcødé", "a?b#c%d"] {
             let id = LockId::new(0xdead_beef, resource);
             let text = id.to_string();
-            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            );
             assert_eq!(text.parse::<LockId>(), Ok(id));
         }
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "abc", "zz.b3JkZXJz", &format!("{:032x}.***", 1), &format!("{:032x}.", 1)] {
+        for bad in [
+            "",
+            "abc",
+            "zz.b3JkZXJz",
+            &format!("{:032x}.***", 1),
+            &format!("{:032x}.", 1),
+        ] {
             assert!(bad.parse::<LockId>().is_err(), "{bad}");
         }
     }

@@ -54,7 +54,9 @@ fn majority_remaining(mut remaining: Vec<Duration>, majority: usize) -> Duration
 }
 
 /// Grants grouped by lock id, with the regions holding each.
-fn group_grants<'a>(grants: impl Iterator<Item = (usize, &'a Grant)>) -> Vec<(&'a Grant, Vec<usize>)> {
+fn group_grants<'a>(
+    grants: impl Iterator<Item = (usize, &'a Grant)>,
+) -> Vec<(&'a Grant, Vec<usize>)> {
     let mut groups: BTreeMap<(&str, u64), (&Grant, Vec<usize>)> = BTreeMap::new();
     for (region, grant) in grants {
         groups
@@ -77,7 +79,11 @@ pub struct MajorityGrant {
     pub held_for: Duration,
 }
 
-fn majority_grant(group: (&Grant, Vec<usize>), remaining: Vec<Duration>, majority: usize) -> MajorityGrant {
+fn majority_grant(
+    group: (&Grant, Vec<usize>),
+    remaining: Vec<Duration>,
+    majority: usize,
+) -> MajorityGrant {
     let (grant, regions) = group;
     MajorityGrant {
         grant: grant.clone(),
@@ -168,14 +174,21 @@ impl AcquireRound {
     pub fn decide(&self) -> AcquireDecision {
         let n = self.replies.len();
         let majority = majority(n);
-        let granted = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
-            Some(GrantReply::Granted(g)) => Some((i, g)),
-            _ => None,
-        });
+        let granted = self
+            .replies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Some(GrantReply::Granted(g)) => Some((i, g)),
+                _ => None,
+            });
         let groups = group_grants(granted);
         let pending = self.replies.iter().filter(|r| r.is_none()).count();
 
-        if let Some(index) = groups.iter().position(|(_, regions)| regions.len() >= majority) {
+        if let Some(index) = groups
+            .iter()
+            .position(|(_, regions)| regions.len() >= majority)
+        {
             let group = groups.into_iter().nth(index).expect("index from position");
             let remaining = group
                 .1
@@ -287,10 +300,14 @@ impl RenewTally {
         }
         let n = self.replies.len();
         let majority = majority(n);
-        let renewed = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
-            Some(RenewReply::Renewed(g)) => Some((i, g)),
-            _ => None,
-        });
+        let renewed = self
+            .replies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Some(RenewReply::Renewed(g)) => Some((i, g)),
+                _ => None,
+            });
         let groups = group_grants(renewed);
         if let Some(index) = groups.iter().position(|(_, r)| r.len() >= majority) {
             let group = groups.into_iter().nth(index).expect("index from position");
@@ -304,7 +321,8 @@ impl RenewTally {
                 .collect();
             return RenewDecision::Renewed(majority_grant(group, remaining, majority));
         }
-        let count = |want: fn(&Option<RenewReply>) -> bool| self.replies.iter().filter(|r| want(r)).count();
+        let count =
+            |want: fn(&Option<RenewReply>) -> bool| self.replies.iter().filter(|r| want(r)).count();
         let not_found = count(|r| matches!(r, Some(RenewReply::NotFound)));
         if not_found >= majority {
             return RenewDecision::Lost;
@@ -448,10 +466,14 @@ impl ReadTally {
             *slot = Some(reply);
         }
         let majority = majority(self.replies.len());
-        let holding = self.replies.iter().enumerate().filter_map(|(i, r)| match r {
-            Some(ReadReply::Holding(g)) => Some((i, g)),
-            _ => None,
-        });
+        let holding = self
+            .replies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Some(ReadReply::Holding(g)) => Some((i, g)),
+                _ => None,
+            });
         let groups = group_grants(holding);
         if let Some(index) = groups.iter().position(|(_, r)| r.len() >= majority) {
             let group = groups.into_iter().nth(index).expect("index from position");
@@ -465,7 +487,11 @@ impl ReadTally {
                 .collect();
             return ReadDecision::Held(majority_grant(group, remaining, majority));
         }
-        let free = self.replies.iter().filter(|r| **r == Some(ReadReply::Free)).count();
+        let free = self
+            .replies
+            .iter()
+            .filter(|r| **r == Some(ReadReply::Free))
+            .count();
         if free >= majority {
             return ReadDecision::Free;
         }
@@ -545,7 +571,10 @@ mod tests {
         round.record(1, granted("L", 7));
         assert_eq!(round.record(1, granted("L", 7)), AcquireDecision::Pending);
         // And a later different reply from the same region does not overwrite it.
-        assert_eq!(round.record(1, GrantReply::Failed), AcquireDecision::Pending);
+        assert_eq!(
+            round.record(1, GrantReply::Failed),
+            AcquireDecision::Pending
+        );
     }
 
     #[test]
@@ -575,7 +604,10 @@ mod tests {
     #[test]
     fn regression_held_plus_one_failure_with_one_pending_is_held_not_unavailable() {
         let mut round = AcquireRound::new(3);
-        assert_eq!(round.record(2, GrantReply::Failed), AcquireDecision::Pending);
+        assert_eq!(
+            round.record(2, GrantReply::Failed),
+            AcquireDecision::Pending
+        );
         match round.record(0, GrantReply::Held(grant("H", 5, 3_000))) {
             AcquireDecision::Lost(Loss::Held(holder)) => assert_eq!(holder.lock_id, "H"),
             other => panic!("expected Held, got {other:?}"),
@@ -635,7 +667,10 @@ mod tests {
         let mut round = AcquireRound::new(3);
         round.record(0, granted("E", 3));
         round.record(1, granted("L", 9));
-        assert_eq!(round.record(2, GrantReply::Aborted), AcquireDecision::Lost(Loss::Split));
+        assert_eq!(
+            round.record(2, GrantReply::Aborted),
+            AcquireDecision::Lost(Loss::Split)
+        );
     }
 
     #[test]
@@ -658,7 +693,11 @@ mod tests {
     fn held_for_is_the_majority_th_largest_remaining() {
         assert_eq!(
             majority_remaining(
-                vec![Duration::from_millis(5), Duration::from_millis(9), Duration::from_millis(7)],
+                vec![
+                    Duration::from_millis(5),
+                    Duration::from_millis(9),
+                    Duration::from_millis(7)
+                ],
                 2
             ),
             Duration::from_millis(7)
@@ -672,8 +711,14 @@ mod tests {
             tally.record(0, RenewReply::Renewed(grant("L", 7, 9_000))),
             RenewDecision::Pending
         );
-        assert_eq!(tally.record(1, RenewReply::NotFound), RenewDecision::Pending);
-        assert!(matches!(tally.record(2, RenewReply::Failed), RenewDecision::Unavailable(_)));
+        assert_eq!(
+            tally.record(1, RenewReply::NotFound),
+            RenewDecision::Pending
+        );
+        assert!(matches!(
+            tally.record(2, RenewReply::Failed),
+            RenewDecision::Unavailable(_)
+        ));
 
         let mut tally = RenewTally::new(3);
         tally.record(0, RenewReply::NotFound);
@@ -690,7 +735,10 @@ mod tests {
     #[test]
     fn release_rules() {
         let mut tally = ReleaseTally::new(3);
-        assert_eq!(tally.record(0, RemoveReply::Removed), ReleaseDecision::Pending);
+        assert_eq!(
+            tally.record(0, RemoveReply::Removed),
+            ReleaseDecision::Pending
+        );
         assert_eq!(
             tally.record(1, RemoveReply::Removed),
             ReleaseDecision::Released {
@@ -700,20 +748,29 @@ mod tests {
 
         let mut tally = ReleaseTally::new(3);
         tally.record(0, RemoveReply::NotFound);
-        assert_eq!(tally.record(1, RemoveReply::NotFound), ReleaseDecision::NotFound);
+        assert_eq!(
+            tally.record(1, RemoveReply::NotFound),
+            ReleaseDecision::NotFound
+        );
 
         // Regression (t20 expiry test): a superseded lock with one stray grant left
         // in one region is NOT_FOUND, though that stray grant is removed.
         let mut tally = ReleaseTally::new(3);
         tally.record(2, RemoveReply::Removed);
         tally.record(1, RemoveReply::NotFound);
-        assert_eq!(tally.record(0, RemoveReply::NotFound), ReleaseDecision::NotFound);
+        assert_eq!(
+            tally.record(0, RemoveReply::NotFound),
+            ReleaseDecision::NotFound
+        );
 
         // One removed, one silent: the silent region decides whether it was held.
         let mut tally = ReleaseTally::new(3);
         tally.record(0, RemoveReply::Removed);
         tally.record(1, RemoveReply::NotFound);
-        assert!(matches!(tally.record(2, RemoveReply::Failed), ReleaseDecision::Unavailable(_)));
+        assert!(matches!(
+            tally.record(2, RemoveReply::Failed),
+            ReleaseDecision::Unavailable(_)
+        ));
 
         let mut tally = ReleaseTally::new(3);
         tally.record(0, RemoveReply::Failed);
@@ -742,7 +799,10 @@ mod tests {
         tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
         tally.record(1, ReadReply::Free);
         assert_eq!(tally.record(1, ReadReply::Free), ReadDecision::Pending);
-        assert!(matches!(tally.record(2, ReadReply::Failed), ReadDecision::Unavailable(_)));
+        assert!(matches!(
+            tally.record(2, ReadReply::Failed),
+            ReadDecision::Unavailable(_)
+        ));
 
         // Split between two lock ids and a free region: nobody holds a majority.
         let mut tally = ReadTally::new(3);

@@ -89,7 +89,10 @@ fn millis(d: Duration) -> u64 {
 pub fn resource(name: &str) -> Result<(), InvalidInput> {
     const FIELD: &str = "resource";
     text(FIELD, name, MAX_RESOURCE_BYTES)?;
-    if name.split('/').any(|segment| segment == "." || segment == "..") {
+    if name
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return Err(InvalidInput::new(
             FIELD,
             "must not contain a \".\" or \"..\" path segment",
@@ -108,7 +111,10 @@ pub fn request_id(id: &str) -> Result<(), InvalidInput> {
     if id.len() > MAX_REQUEST_ID_BYTES {
         return Err(InvalidInput::new(
             "request_id",
-            format!("is {} bytes long; at most {MAX_REQUEST_ID_BYTES} allowed", id.len()),
+            format!(
+                "is {} bytes long; at most {MAX_REQUEST_ID_BYTES} allowed",
+                id.len()
+            ),
         ));
     }
     if !id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -136,7 +142,10 @@ fn text(field: &'static str, value: &str, max_bytes: usize) -> Result<(), Invali
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(InvalidInput::new(
             field,
-            format!("must not contain control characters (found U+{:04X})", u32::from(c)),
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
         ));
     }
     Ok(())
@@ -148,7 +157,13 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for name in ["orders/42", "a", "with space", "naïve/ünïcødé", "x".repeat(256).as_str()] {
+        for name in [
+            "orders/42",
+            "a",
+            "with space",
+            "naïve/ünïcødé",
+            "x".repeat(256).as_str(),
+        ] {
             assert_eq!(resource(name), Ok(()), "{name}");
         }
     }
@@ -177,7 +192,10 @@ mod tests {
         for bad in [0, 999, 300_001, u64::MAX] {
             let err = limits.ttl(bad).expect_err("out of bounds");
             assert_eq!(err.field, "ttl_ms");
-            assert!(err.problem.contains("1000") && err.problem.contains("300000"), "{err}");
+            assert!(
+                err.problem.contains("1000") && err.problem.contains("300000"),
+                "{err}"
+            );
         }
     }
 

@@ -135,7 +135,9 @@ mod tests {
         let mut counts = std::collections::HashMap::new();
         let total = 40_000;
         for i in 0..total {
-            *counts.entry(ring.shard_for(&format!("r/{i}")).to_owned()).or_insert(0) += 1;
+            *counts
+                .entry(ring.shard_for(&format!("r/{i}")).to_owned())
+                .or_insert(0) += 1;
         }
         for (shard, count) in counts {
             let share = f64::from(count) / f64::from(total);
@@ -171,8 +173,14 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         assert_eq!(HashRing::new(&[], 8).unwrap_err(), RingError::Empty);
-        assert_eq!(HashRing::new(&names(2), 0).unwrap_err(), RingError::NoVnodes);
+        assert_eq!(
+            HashRing::new(&names(2), 0).unwrap_err(),
+            RingError::NoVnodes
+        );
         let dup = vec!["a".to_owned(), "a".to_owned()];
-        assert_eq!(HashRing::new(&dup, 8).unwrap_err(), RingError::Duplicate("a".into()));
+        assert_eq!(
+            HashRing::new(&dup, 8).unwrap_err(),
+            RingError::Duplicate("a".into())
+        );
     }
 }

@@ -59,13 +59,22 @@ mod tests {
     #[test]
     fn nothing_left_is_none_not_zero_or_negative() {
         let drift = DriftAllowance::default();
-        assert_eq!(drift.validity(Duration::from_secs(1), Duration::from_secs(2)), None);
-        assert_eq!(drift.validity(Duration::from_millis(1_000), Duration::from_millis(980)), None);
+        assert_eq!(
+            drift.validity(Duration::from_secs(1), Duration::from_secs(2)),
+            None
+        );
+        assert_eq!(
+            drift.validity(Duration::from_millis(1_000), Duration::from_millis(980)),
+            None
+        );
     }
 
     #[test]
     fn is_never_more_than_ttl() {
-        let drift = DriftAllowance { rate: 0.0, margin: Duration::ZERO };
+        let drift = DriftAllowance {
+            rate: 0.0,
+            margin: Duration::ZERO,
+        };
         let ttl = Duration::from_millis(1_500);
         assert_eq!(drift.validity(ttl, Duration::ZERO), Some(ttl));
     }

@@ -135,17 +135,31 @@ impl AgentConfig {
             return Err(invalid("region", "must not be empty".into()));
         }
         bounded("request_timeout_ms", self.request_timeout_ms, 10, 60_000)?;
-        bounded("lease_granularity_ms", self.lease_granularity_ms, 100, 60_000)?;
+        bounded(
+            "lease_granularity_ms",
+            self.lease_granularity_ms,
+            100,
+            60_000,
+        )?;
         bounded("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
         if self.compaction_keep_revisions < 1 {
-            return Err(invalid("compaction_keep_revisions", "must be at least 1".into()));
+            return Err(invalid(
+                "compaction_keep_revisions",
+                "must be at least 1".into(),
+            ));
         }
         if self.key_prefix.is_empty() || !self.key_prefix.starts_with('/') {
-            return Err(invalid("key_prefix", format!("{:?} must start with '/'", self.key_prefix)));
+            return Err(invalid(
+                "key_prefix",
+                format!("{:?} must start with '/'", self.key_prefix),
+            ));
         }
         for shard in &self.shards {
             if shard.endpoints.is_empty() {
-                return Err(invalid("shards.endpoints", format!("shard {:?} has no endpoints", shard.name)));
+                return Err(invalid(
+                    "shards.endpoints",
+                    format!("shard {:?} has no endpoints", shard.name),
+                ));
             }
             if let Some(bad) = shard
                 .endpoints
@@ -154,7 +168,10 @@ impl AgentConfig {
             {
                 return Err(invalid(
                     "shards.endpoints",
-                    format!("{bad:?} of shard {:?} is not an http:// or https:// URL", shard.name),
+                    format!(
+                        "{bad:?} of shard {:?} is not an http:// or https:// URL",
+                        shard.name
+                    ),
                 ));
             }
         }
@@ -215,12 +232,25 @@ mod tests {
     fn errors_name_the_setting() {
         let mut c = sample();
         c.request_timeout_ms = 0;
-        assert!(c.validate().unwrap_err().to_string().starts_with("request_timeout_ms"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("request_timeout_ms")
+        );
         let mut c = sample();
         c.shards[1].name = c.shards[0].name.clone();
-        assert!(matches!(c.validate(), Err(ConfigError::Ring(RingError::Duplicate(_)))));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Ring(RingError::Duplicate(_)))
+        ));
         let mut c = sample();
         c.shards[0].endpoints = vec!["127.0.0.1:2379".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("not an http"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not an http")
+        );
     }
 }

@@ -2,10 +2,10 @@
 //! region's etcd clusters (through `globallock-etcd`).
 //!
 //! # Layout
-//! - [`config`]: settings, loaded from TOML + environment, validated before binding.
-//! - [`service`]: the `RegionAgent` gRPC service (grant, abort, renew, release,
+//! - [`config`] — settings, loaded from TOML + environment, validated before binding.
+//! - [`service`] — the `RegionAgent` gRPC service (grant, abort, renew, release,
 //!   read, health).
-//! - [`server`]: [`server::serve`], which runs the service until a shutdown future
+//! - [`server`] — [`server::serve`], which runs the service until a shutdown future
 //!   completes (tests pass a channel; the binary passes Ctrl-C/SIGTERM).
 
 pub mod config;

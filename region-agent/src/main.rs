@@ -17,7 +17,12 @@ struct Args {
     #[arg(long, env = "GLOBALLOCK_AGENT_CONFIG")]
     config: PathBuf,
     /// Log format.
-    #[arg(long, value_enum, default_value = "text", env = "GLOBALLOCK_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "GLOBALLOCK_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -27,9 +32,12 @@ async fn main() {
     init_logging(args.log_format);
     let loaded = AgentConfig::load(&args.config).and_then(AgentConfig::validate);
     let config = config_or_exit("region-agent", &args.config, loaded);
-    let code = serve_until_signal("region-agent", config.listen, Duration::from_secs(10), |listener, stop| {
-        region_agent::serve(config, listener, SystemClock::shared(), stop)
-    })
+    let code = serve_until_signal(
+        "region-agent",
+        config.listen,
+        Duration::from_secs(10),
+        |listener, stop| region_agent::serve(config, listener, SystemClock::shared(), stop),
+    )
     .await;
     std::process::exit(code);
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use globallock_etcd::{GrantOutcome, Holding, Proposal, ShardStore, StoreError};
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    GrantRequest, GrantResponse, HealthRequest, HealthResponse, Holder, LockRef, ReadRequest,
-    ReadResponse, RemoveResponse, RenewRequest, RenewResponse, ShardHealth,
-    GrantOutcome as WireOutcome,
+    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
+    Holder, LockRef, ReadRequest, ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
+    ShardHealth,
 };
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request;
@@ -68,9 +68,13 @@ impl AgentService {
 
     /// Check that `lock_id` is well formed and names `resource`.
     fn lock_id(lock_id: &str, resource: &str) -> Result<(), Status> {
-        let parsed: LockId = lock_id.parse().map_err(|e: request::InvalidInput| Status::invalid_argument(e.to_string()))?;
+        let parsed: LockId = lock_id
+            .parse()
+            .map_err(|e: request::InvalidInput| Status::invalid_argument(e.to_string()))?;
         if parsed.resource() != resource {
-            return Err(Status::invalid_argument("lock_id: belongs to another resource"));
+            return Err(Status::invalid_argument(
+                "lock_id: belongs to another resource",
+            ));
         }
         Ok(())
     }
@@ -110,10 +114,16 @@ fn unavailable(error: StoreError) -> Status {
 #[tonic::async_trait]
 impl RegionAgent for AgentService {
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, token, outcome))]
-    async fn grant(&self, request: Request<GrantRequest>) -> Result<Response<GrantResponse>, Status> {
+    async fn grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
         let r = request.into_inner();
         let span = Span::current();
-        span.record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id).record("token", r.fencing_token);
+        span.record("shard", &r.shard)
+            .record("resource", &r.resource)
+            .record("lock_id", &r.lock_id)
+            .record("token", r.fencing_token);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         if r.fencing_token == 0 {
@@ -148,21 +158,37 @@ impl RegionAgent for AgentService {
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
     async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        Span::current()
+            .record("shard", &r.shard)
+            .record("resource", &r.resource)
+            .record("lock_id", &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        let removed = store.abort(&r.resource, &r.lock_id).await.map_err(unavailable)?;
+        let removed = store
+            .abort(&r.resource, &r.lock_id)
+            .await
+            .map_err(unavailable)?;
         Span::current().record("removed", removed);
         Ok(Response::new(RemoveResponse { removed }))
     }
 
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, renewed))]
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        Span::current()
+            .record("shard", &r.shard)
+            .record("resource", &r.resource)
+            .record("lock_id", &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        let new_ttl = if r.ttl_ms == 0 { None } else { Some(ttl(r.ttl_ms)?) };
+        let new_ttl = if r.ttl_ms == 0 {
+            None
+        } else {
+            Some(ttl(r.ttl_ms)?)
+        };
         let renewed = store
             .renew(&r.resource, &r.lock_id, new_ttl)
             .await
@@ -177,10 +203,16 @@ impl RegionAgent for AgentService {
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
     async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("shard", &r.shard).record("resource", &r.resource).record("lock_id", &r.lock_id);
+        Span::current()
+            .record("shard", &r.shard)
+            .record("resource", &r.resource)
+            .record("lock_id", &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        let removed = store.release(&r.resource, &r.lock_id).await.map_err(unavailable)?;
+        let removed = store
+            .release(&r.resource, &r.lock_id)
+            .await
+            .map_err(unavailable)?;
         Span::current().record("removed", removed);
         Ok(Response::new(RemoveResponse { removed }))
     }
@@ -188,7 +220,9 @@ impl RegionAgent for AgentService {
     #[instrument(skip_all, fields(region = %self.region, shard, resource))]
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         let r = request.into_inner();
-        Span::current().record("shard", &r.shard).record("resource", &r.resource);
+        Span::current()
+            .record("shard", &r.shard)
+            .record("resource", &r.resource);
         let store = self.shard(&r.shard, &r.resource)?;
         let state = store.read(&r.resource).await.map_err(unavailable)?;
         Ok(Response::new(ReadResponse {
@@ -204,7 +238,10 @@ impl RegionAgent for AgentService {
             ShardHealth {
                 shard: store.name().to_owned(),
                 healthy: result.is_ok(),
-                detail: result.err().map(|e| unavailable(e).message().to_owned()).unwrap_or_default(),
+                detail: result
+                    .err()
+                    .map(|e| unavailable(e).message().to_owned())
+                    .unwrap_or_default(),
             }
         });
         let mut shards = futures::future::join_all(checks).await;

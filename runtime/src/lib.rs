@@ -1,10 +1,10 @@
 //! What every server binary (coordinator, region agent) does at start and stop.
 //!
-//! - [`init_logging`]: structured `tracing` output, text or JSON, filtered by
+//! - [`init_logging`] — structured `tracing` output, text or JSON, filtered by
 //!   `RUST_LOG` (default `info`).
-//! - [`shutdown_signal`]: completes on the first Ctrl-C or SIGTERM; a second one
+//! - [`shutdown_signal`] — completes on the first Ctrl-C or SIGTERM; a second one
 //!   exits at once.
-//! - [`exit`]: the sysexits codes the binaries use.
+//! - [`exit`] — the sysexits codes the binaries use.
 
 use std::time::Duration;
 
@@ -35,7 +35,9 @@ pub enum LogFormat {
 /// Install the global `tracing` subscriber.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -55,11 +57,17 @@ pub async fn shutdown_signal() {
 }
 
 /// Run `drain` for at most `deadline`; log if it had to be cut short.
-pub async fn drain_within<F: std::future::Future>(deadline: Duration, drain: F) -> Option<F::Output> {
+pub async fn drain_within<F: std::future::Future>(
+    deadline: Duration,
+    drain: F,
+) -> Option<F::Output> {
     match tokio::time::timeout(deadline, drain).await {
         Ok(output) => Some(output),
         Err(_) => {
-            warn!(?deadline, "drain deadline passed; exiting with requests in flight");
+            warn!(
+                ?deadline,
+                "drain deadline passed; exiting with requests in flight"
+            );
             None
         }
     }
@@ -69,13 +77,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -101,11 +110,19 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The configuration, or exit 78 (EX_CONFIG) naming the file and every cause.
-pub fn config_or_exit<C, E: std::error::Error>(program: &str, path: &std::path::Path, loaded: Result<C, E>) -> C {
+pub fn config_or_exit<C, E: std::error::Error>(
+    program: &str,
+    path: &std::path::Path,
+    loaded: Result<C, E>,
+) -> C {
     match loaded {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{program}: invalid configuration {}: {}", path.display(), error_chain(&error));
+            eprintln!(
+                "{program}: invalid configuration {}: {}",
+                path.display(),
+                error_chain(&error)
+            );
             std::process::exit(exit::CONFIG);
         }
     }
@@ -117,7 +134,10 @@ pub async fn serve_until_signal<E, Fut>(
     program: &str,
     listen: std::net::SocketAddr,
     drain: Duration,
-    serve: impl FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    serve: impl FnOnce(
+        tokio::net::TcpListener,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Fut,
 ) -> i32
 where
     E: std::error::Error + Send + 'static,

@@ -65,7 +65,10 @@ impl ServerTask {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
         }
     }
@@ -128,7 +131,11 @@ impl Cluster {
         let shards: Vec<String> = (0..options.shards).map(|i| format!("shard-{i}")).collect();
         let mut regions = Vec::new();
         for (r, name) in REGIONS.into_iter().enumerate() {
-            let members = if options.three_member_region == Some(r) { 3 } else { options.members };
+            let members = if options.three_member_region == Some(r) {
+                3
+            } else {
+                options.members
+            };
             let mut etcd = Vec::new();
             for shard in &shards {
                 etcd.push(EtcdCluster::start(
@@ -137,7 +144,8 @@ impl Cluster {
                     &dir.path().join(name),
                 )?);
             }
-            let agent_addr = SocketAddr::from(([127, 0, 0, 1], globallock_localcluster::free_port()?));
+            let agent_addr =
+                SocketAddr::from(([127, 0, 0, 1], globallock_localcluster::free_port()?));
             regions.push(RegionNode {
                 name: name.to_owned(),
                 etcd,
@@ -219,7 +227,9 @@ impl Cluster {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = region_agent::serve(config, listener, SystemClock::shared(), shutdown).await {
+            if let Err(error) =
+                region_agent::serve(config, listener, SystemClock::shared(), shutdown).await
+            {
                 tracing::error!(%error, "agent failed");
             }
         });
@@ -232,7 +242,8 @@ impl Cluster {
 
     /// Start one more coordinator; returns its index.
     pub async fn start_coordinator(&mut self) -> anyhow::Result<usize> {
-        self.start_coordinator_with_clock(SystemClock::shared()).await
+        self.start_coordinator_with_clock(SystemClock::shared())
+            .await
     }
 
     /// Start one more coordinator reading time from `clock`; returns its index.
@@ -296,7 +307,9 @@ impl Cluster {
             stop: None,
             task: tokio::spawn(async {}),
         };
-        std::mem::replace(&mut self.coordinators[i], placeholder).stop().await;
+        std::mem::replace(&mut self.coordinators[i], placeholder)
+            .stop()
+            .await;
     }
 
     /// Where logs and data live (kept on failure for inspection when the test
@@ -319,7 +332,12 @@ async fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// An acquire request.
-pub fn acquire(resource: &str, owner: &str, ttl_ms: u64, wait_ms: u64) -> globallock_proto::v1::AcquireRequest {
+pub fn acquire(
+    resource: &str,
+    owner: &str,
+    ttl_ms: u64,
+    wait_ms: u64,
+) -> globallock_proto::v1::AcquireRequest {
     globallock_proto::v1::AcquireRequest {
         resource: resource.into(),
         owner: owner.into(),
@@ -340,7 +358,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -53,11 +53,17 @@ impl FencedCounter {
     pub fn enter(&self, token: u64) {
         let mut s = self.state();
         if let Some(inside) = s.inside {
-            s.violations.push(Violation::Overlap { inside, entering: token });
+            s.violations.push(Violation::Overlap {
+                inside,
+                entering: token,
+            });
         }
         if token <= s.highest {
             let previous = s.highest;
-            s.violations.push(Violation::TokenNotIncreasing { previous, presented: token });
+            s.violations.push(Violation::TokenNotIncreasing {
+                previous,
+                presented: token,
+            });
         }
         s.highest = s.highest.max(token);
         s.inside = Some(token);
@@ -113,8 +119,14 @@ mod tests {
         assert_eq!(
             counter.violations(),
             vec![
-                Violation::Overlap { inside: 5, entering: 7 },
-                Violation::TokenNotIncreasing { previous: 7, presented: 6 },
+                Violation::Overlap {
+                    inside: 5,
+                    entering: 7
+                },
+                Violation::TokenNotIncreasing {
+                    previous: 7,
+                    presented: 6
+                },
             ]
         );
         assert!(!counter.write(1));

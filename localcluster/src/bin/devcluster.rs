@@ -125,7 +125,10 @@ fn main() -> anyhow::Result<()> {
         etcd: Vec::new(),
     };
     let mut regions = Vec::new();
-    println!("starting {} etcd processes...", REGIONS.len() * shard_names.len() * args.members);
+    println!(
+        "starting {} etcd processes...",
+        REGIONS.len() * shard_names.len() * args.members
+    );
     for region in REGIONS {
         let region_dir = data_dir.join(region);
         let mut shards = Vec::new();
@@ -143,7 +146,11 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&config, agent_config(region, agent_addr, &shards))?;
         let mut command = Command::new(&binaries.agent);
         command.arg("--config").arg(&config);
-        let agent = ManagedProcess::spawn(format!("agent {region}"), command, &region_dir.join("agent.log"))?;
+        let agent = ManagedProcess::spawn(
+            format!("agent {region}"),
+            command,
+            &region_dir.join("agent.log"),
+        )?;
         regions.push(RegionInfo {
             region: region.to_owned(),
             agent_address: format!("http://{agent_addr}"),
@@ -155,10 +162,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(wait_for_agents(&regions))?;
 
     let config = data_dir.join("coordinator.toml");
-    std::fs::write(&config, coordinator_config(args.listen, &regions, &shard_names))?;
+    std::fs::write(
+        &config,
+        coordinator_config(args.listen, &regions, &shard_names),
+    )?;
     let mut command = Command::new(&binaries.coordinator);
     command.arg("--config").arg(&config);
-    let coordinator = ManagedProcess::spawn("coordinator", command, &data_dir.join("coordinator.log"))?;
+    let coordinator =
+        ManagedProcess::spawn("coordinator", command, &data_dir.join("coordinator.log"))?;
     let info = ClusterInfo {
         coordinator_address: format!("http://{}", args.listen),
         coordinator_pid: coordinator.pid(),
@@ -201,7 +212,10 @@ fn sibling_binaries() -> anyhow::Result<Binaries> {
     let coordinator = dir.join("coordinator");
     for binary in [&agent, &coordinator] {
         if !binary.is_file() {
-            bail!("{} not found: build everything first (`cargo build --bins`, which `make dev` does)", binary.display());
+            bail!(
+                "{} not found: build everything first (`cargo build --bins`, which `make dev` does)",
+                binary.display()
+            );
         }
     }
     Ok(Binaries { agent, coordinator })
@@ -212,7 +226,11 @@ fn agent_config(region: &str, listen: SocketAddr, shards: &[ShardInfo]) -> Strin
         "# Written by devcluster.\nregion = {region:?}\nlisten = \"{listen}\"\ncompaction_interval_s = 60\n"
     );
     for shard in shards {
-        let endpoints: Vec<String> = shard.etcd_endpoints.iter().map(|e| format!("{e:?}")).collect();
+        let endpoints: Vec<String> = shard
+            .etcd_endpoints
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
         text.push_str(&format!(
             "\n[[shards]]\nname = {:?}\nendpoints = [{}]\n",
             shard.shard,
@@ -246,14 +264,23 @@ async fn wait_for_agents(regions: &[RegionInfo]) -> anyhow::Result<()> {
     for region in regions {
         loop {
             let healthy = async {
-                let mut client = RegionAgentClient::connect(region.agent_address.clone()).await.ok()?;
-                client.health(HealthRequest {}).await.ok().map(|r| r.into_inner().healthy)
+                let mut client = RegionAgentClient::connect(region.agent_address.clone())
+                    .await
+                    .ok()?;
+                client
+                    .health(HealthRequest {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner().healthy)
             };
             if healthy.await == Some(true) {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("agent of {} did not become healthy; see its agent.log", region.region);
+                bail!(
+                    "agent of {} did not become healthy; see its agent.log",
+                    region.region
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -265,9 +292,13 @@ async fn wait_for_coordinator(listen: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let answered = async {
-            let mut client = LockServiceClient::connect(format!("http://{listen}")).await.ok()?;
+            let mut client = LockServiceClient::connect(format!("http://{listen}"))
+                .await
+                .ok()?;
             client
-                .describe(DescribeRequest { resource: "devcluster/ready".into() })
+                .describe(DescribeRequest {
+                    resource: "devcluster/ready".into(),
+                })
                 .await
                 .ok()
         };
@@ -283,7 +314,10 @@ async fn wait_for_coordinator(listen: SocketAddr) -> anyhow::Result<()> {
 
 fn print_table(info: &ClusterInfo, json_path: &Path) {
     println!();
-    println!("{:<10} {:<9} {:<46} {:<18} {:<24} {:>7}", "REGION", "SHARD", "ETCD ENDPOINTS", "ETCD PIDS", "AGENT", "AGENT PID");
+    println!(
+        "{:<10} {:<9} {:<46} {:<18} {:<24} {:>7}",
+        "REGION", "SHARD", "ETCD ENDPOINTS", "ETCD PIDS", "AGENT", "AGENT PID"
+    );
     for region in &info.regions {
         for (i, shard) in region.shards.iter().enumerate() {
             let pids: Vec<String> = shard.etcd_pids.iter().map(u32::to_string).collect();
@@ -304,9 +338,15 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
         }
     }
     println!();
-    println!("coordinator  gRPC {}  (pid {})", info.coordinator_address, info.coordinator_pid);
+    println!(
+        "coordinator  gRPC {}  (pid {})",
+        info.coordinator_address, info.coordinator_pid
+    );
     println!("cluster.json {}", json_path.display());
-    println!("logs         {}/<region>/*.log, {}/coordinator.log", info.data_dir, info.data_dir);
+    println!(
+        "logs         {}/<region>/*.log, {}/coordinator.log",
+        info.data_dir, info.data_dir
+    );
     println!();
     println!("try:  target/debug/lockctl acquire orders/42 --ttl 30s");
     println!("      target/debug/lockctl describe orders/42");
