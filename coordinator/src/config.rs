@@ -8,6 +8,7 @@ use std::time::Duration;
 use globallock_protocol::request::Limits;
 use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
 use globallock_protocol::validity::DriftAllowance;
+use globallock_runtime::settings::{InvalidSetting, load_layered, within};
 use serde::Deserialize;
 
 /// Environment variables starting with this override file settings, e.g.
@@ -99,13 +100,8 @@ pub enum ConfigError {
     #[error("cannot load configuration")]
     Load(#[from] config::ConfigError),
     /// A setting is out of its bounds.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// The setting.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
     /// The shard list does not make a ring.
     #[error("shards: {0}")]
     Ring(#[from] RingError),
@@ -135,20 +131,13 @@ pub struct ValidConfig {
 impl CoordinatorConfig {
     /// Read `path` (TOML), then apply `GLOBALLOCK_COORDINATOR_*` overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let settings = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__"),
-            )
-            .build()?;
-        Ok(settings.try_deserialize()?)
+        Ok(load_layered(path, ENV_PREFIX)?)
     }
 
     /// Check every setting; the result is what the coordinator runs with.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
-        let invalid = |field, problem: String| ConfigError::Invalid { field, problem };
+        let invalid =
+            |field, problem: String| ConfigError::Invalid(InvalidSetting::new(field, problem));
         let n = self.regions.len();
         if n < 3 || n.is_multiple_of(2) {
             return Err(invalid(
@@ -178,18 +167,18 @@ impl CoordinatorConfig {
                 ));
             }
         }
-        bounded("region_timeout_ms", self.region_timeout_ms, 10, 60_000)?;
-        bounded("health_interval_ms", self.health_interval_ms, 50, 60_000)?;
-        bounded(
+        within("region_timeout_ms", self.region_timeout_ms, 10, 60_000)?;
+        within("health_interval_ms", self.health_interval_ms, 50, 60_000)?;
+        within(
             "health_timeout_ms",
             self.health_timeout_ms,
             10,
             self.health_interval_ms,
         )?;
-        bounded("min_ttl_ms", self.min_ttl_ms, 100, 86_400_000)?;
-        bounded("max_ttl_ms", self.max_ttl_ms, self.min_ttl_ms, 86_400_000)?;
-        bounded("max_wait_ms", self.max_wait_ms, 0, 3_600_000)?;
-        bounded(
+        within("min_ttl_ms", self.min_ttl_ms, 100, 86_400_000)?;
+        within("max_ttl_ms", self.max_ttl_ms, self.min_ttl_ms, 86_400_000)?;
+        within("max_wait_ms", self.max_wait_ms, 0, 3_600_000)?;
+        within(
             "drift_margin_ms",
             self.drift_margin_ms,
             0,
@@ -221,17 +210,6 @@ impl CoordinatorConfig {
                 rate: self.drift_rate,
                 margin: Duration::from_millis(self.drift_margin_ms),
             },
-        })
-    }
-}
-
-fn bounded(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            field,
-            problem: format!("{value} is out of bounds: must be between {min} and {max}"),
         })
     }
 }

@@ -296,30 +296,21 @@ impl LockEngine {
         };
         // Validity is measured from before the first proposal leaves.
         let started = self.clock.monotonic();
-        let mut replies = self.fan_out(shard, "grant", move |mut c, timeout| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move { c.grant(r).await }
+        let mut replies = self.fan_out(shard, "grant", request, |mut c, r| async move {
+            c.grant(r).await
         });
         let mut round = AcquireRound::new(self.regions.len());
         // Which regions may hold a grant of *this* proposal (to abort if we lose).
         let mut maybe_ours = vec![true; self.regions.len()];
-        let mut failures = vec![None; self.regions.len()];
-        let mut decision = AcquireDecision::Pending;
-        while let Some((i, result)) = replies.next().await {
-            self.regions.observe(i, shard, result.as_ref().map(|_| ()));
-            if let Err(status) = &result {
-                failures[i] = Some(status.clone());
-            }
-            let reply = self.grant_reply(&p.resource, result);
-            maybe_ours[i] = matches!(&reply, GrantReply::Failed)
-                || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
-            decision = round.record(i, reply);
-            if decision != AcquireDecision::Pending {
-                break;
-            }
-        }
-        match decision {
+        let (decision, failures) = self
+            .gather(shard, &mut replies, |i, result| {
+                let reply = self.grant_reply(&p.resource, result);
+                maybe_ours[i] = matches!(&reply, GrantReply::Failed)
+                    || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
+                Some(round.record(i, reply)).filter(|d| *d != AcquireDecision::Pending)
+            })
+            .await;
+        match decision.unwrap_or(AcquireDecision::Pending) {
             AcquireDecision::Won(won) => {
                 let elapsed = self.clock.monotonic().saturating_sub(started);
                 let winner_is_ours = won.grant.lock_id == lock_id;
@@ -461,34 +452,25 @@ impl LockEngine {
             ttl_ms,
         };
         let started = self.clock.monotonic();
-        let mut replies = self.fan_out(&shard, "renew", move |mut c, timeout| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move { c.renew(r).await }
+        let mut replies = self.fan_out(&shard, "renew", request, |mut c, r| async move {
+            c.renew(r).await
         });
         let mut tally = RenewTally::new(self.regions.len());
-        let mut failures = vec![None; self.regions.len()];
-        let mut decision = RenewDecision::Pending;
-        while let Some((i, result)) = replies.next().await {
-            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
-            let reply = match result {
-                Ok(RenewResponse {
-                    renewed: true,
-                    holder: Some(h),
-                }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
-                Ok(_) => RenewReply::NotFound,
-                Err(status) => {
-                    failures[i] = Some(status);
-                    RenewReply::Failed
-                }
-            };
-            decision = tally.record(i, reply);
-            if decision != RenewDecision::Pending {
-                break;
-            }
-        }
+        let (decision, failures) = self
+            .gather(&shard, &mut replies, |i, result| {
+                let reply = match result {
+                    Ok(RenewResponse {
+                        renewed: true,
+                        holder: Some(h),
+                    }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
+                    Ok(_) => RenewReply::NotFound,
+                    Err(_) => RenewReply::Failed,
+                };
+                Some(tally.record(i, reply)).filter(|d| *d != RenewDecision::Pending)
+            })
+            .await;
         tokio::spawn(replies.collect::<Vec<_>>());
-        let outcome = match decision {
+        let outcome = match decision.unwrap_or(RenewDecision::Pending) {
             RenewDecision::Renewed(won) => {
                 let elapsed = self.clock.monotonic().saturating_sub(started);
                 let applied = ttl.unwrap_or(Duration::from_millis(won.grant.ttl_ms));
@@ -526,10 +508,8 @@ impl LockEngine {
             resource: resource.to_owned(),
             lock_id: lock_id.to_owned(),
         };
-        let replies = self.fan_out(shard, "release", move |mut c, timeout| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move { c.release(r).await }
+        let replies = self.fan_out(shard, "release", request, |mut c, r| async move {
+            c.release(r).await
         });
         tokio::spawn(replies.collect::<Vec<_>>());
     }
@@ -548,32 +528,23 @@ impl LockEngine {
             resource: id.resource().to_owned(),
             lock_id: lock_id.to_owned(),
         };
-        let mut replies = self.fan_out(&shard, "release", move |mut c, timeout| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move { c.release(r).await }
+        let mut replies = self.fan_out(&shard, "release", request, |mut c, r| async move {
+            c.release(r).await
         });
         let mut tally = ReleaseTally::new(self.regions.len());
-        let mut failures = vec![None; self.regions.len()];
-        let mut decision = ReleaseDecision::Pending;
-        while let Some((i, result)) = replies.next().await {
-            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
-            let reply = match result {
-                Ok(RemoveResponse { removed: true }) => RemoveReply::Removed,
-                Ok(RemoveResponse { removed: false }) => RemoveReply::NotFound,
-                Err(status) => {
-                    failures[i] = Some(status);
-                    RemoveReply::Failed
-                }
-            };
-            decision = tally.record(i, reply);
-            if decision != ReleaseDecision::Pending {
-                break;
-            }
-        }
+        let (decision, failures) = self
+            .gather(&shard, &mut replies, |i, result| {
+                let reply = match result {
+                    Ok(RemoveResponse { removed: true }) => RemoveReply::Removed,
+                    Ok(RemoveResponse { removed: false }) => RemoveReply::NotFound,
+                    Err(_) => RemoveReply::Failed,
+                };
+                Some(tally.record(i, reply)).filter(|d| *d != ReleaseDecision::Pending)
+            })
+            .await;
         // The remaining regions still remove their grant, off the critical path.
         tokio::spawn(replies.collect::<Vec<_>>());
-        let outcome = match decision {
+        let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => Ok(self.regions.names(&regions)),
             ReleaseDecision::NotFound => Err(LockError::NotFound {
                 lock_id: lock_id.to_owned(),
@@ -600,42 +571,30 @@ impl LockEngine {
             resource: resource.to_owned(),
         };
         let started = self.clock.monotonic();
-        let mut replies = self.fan_out(&shard, "read", move |mut c, timeout| {
-            let mut r = tonic::Request::new(request.clone());
-            r.set_timeout(timeout);
-            async move { c.read(r).await }
+        let mut replies = self.fan_out(&shard, "read", request, |mut c, r| async move {
+            c.read(r).await
         });
         let mut tally = ReadTally::new(self.regions.len());
-        let mut failures = vec![None; self.regions.len()];
-        let mut decision = ReadDecision::Pending;
-        while let Some((i, result)) = replies.next().await {
-            self.regions.observe(i, &shard, result.as_ref().map(|_| ()));
-            let reply = match result {
-                Ok(ReadResponse {
-                    holder,
-                    high_water_mark,
-                }) => {
-                    self.ratchet
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .observe(resource, high_water_mark);
-                    match holder {
-                        Some(h) => ReadReply::Holding(grant_of(h)),
-                        None => ReadReply::Free,
+        let (decision, failures) = self
+            .gather(&shard, &mut replies, |i, result| {
+                let reply = match result {
+                    Ok(ReadResponse {
+                        holder,
+                        high_water_mark,
+                    }) => {
+                        self.ratchet
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .observe(resource, high_water_mark);
+                        holder.map_or(ReadReply::Free, |h| ReadReply::Holding(grant_of(h)))
                     }
-                }
-                Err(status) => {
-                    failures[i] = Some(status);
-                    ReadReply::Failed
-                }
-            };
-            decision = tally.record(i, reply);
-            if decision != ReadDecision::Pending {
-                break;
-            }
-        }
+                    Err(_) => ReadReply::Failed,
+                };
+                Some(tally.record(i, reply)).filter(|d| *d != ReadDecision::Pending)
+            })
+            .await;
         let elapsed = self.clock.monotonic().saturating_sub(started);
-        let outcome = match decision {
+        let outcome = match decision.unwrap_or(ReadDecision::Pending) {
             ReadDecision::Held(held) => Ok(Description {
                 holder: Some(HolderView {
                     lock_id: held.grant.lock_id,
@@ -662,11 +621,19 @@ impl LockEngine {
         Ok((current != 0 && current == token, current))
     }
 
-    /// Send one call to every region, each bounded by the region deadline.
-    fn fan_out<T, F, Fut>(&self, shard: &str, op: &'static str, call: F) -> Replies<T>
+    /// Send `message` to every region with `call`, each bounded by the region
+    /// deadline (also sent along as the gRPC timeout, so agents can give up too).
+    fn fan_out<M, T, F, Fut>(
+        &self,
+        shard: &str,
+        op: &'static str,
+        message: M,
+        call: F,
+    ) -> Replies<T>
     where
+        M: Clone,
         T: Send + 'static,
-        F: Fn(RegionAgentClient<Channel>, Duration) -> Fut,
+        F: Fn(RegionAgentClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
         let timeout = self.regions.timeout();
@@ -674,11 +641,16 @@ impl LockEngine {
             .map(|i| {
                 let region = self.regions.get(i);
                 let span = info_span!("region_call", region = %region.name, shard, op);
-                let call = call(region.client(), timeout);
+                let mut request = tonic::Request::new(message.clone());
+                request.set_timeout(timeout);
+                let call = call(region.client(), request);
                 async move {
                     let result = match tokio::time::timeout(timeout, call).await {
                         Ok(result) => result.map(Response::into_inner),
-                        Err(_) => Err(Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
+                        Err(_) => Err(Status::deadline_exceeded(format!(
+                            "no answer within {} ms",
+                            timeout.as_millis()
+                        ))),
                     };
                     if let Err(status) = &result {
                         debug!(code = ?status.code(), message = status.message(), "region call failed");
@@ -689,6 +661,27 @@ impl LockEngine {
                 .boxed()
             })
             .collect()
+    }
+
+    /// Feed replies to `record` as they arrive (updating region health) until it
+    /// returns a decision. Also returns each region's failure, for error messages.
+    async fn gather<T, D>(
+        &self,
+        shard: &str,
+        replies: &mut Replies<T>,
+        mut record: impl FnMut(usize, Result<T, Status>) -> Option<D>,
+    ) -> (Option<D>, Vec<Option<Status>>) {
+        let mut failures = vec![None; self.regions.len()];
+        while let Some((i, result)) = replies.next().await {
+            self.regions.observe(i, shard, result.as_ref().map(|_| ()));
+            if let Err(status) = &result {
+                failures[i] = Some(status.clone());
+            }
+            if let Some(decision) = record(i, result) {
+                return (Some(decision), failures);
+            }
+        }
+        (None, failures)
     }
 
     /// A grant answer as the quorum rule sees it; also feeds the token ratchet.

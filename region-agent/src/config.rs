@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use globallock_etcd::ShardConfig;
 use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
+use globallock_runtime::settings::{InvalidSetting, load_layered, within};
 use serde::Deserialize;
 
 /// Environment variables starting with this override file settings, e.g.
@@ -85,13 +86,8 @@ pub enum ConfigError {
     #[error("cannot load configuration")]
     Load(#[from] config::ConfigError),
     /// A setting is out of its bounds.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// The setting.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
     /// The shard list does not make a ring.
     #[error("shards: {0}")]
     Ring(#[from] RingError),
@@ -117,31 +113,24 @@ pub struct ValidConfig {
 impl AgentConfig {
     /// Read `path` (TOML), then apply `GLOBALLOCK_AGENT_*` overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let settings = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__"),
-            )
-            .build()?;
-        Ok(settings.try_deserialize()?)
+        Ok(load_layered(path, ENV_PREFIX)?)
     }
 
     /// Check every setting; the result is what the agent runs with.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
-        let invalid = |field, problem: String| ConfigError::Invalid { field, problem };
+        let invalid =
+            |field, problem: String| ConfigError::Invalid(InvalidSetting::new(field, problem));
         if self.region.trim().is_empty() {
             return Err(invalid("region", "must not be empty".into()));
         }
-        bounded("request_timeout_ms", self.request_timeout_ms, 10, 60_000)?;
-        bounded(
+        within("request_timeout_ms", self.request_timeout_ms, 10, 60_000)?;
+        within(
             "lease_granularity_ms",
             self.lease_granularity_ms,
             100,
             60_000,
         )?;
-        bounded("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
+        within("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
         if self.compaction_keep_revisions < 1 {
             return Err(invalid(
                 "compaction_keep_revisions",
@@ -198,17 +187,6 @@ impl AgentConfig {
             compaction_interval: (self.compaction_interval_s > 0)
                 .then(|| Duration::from_secs(self.compaction_interval_s)),
             compaction_keep_revisions: self.compaction_keep_revisions,
-        })
-    }
-}
-
-fn bounded(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            field,
-            problem: format!("{value} is out of bounds: must be between {min} and {max}"),
         })
     }
 }

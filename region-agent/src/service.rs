@@ -23,6 +23,15 @@ use tracing::{Span, instrument};
 /// enforce the real, configured one).
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How a grant is removed.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// The holder gives it up.
+    Release,
+    /// The coordinator withdraws a proposal that lost (leaves a tombstone).
+    Abort,
+}
+
 /// One region's agent.
 #[derive(Debug, Clone)]
 pub struct AgentService {
@@ -66,6 +75,20 @@ impl AgentService {
             .ok_or_else(|| Status::failed_precondition(format!("unknown shard {shard:?}")))
     }
 
+    /// Release or abort the grant of exactly `r.lock_id` (in the caller's span).
+    async fn remove(&self, r: LockRef, how: Removal) -> Result<Response<RemoveResponse>, Status> {
+        record_target(&r.shard, &r.resource, &r.lock_id);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        let removed = match how {
+            Removal::Release => store.release(&r.resource, &r.lock_id).await,
+            Removal::Abort => store.abort(&r.resource, &r.lock_id).await,
+        }
+        .map_err(unavailable)?;
+        Span::current().record("removed", removed);
+        Ok(Response::new(RemoveResponse { removed }))
+    }
+
     /// Check that `lock_id` is well formed and names `resource`.
     fn lock_id(lock_id: &str, resource: &str) -> Result<(), Status> {
         let parsed: LockId = lock_id
@@ -100,6 +123,14 @@ fn holder(h: Holding) -> Holder {
         request_id: h.record.request_id,
         remaining_ms: u64::try_from(h.remaining.as_millis()).unwrap_or(u64::MAX),
     }
+}
+
+/// Put the request's target on the current span.
+fn record_target(shard: &str, resource: &str, lock_id: &str) {
+    Span::current()
+        .record("shard", shard)
+        .record("resource", resource)
+        .record("lock_id", lock_id);
 }
 
 /// The one mapping from store failures to gRPC status for this service.
@@ -157,19 +188,7 @@ impl RegionAgent for AgentService {
 
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
     async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
-        let r = request.into_inner();
-        Span::current()
-            .record("shard", &r.shard)
-            .record("resource", &r.resource)
-            .record("lock_id", &r.lock_id);
-        let store = self.shard(&r.shard, &r.resource)?;
-        Self::lock_id(&r.lock_id, &r.resource)?;
-        let removed = store
-            .abort(&r.resource, &r.lock_id)
-            .await
-            .map_err(unavailable)?;
-        Span::current().record("removed", removed);
-        Ok(Response::new(RemoveResponse { removed }))
+        self.remove(request.into_inner(), Removal::Abort).await
     }
 
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, renewed))]
@@ -178,10 +197,7 @@ impl RegionAgent for AgentService {
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
         let r = request.into_inner();
-        Span::current()
-            .record("shard", &r.shard)
-            .record("resource", &r.resource)
-            .record("lock_id", &r.lock_id);
+        record_target(&r.shard, &r.resource, &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         let new_ttl = if r.ttl_ms == 0 {
@@ -202,19 +218,7 @@ impl RegionAgent for AgentService {
 
     #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
     async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
-        let r = request.into_inner();
-        Span::current()
-            .record("shard", &r.shard)
-            .record("resource", &r.resource)
-            .record("lock_id", &r.lock_id);
-        let store = self.shard(&r.shard, &r.resource)?;
-        Self::lock_id(&r.lock_id, &r.resource)?;
-        let removed = store
-            .release(&r.resource, &r.lock_id)
-            .await
-            .map_err(unavailable)?;
-        Span::current().record("removed", removed);
-        Ok(Response::new(RemoveResponse { removed }))
+        self.remove(request.into_inner(), Removal::Release).await
     }
 
     #[instrument(skip_all, fields(region = %self.region, shard, resource))]

@@ -5,6 +5,10 @@
 //! - [`shutdown_signal`] — completes on the first Ctrl-C or SIGTERM; a second one
 //!   exits at once.
 //! - [`exit`] — the sysexits codes the binaries use.
+//! - [`settings`] — loading a TOML file with environment overrides, and bounds
+//!   checks that name the setting.
+
+pub mod settings;
 
 use std::time::Duration;
 
