@@ -21,6 +21,9 @@ pub const ENV_PREFIX: &str = "GLOBALLOCK_COORDINATOR";
 pub struct CoordinatorConfig {
     /// Address of the public gRPC API.
     pub listen: SocketAddr,
+    /// Address of the REST API (absent: no REST).
+    #[serde(default)]
+    pub rest_listen: Option<SocketAddr>,
     /// The regions (an odd number, at least 3); a lock needs a majority of them.
     pub regions: Vec<RegionEntry>,
     /// Shard names, the same in every region; resources are routed over them by a
@@ -112,6 +115,8 @@ pub enum ConfigError {
 pub struct ValidConfig {
     /// Where to serve gRPC.
     pub listen: SocketAddr,
+    /// Where to serve REST, if anywhere.
+    pub rest_listen: Option<SocketAddr>,
     /// The regions, in configuration order (their index is their identity).
     pub regions: Vec<RegionEntry>,
     /// The ring over the shards.
@@ -194,8 +199,15 @@ impl CoordinatorConfig {
             ));
         }
         let ring = HashRing::new(&self.shards, self.ring_vnodes)?;
+        if self.rest_listen == Some(self.listen) {
+            return Err(invalid(
+                "rest_listen",
+                format!("{} is also the gRPC listen address", self.listen),
+            ));
+        }
         Ok(ValidConfig {
             listen: self.listen,
+            rest_listen: self.rest_listen,
             regions: self.regions,
             ring,
             region_timeout: Duration::from_millis(self.region_timeout_ms),

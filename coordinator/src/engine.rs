@@ -102,8 +102,12 @@ pub struct HolderView {
     pub owner: String,
     /// Its token.
     pub fencing_token: u64,
+    /// The TTL it was granted with.
+    pub ttl_ms: u64,
     /// How long a majority holds it at least.
     pub expires_in: Duration,
+    /// The regions that hold it.
+    pub regions: Vec<String>,
 }
 
 /// The lock service: stateless apart from hints (token marks) and region health.
@@ -302,15 +306,36 @@ impl LockEngine {
         let mut round = AcquireRound::new(self.regions.len());
         // Which regions may hold a grant of *this* proposal (to abort if we lose).
         let mut maybe_ours = vec![true; self.regions.len()];
-        let (decision, failures) = self
+        let mut record = |i: usize, result: Result<GrantResponse, Status>| {
+            let reply = self.grant_reply(&p.resource, result);
+            maybe_ours[i] = matches!(&reply, GrantReply::Failed)
+                || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
+            round.record(i, reply)
+        };
+        let (decision, mut failures) = self
             .gather(shard, &mut replies, |i, result| {
-                let reply = self.grant_reply(&p.resource, result);
-                maybe_ours[i] = matches!(&reply, GrantReply::Failed)
-                    || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
-                Some(round.record(i, reply)).filter(|d| *d != AcquireDecision::Pending)
+                Some(record(i, result)).filter(|d| *d != AcquireDecision::Pending)
             })
             .await;
-        match decision.unwrap_or(AcquireDecision::Pending) {
+        let mut decision = decision.unwrap_or(AcquireDecision::Pending);
+        if matches!(decision, AcquireDecision::Lost(Loss::Unavailable(_))) && !replies.is_empty() {
+            // Too many regions failed for a majority, but the rest may still answer:
+            // wait for them (bounded by the region deadline) so the answer names
+            // reachable and unreachable regions truthfully.
+            let (_, late) = self
+                .gather(shard, &mut replies, |i, result| {
+                    record(i, result);
+                    None::<()>
+                })
+                .await;
+            for (slot, failure) in failures.iter_mut().zip(late) {
+                if failure.is_some() {
+                    *slot = failure;
+                }
+            }
+            decision = round.decide();
+        }
+        match decision {
             AcquireDecision::Won(won) => {
                 let elapsed = self.clock.monotonic().saturating_sub(started);
                 let winner_is_ours = won.grant.lock_id == lock_id;
@@ -600,7 +625,9 @@ impl LockEngine {
                     lock_id: held.grant.lock_id,
                     owner: held.grant.owner,
                     fencing_token: held.grant.token,
+                    ttl_ms: held.grant.ttl_ms,
                     expires_in: held.held_for.saturating_sub(elapsed),
+                    regions: self.regions.names(&held.regions),
                 }),
             }),
             ReadDecision::Free => Ok(Description::default()),

@@ -13,6 +13,7 @@
 //! - [`error`] — [`LockError`], every way a request can fail.
 //! - [`status`] — the one table mapping errors to gRPC codes and HTTP statuses.
 //! - [`grpc`] — the public `globallock.v1.LockService`.
+//! - [`rest`] — the REST API (axum) and its OpenAPI document.
 //! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
 
 pub mod config;
@@ -20,9 +21,10 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 pub mod regions;
+pub mod rest;
 pub mod server;
 pub mod status;
 
 pub use config::{ConfigError, CoordinatorConfig, ValidConfig};
 pub use error::LockError;
-pub use server::{ServeError, serve};
+pub use server::{Listeners, ServeError, serve};

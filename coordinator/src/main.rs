@@ -33,11 +33,23 @@ async fn main() {
     init_logging(args.log_format);
     let loaded = CoordinatorConfig::load(&args.config).and_then(CoordinatorConfig::validate);
     let config = config_or_exit("coordinator", &args.config, loaded);
+    let listen: Vec<_> = std::iter::once(config.listen)
+        .chain(config.rest_listen)
+        .collect();
     let code = serve_until_signal(
         "coordinator",
-        config.listen,
+        &listen,
         Duration::from_secs(10),
-        |listener, stop| coordinator::serve(config, listener, SystemClock::shared(), stop),
+        |mut listeners, stop| {
+            let grpc = listeners.remove(0);
+            let rest = listeners.pop();
+            coordinator::serve(
+                config,
+                coordinator::Listeners { grpc, rest },
+                SystemClock::shared(),
+                stop,
+            )
+        },
     )
     .await;
     std::process::exit(code);

@@ -181,6 +181,31 @@ impl Regions {
         }
     }
 
+    /// Ready when, for every shard, a majority of regions is healthy. `Err` names
+    /// the regions that are not healthy for every shard.
+    pub fn readiness(&self) -> Result<Reachability, Reachability> {
+        let mut reach = Reachability::default();
+        for region in &self.regions {
+            if region.healthy.iter().all(|h| h.load(Ordering::Relaxed)) {
+                reach.reachable.push(region.name.clone());
+            } else {
+                reach.unreachable.push(RegionFailure {
+                    region: region.name.clone(),
+                    status: tonic::Status::unavailable("failing health checks"),
+                });
+            }
+        }
+        let every_shard_ok = self
+            .shard_index
+            .keys()
+            .all(|shard| self.require_majority(shard).is_ok());
+        if every_shard_ok {
+            Ok(reach)
+        } else {
+            Err(reach)
+        }
+    }
+
     /// Probe every region every `interval` (each probe bounded by `timeout`) until
     /// the task is dropped.
     pub async fn probe_forever(self: Arc<Self>, interval: Duration, timeout: Duration) {

@@ -8,7 +8,7 @@ use globallock_proto::v1::lock_service_server::LockServiceServer;
 use globallock_protocol::clock::SharedClock;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ValidConfig;
 use crate::engine::LockEngine;
@@ -24,6 +24,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// The REST server failed.
+    #[error("REST server failed")]
+    Rest(#[source] std::io::Error),
 }
 
 /// The engine and region set a configuration describes (shared by every front door).
@@ -46,13 +49,22 @@ pub fn build_engine(
     Ok((engine, regions))
 }
 
-/// Serve the public gRPC API on `listener` until `shutdown` completes; then stop
-/// accepting, let in-flight requests finish, and return.
+/// Where the coordinator serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public gRPC API.
+    pub grpc: TcpListener,
+    /// The REST API, if served.
+    pub rest: Option<TcpListener>,
+}
+
+/// Serve gRPC (and REST, if given a listener) until `shutdown` completes; then
+/// stop accepting, let in-flight requests finish, and return.
 pub async fn serve(
     config: ValidConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     clock: SharedClock,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (engine, regions) = build_engine(&config, clock)?;
     let probes = tokio::spawn(
@@ -60,16 +72,49 @@ pub async fn serve(
             .clone()
             .probe_forever(config.health_interval, config.health_timeout),
     );
+    // One shutdown signal, fanned out to both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let rest = listeners.rest.map(|listener| {
+        info!(address = %local(&listener), "coordinator serving REST");
+        let app = crate::rest::router(engine.clone(), regions.clone());
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        })
+    });
     info!(
-        address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        address = %local(&listeners.grpc),
         regions = ?config.regions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         "coordinator serving gRPC"
     );
-    let result = tonic::transport::Server::builder()
+    let grpc = tonic::transport::Server::builder()
         .add_service(LockServiceServer::new(GrpcService::new(engine)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx))
         .await;
+    if let Some(rest) = rest {
+        match rest.await {
+            Ok(Err(error)) => return Err(ServeError::Rest(error)),
+            Err(join) => warn!(%join, "REST server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     probes.abort();
     info!("coordinator stopped");
-    Ok(result?)
+    Ok(grpc?)
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }

@@ -32,11 +32,15 @@ async fn main() {
     init_logging(args.log_format);
     let loaded = AgentConfig::load(&args.config).and_then(AgentConfig::validate);
     let config = config_or_exit("region-agent", &args.config, loaded);
+    let listen = [config.listen];
     let code = serve_until_signal(
         "region-agent",
-        config.listen,
+        &listen,
         Duration::from_secs(10),
-        |listener, stop| region_agent::serve(config, listener, SystemClock::shared(), stop),
+        |mut listeners, stop| {
+            let listener = listeners.remove(0);
+            region_agent::serve(config, listener, SystemClock::shared(), stop)
+        },
     )
     .await;
     std::process::exit(code);

@@ -132,14 +132,14 @@ pub fn config_or_exit<C, E: std::error::Error>(
     }
 }
 
-/// Bind `listen`, run `serve(listener, shutdown)` until Ctrl-C/SIGTERM, drain for
-/// at most `drain`, and return the process exit code.
+/// Bind every address in `listen` (in order), run `serve(listeners, shutdown)`
+/// until Ctrl-C/SIGTERM, drain for at most `drain`, and return the exit code.
 pub async fn serve_until_signal<E, Fut>(
     program: &str,
-    listen: std::net::SocketAddr,
+    listen: &[std::net::SocketAddr],
     drain: Duration,
     serve: impl FnOnce(
-        tokio::net::TcpListener,
+        Vec<tokio::net::TcpListener>,
         std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     ) -> Fut,
 ) -> i32
@@ -147,18 +147,21 @@ where
     E: std::error::Error + Send + 'static,
     Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
 {
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("{program}: cannot listen on {listen}: {error}");
-            return exit::UNAVAILABLE;
+    let mut listeners = Vec::with_capacity(listen.len());
+    for address in listen {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                eprintln!("{program}: cannot listen on {address}: {error}");
+                return exit::UNAVAILABLE;
+            }
         }
-    };
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = Box::pin(async {
         let _ = stop_rx.await;
     });
-    let mut server = tokio::spawn(serve(listener, stop));
+    let mut server = tokio::spawn(serve(listeners, stop));
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown_signal() => {

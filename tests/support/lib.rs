@@ -5,6 +5,7 @@
 //! them); etcd members are real child processes, killed when the cluster drops,
 //! panics included.
 
+pub mod http;
 pub mod oracle;
 
 use std::net::SocketAddr;
@@ -100,8 +101,10 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The regions.
     pub regions: Vec<RegionNode>,
-    /// Coordinator addresses.
+    /// Coordinator gRPC addresses.
     pub coordinator_addrs: Vec<SocketAddr>,
+    /// Coordinator REST addresses (same index).
+    pub rest_addrs: Vec<SocketAddr>,
     /// Running coordinators.
     coordinators: Vec<ServerTask>,
     /// Shard names.
@@ -157,6 +160,7 @@ impl Cluster {
             dir,
             regions,
             coordinator_addrs: Vec::new(),
+            rest_addrs: Vec::new(),
             coordinators: Vec::new(),
             shards,
             options,
@@ -198,6 +202,7 @@ impl Cluster {
     pub fn coordinator_config(&self, listen: SocketAddr) -> coordinator::CoordinatorConfig {
         coordinator::CoordinatorConfig {
             listen,
+            rest_listen: None,
             regions: self
                 .regions
                 .iter()
@@ -252,14 +257,20 @@ impl Cluster {
         clock: globallock_protocol::clock::SharedClock,
     ) -> anyhow::Result<usize> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let rest = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        self.rest_addrs.push(rest.local_addr()?);
         let config = self.coordinator_config(addr).validate()?;
+        let listeners = coordinator::Listeners {
+            grpc: listener,
+            rest: Some(rest),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(error) = coordinator::serve(config, listener, clock, shutdown).await {
+            if let Err(error) = coordinator::serve(config, listeners, clock, shutdown).await {
                 tracing::error!(%error, "coordinator failed");
             }
         });

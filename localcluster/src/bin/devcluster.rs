@@ -38,6 +38,9 @@ struct Args {
     /// The coordinator's gRPC address.
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
+    /// The coordinator's REST address.
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    rest_listen: SocketAddr,
 }
 
 fn parse_members(text: &str) -> Result<usize, String> {
@@ -66,6 +69,7 @@ struct RegionInfo {
 #[derive(Debug, Serialize)]
 struct ClusterInfo {
     coordinator_address: String,
+    rest_address: String,
     coordinator_pid: u32,
     data_dir: String,
     regions: Vec<RegionInfo>,
@@ -100,11 +104,15 @@ impl Drop for Running {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if TcpListener::bind(args.listen).is_err() {
-        bail!(
-            "{} is already in use: is another `make dev` running? Stop it, or pass --listen",
-            args.listen
-        );
+    for (address, flag) in [
+        (args.listen, "--listen"),
+        (args.rest_listen, "--rest-listen"),
+    ] {
+        if TcpListener::bind(address).is_err() {
+            bail!(
+                "{address} is already in use: is another `make dev` running? Stop it, or pass {flag}"
+            );
+        }
     }
     let binaries = sibling_binaries()?;
     if args.data_dir.exists() {
@@ -172,6 +180,7 @@ fn main() -> anyhow::Result<()> {
         ManagedProcess::spawn("coordinator", command, &data_dir.join("coordinator.log"))?;
     let info = ClusterInfo {
         coordinator_address: format!("http://{}", args.listen),
+        rest_address: format!("http://{}", args.rest_listen),
         coordinator_pid: coordinator.pid(),
         data_dir: data_dir.display().to_string(),
         regions,
@@ -240,14 +249,16 @@ fn agent_config(region: &str, listen: SocketAddr, shards: &[ShardInfo]) -> Strin
     text
 }
 
-fn coordinator_config(listen: SocketAddr, regions: &[RegionInfo], shards: &[String]) -> String {
+fn coordinator_config(args: &Args, regions: &[RegionInfo], shards: &[String]) -> String {
     let shards: Vec<String> = shards.iter().map(|s| format!("{s:?}")).collect();
     // Loopback answers in microseconds: a short region deadline and frequent
     // probes make the minority side reject within half a second even when two
     // regions are frozen (SIGSTOP) rather than dead.
     let mut text = format!(
-        "# Written by devcluster.\nlisten = \"{listen}\"\nshards = [{}]\n\
+        "# Written by devcluster.\nlisten = \"{}\"\nrest_listen = \"{}\"\nshards = [{}]\n\
          region_timeout_ms = 500\nhealth_interval_ms = 250\nhealth_timeout_ms = 200\n",
+        args.listen,
+        args.rest_listen,
         shards.join(", ")
     );
     for region in regions {
@@ -350,6 +361,11 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
     println!();
     println!("try:  target/debug/lockctl acquire orders/42 --ttl 30s");
     println!("      target/debug/lockctl describe orders/42");
+    println!(
+        "      curl -s -XPOST {}/locks -H 'content-type: application/json' \\",
+        info.rest_address
+    );
+    println!("           -d '{{\"resource\":\"orders/42\",\"owner\":\"me\",\"ttl_ms\":30000}}'");
     println!();
     println!("Ctrl-C stops everything.");
 }

@@ -1,0 +1,510 @@
+//! The REST API (axum), over the same engine as gRPC. Described by
+//! `coordinator/openapi.json`, served at `GET /openapi.json`.
+//!
+//! Errors are `application/problem+json` (RFC 9457), with their status from the
+//! one table in [`crate::status`], `Retry-After` where a retry can help, and
+//! extension members such as `holder` and `reachable_regions`. Request bodies are
+//! strict: malformed JSON, unknown fields, wrong types and trailing bytes are
+//! `400`, naming the field where there is one; bodies over 64 KiB are `413`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use globallock_protocol::request::{self, InvalidInput};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{Instrument, info_span};
+
+use crate::engine::{AcquireParams, LockEngine};
+use crate::error::{LockError, Reachability};
+use crate::regions::Regions;
+use crate::status::present;
+
+/// The OpenAPI document, served as is.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler needs.
+#[derive(Debug, Clone)]
+struct AppState {
+    /// The engine shared with gRPC.
+    engine: Arc<LockEngine>,
+    /// Region health, for `/readyz`.
+    regions: Arc<Regions>,
+}
+
+/// The REST router over `engine`.
+pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
+    Router::new()
+        .route("/locks", post(create_lock))
+        .route("/locks/{lock_id}", get(get_lock).delete(delete_lock))
+        .route("/locks/{lock_id}/renew", put(renew_lock))
+        .route("/resources/{resource}", get(get_resource))
+        .route("/resources/{resource}/validate", post(validate_token))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(trace_request))
+        .with_state(AppState { engine, regions })
+}
+
+/// A span per request, with method and path (the engine adds its own fields).
+async fn trace_request(request: Request, next: axum::middleware::Next) -> Response {
+    let span = info_span!("http", method = %request.method(), path = %request.uri().path(), status = tracing::field::Empty);
+    async move {
+        let response = next.run(request).await;
+        tracing::Span::current().record("status", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Problems (RFC 9457)
+// ---------------------------------------------------------------------------
+
+/// An error response.
+#[derive(Debug)]
+pub struct Problem {
+    /// HTTP status.
+    status: StatusCode,
+    /// Short slug naming the problem type.
+    kind: &'static str,
+    /// Human-readable explanation of this occurrence.
+    detail: String,
+    /// Extension members.
+    extensions: serde_json::Map<String, Value>,
+    /// `Retry-After`, when a retry can help.
+    retry_after: Option<Duration>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            extensions: serde_json::Map::new(),
+            retry_after: None,
+        }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.extensions.insert(key.to_owned(), value);
+        self
+    }
+
+    fn invalid(input: &InvalidInput) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-argument",
+            input.to_string(),
+        )
+        .with("field", json!(input.field))
+    }
+}
+
+fn reachability_json(reach: &Reachability) -> (Value, Value) {
+    let unreachable: Vec<Value> = reach
+        .unreachable
+        .iter()
+        .map(|f| json!({"region": f.region, "reason": f.status.message()}))
+        .collect();
+    (json!(reach.reachable), json!(unreachable))
+}
+
+impl From<LockError> for Problem {
+    fn from(error: LockError) -> Self {
+        let presentation = present(&error);
+        let status =
+            StatusCode::from_u16(presentation.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut problem = Problem::new(status, presentation.kind, error.to_string());
+        problem.retry_after = presentation.retry_after;
+        match &error {
+            LockError::Invalid(input) => problem = problem.with("field", json!(input.field)),
+            LockError::RequestIdReused { .. } => {
+                problem = problem.with("field", json!("Idempotency-Key"))
+            }
+            LockError::Held {
+                owner, remaining, ..
+            } => {
+                problem = problem.with(
+                    "holder",
+                    json!({"owner": owner, "expires_in_ms": millis(*remaining)}),
+                );
+            }
+            LockError::WaitExpired {
+                holder: Some((owner, remaining)),
+                ..
+            } => {
+                problem = problem.with(
+                    "holder",
+                    json!({"owner": owner, "expires_in_ms": millis(*remaining)}),
+                );
+            }
+            LockError::Unavailable(reach) => {
+                let (reachable, unreachable) = reachability_json(reach);
+                problem = problem
+                    .with("reachable_regions", reachable)
+                    .with("unreachable_regions", unreachable);
+            }
+            _ => {}
+        }
+        problem
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
+        let mut body = serde_json::Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("urn:globallock:problem:{}", self.kind)),
+        );
+        body.insert("title".into(), json!(title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        if let Some(after) = self.retry_after {
+            body.insert("retry_after_ms".into(), json!(millis(after)));
+        }
+        body.extend(self.extensions);
+        let mut response = (
+            self.status,
+            serde_json::to_string(&Value::Object(body)).unwrap_or_default(),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(after) = self.retry_after {
+            let seconds = after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Strict JSON bodies
+// ---------------------------------------------------------------------------
+
+/// A JSON body parsed strictly; every failure is a problem naming what is wrong.
+struct StrictJson<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        if !(essence == "application/json" || essence.ends_with("+json")) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                format!("the body must be application/json (got {:?})", essence),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        status,
+                        "body-too-large",
+                        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-body",
+                        rejection.body_text(),
+                    )
+                }
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                format!("invalid JSON body at {path}: {}", error.inner()),
+            );
+            if path == "." {
+                problem
+            } else {
+                problem.with("field", json!(path))
+            }
+        })?;
+        deserializer.end().map_err(|error| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-body",
+                format!("trailing bytes after the JSON body: {error}"),
+            )
+        })?;
+        Ok(Self(value))
+    }
+}
+
+/// A path parameter, percent-decoded; a bad encoding is a problem, not plain text.
+fn path_param(
+    param: Result<Path<String>, PathRejection>,
+    field: &'static str,
+) -> Result<String, Problem> {
+    param.map(|Path(value)| value).map_err(|rejection| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-argument",
+            format!("{field}: {}", rejection.body_text()),
+        )
+        .with("field", json!(field))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcquireBody {
+    resource: String,
+    owner: String,
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct LockBody {
+    lock_id: String,
+    resource: String,
+    owner: String,
+    fencing_token: u64,
+    ttl_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validity_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_ms: Option<u64>,
+    granted_regions: Vec<String>,
+}
+
+async fn create_lock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    StrictJson(body): StrictJson<AcquireBody>,
+) -> Result<Response, Problem> {
+    let request_id = match headers.get("idempotency-key") {
+        None => String::new(),
+        Some(value) => {
+            let key = value.to_str().map_err(|_| {
+                Problem::invalid(&InvalidInput::new(
+                    "Idempotency-Key",
+                    "must be printable ASCII",
+                ))
+            })?;
+            request::request_id(key)
+                .map_err(|e| Problem::invalid(&InvalidInput::new("Idempotency-Key", e.problem)))?;
+            key.to_owned()
+        }
+    };
+    let acquired = state
+        .engine
+        .acquire(AcquireParams {
+            resource: body.resource,
+            owner: body.owner,
+            ttl_ms: body.ttl_ms,
+            wait_ms: body.wait_ms,
+            request_id,
+        })
+        .await?;
+    let location = format!("/locks/{}", acquired.lock_id);
+    let body = LockBody {
+        lock_id: acquired.lock_id,
+        resource: acquired.resource,
+        owner: acquired.owner,
+        fencing_token: acquired.fencing_token,
+        ttl_ms: acquired.ttl_ms,
+        validity_ms: Some(millis(acquired.validity)),
+        expires_in_ms: None,
+        granted_regions: acquired.granted_regions,
+    };
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn get_lock(
+    State(state): State<AppState>,
+    lock_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let lock_id = path_param(lock_id, "lock_id")?;
+    let parsed: globallock_protocol::lock_id::LockId =
+        lock_id.parse().map_err(|e| Problem::invalid(&e))?;
+    let description = state.engine.describe(parsed.resource()).await?;
+    match description.holder {
+        Some(holder) if holder.lock_id == lock_id => Ok(axum::Json(LockBody {
+            lock_id: holder.lock_id,
+            resource: parsed.resource().to_owned(),
+            owner: holder.owner,
+            fencing_token: holder.fencing_token,
+            ttl_ms: holder.ttl_ms,
+            validity_ms: None,
+            expires_in_ms: Some(millis(holder.expires_in)),
+            granted_regions: holder.regions,
+        })
+        .into_response()),
+        _ => Err(LockError::NotFound { lock_id }.into()),
+    }
+}
+
+async fn delete_lock(
+    State(state): State<AppState>,
+    lock_id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let lock_id = path_param(lock_id, "lock_id")?;
+    state.engine.release(&lock_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    ttl_ms: Option<u64>,
+}
+
+async fn renew_lock(
+    State(state): State<AppState>,
+    lock_id: Result<Path<String>, PathRejection>,
+    StrictJson(body): StrictJson<RenewBody>,
+) -> Result<Response, Problem> {
+    let lock_id = path_param(lock_id, "lock_id")?;
+    // An explicit 0 is out of bounds; an absent ttl_ms keeps the granted TTL.
+    let ttl_ms = match body.ttl_ms {
+        Some(0) => {
+            let limits = state.engine.limits();
+            return Err(Problem::invalid(
+                &limits
+                    .ttl(0)
+                    .err()
+                    .unwrap_or_else(|| InvalidInput::new("ttl_ms", "must not be 0")),
+            ));
+        }
+        Some(ttl) => ttl,
+        None => 0,
+    };
+    let renewed = state.engine.renew(&lock_id, ttl_ms).await?;
+    Ok(axum::Json(json!({
+        "lock_id": lock_id,
+        "fencing_token": renewed.fencing_token,
+        "ttl_ms": renewed.ttl_ms,
+        "validity_ms": millis(renewed.validity),
+    }))
+    .into_response())
+}
+
+async fn get_resource(
+    State(state): State<AppState>,
+    resource: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let resource = path_param(resource, "resource")?;
+    let description = state.engine.describe(&resource).await?;
+    let body = match description.holder {
+        Some(h) => json!({
+            "resource": resource,
+            "held": true,
+            "owner": h.owner,
+            "lock_id": h.lock_id,
+            "fencing_token": h.fencing_token,
+            "expires_in_ms": millis(h.expires_in),
+        }),
+        None => json!({"resource": resource, "held": false}),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    fencing_token: u64,
+}
+
+async fn validate_token(
+    State(state): State<AppState>,
+    resource: Result<Path<String>, PathRejection>,
+    StrictJson(body): StrictJson<ValidateBody>,
+) -> Result<Response, Problem> {
+    let resource = path_param(resource, "resource")?;
+    let (current, current_token) = state.engine.validate(&resource, body.fencing_token).await?;
+    Ok(axum::Json(json!({"current": current, "current_token": current_token})).into_response())
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Response, Problem> {
+    match state.regions.readiness() {
+        Ok(reach) => {
+            let (reachable, unreachable) = reachability_json(&reach);
+            Ok(axum::Json(json!({"ready": true, "reachable_regions": reachable, "unreachable_regions": unreachable})).into_response())
+        }
+        Err(reach) => Err(Problem::from(LockError::Unavailable(reach))),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn no_route() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "no such endpoint; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "method not allowed on this endpoint; see /openapi.json",
+    )
+}
