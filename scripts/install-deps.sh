@@ -7,6 +7,14 @@ set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+
+# schemathesis (PyPI) drives the OpenAPI conformance test.
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+  echo "installing schemathesis (PyPI) for the OpenAPI conformance test..."
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis>=4.32,<5" \
+    || { echo "could not install schemathesis: run  python3 -m pip install 'schemathesis>=4.32,<5'" >&2; exit 1; }
+fi
+
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

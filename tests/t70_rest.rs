@@ -331,10 +331,13 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
     )
     .await?;
     assert_problem(&form, 415);
-    assert_problem(
-        &request(rest, "GET", "/locks/not-a-lock-id", &[], None).await?,
-        400,
-    );
+    // A path that is not a lock id names no lock: 404 over REST.
+    for method in ["GET", "DELETE"] {
+        assert_problem(
+            &request(rest, method, "/locks/not-a-lock-id", &[], None).await?,
+            404,
+        );
+    }
     assert_problem(
         &request(rest, "GET", "/resources/a%2F..%2Fb", &[], None).await?,
         400,
@@ -376,6 +379,7 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
     .await?;
     assert_problem(&other, 422);
     assert_problem(&with_key("has space", body).await?, 400);
+    assert_problem(&with_key("", body).await?, 400);
 
     // Renew: explicit 0 and out-of-bounds TTLs are 400; the lock is untouched.
     let lock_id = first.json()["lock_id"].as_str().unwrap().to_owned();
@@ -384,6 +388,7 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
         json!({"ttl_ms": 300_001}),
         json!({"ttl": 5}),
         json!({"ttl_ms": -1}),
+        json!({"ttl_ms": null}),
     ] {
         assert_problem(
             &send_json(rest, "PUT", &format!("/locks/{lock_id}/renew"), &bad).await?,

@@ -17,7 +17,9 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use globallock_protocol::request::{self, InvalidInput};
+use globallock_protocol::fence::MAX_TOKEN;
+use globallock_protocol::lock_id::LockId;
+use globallock_protocol::request::{self, InvalidInput, Limits};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -28,8 +30,24 @@ use crate::error::{LockError, Reachability};
 use crate::regions::Regions;
 use crate::status::present;
 
-/// The OpenAPI document, served as is.
+/// The OpenAPI document as written (default bounds).
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The OpenAPI document with this server's TTL and wait bounds filled in.
+pub fn openapi_document(limits: Limits) -> String {
+    let Ok(mut doc) = serde_json::from_str::<Value>(OPENAPI) else {
+        return OPENAPI.to_owned();
+    };
+    let ms = |d: Duration| json!(millis(d));
+    let schemas = &mut doc["components"]["schemas"];
+    for schema in ["AcquireRequest", "RenewRequest"] {
+        let ttl = &mut schemas[schema]["properties"]["ttl_ms"];
+        ttl["minimum"] = ms(limits.min_ttl);
+        ttl["maximum"] = ms(limits.max_ttl);
+    }
+    schemas["AcquireRequest"]["properties"]["wait_ms"]["maximum"] = ms(limits.max_wait);
+    doc.to_string()
+}
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -41,6 +59,8 @@ struct AppState {
     engine: Arc<LockEngine>,
     /// Region health, for `/readyz`.
     regions: Arc<Regions>,
+    /// The OpenAPI document with this server's bounds.
+    openapi: Arc<str>,
 }
 
 /// The REST router over `engine`.
@@ -58,7 +78,11 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(trace_request))
-        .with_state(AppState { engine, regions })
+        .with_state(AppState {
+            openapi: openapi_document(engine.limits()).into(),
+            engine,
+            regions,
+        })
 }
 
 /// A span per request, with method and path (the engine adds its own fields).
@@ -295,6 +319,19 @@ fn path_param(
     })
 }
 
+/// A lock id from a path. One that does not parse names no lock: over REST that
+/// is a path to nothing, so 404 (gRPC says INVALID_ARGUMENT for the same id).
+fn parse_lock_id(lock_id: &str) -> Result<LockId, Problem> {
+    lock_id.parse().map_err(|e: InvalidInput| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no such lock: {}", e.problem),
+        )
+        .with("field", json!("lock_id"))
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Handlers
 // ---------------------------------------------------------------------------
@@ -337,6 +374,12 @@ async fn create_lock(
                     "must be printable ASCII",
                 ))
             })?;
+            if key.is_empty() {
+                return Err(Problem::invalid(&InvalidInput::new(
+                    "Idempotency-Key",
+                    "must not be empty when sent",
+                )));
+            }
             request::request_id(key)
                 .map_err(|e| Problem::invalid(&InvalidInput::new("Idempotency-Key", e.problem)))?;
             key.to_owned()
@@ -375,8 +418,7 @@ async fn get_lock(
     lock_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
-    let parsed: globallock_protocol::lock_id::LockId =
-        lock_id.parse().map_err(|e| Problem::invalid(&e))?;
+    let parsed = parse_lock_id(&lock_id)?;
     let description = state.engine.describe(parsed.resource()).await?;
     match description.holder {
         Some(holder) if holder.lock_id == lock_id => Ok(axum::Json(LockBody {
@@ -399,6 +441,7 @@ async fn delete_lock(
     lock_id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
+    parse_lock_id(&lock_id)?;
     state.engine.release(&lock_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -406,7 +449,14 @@ async fn delete_lock(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenewBody {
+    /// Absent: keep the granted TTL. `null` is not absent: it is rejected.
+    #[serde(default, deserialize_with = "present_u64")]
     ttl_ms: Option<u64>,
+}
+
+/// A field that may be absent but, when present, must be a `u64` (not `null`).
+fn present_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    u64::deserialize(deserializer).map(Some)
 }
 
 async fn renew_lock(
@@ -415,6 +465,7 @@ async fn renew_lock(
     StrictJson(body): StrictJson<RenewBody>,
 ) -> Result<Response, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
+    parse_lock_id(&lock_id)?;
     // An explicit 0 is out of bounds; an absent ttl_ms keeps the granted TTL.
     let ttl_ms = match body.ttl_ms {
         Some(0) => {
@@ -471,6 +522,15 @@ async fn validate_token(
     StrictJson(body): StrictJson<ValidateBody>,
 ) -> Result<Response, Problem> {
     let resource = path_param(resource, "resource")?;
+    if body.fencing_token > MAX_TOKEN {
+        return Err(Problem::invalid(&InvalidInput::new(
+            "fencing_token",
+            format!(
+                "{} is above the largest token, {MAX_TOKEN}",
+                body.fencing_token
+            ),
+        )));
+    }
     let (current, current_token) = state.engine.validate(&resource, body.fencing_token).await?;
     Ok(axum::Json(json!({"current": current, "current_token": current_token})).into_response())
 }
@@ -489,8 +549,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, Problem> {
     }
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.to_string(),
+    )
+        .into_response()
 }
 
 async fn no_route() -> Problem {

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-/// Longest resource name, in bytes of UTF-8.
-pub const MAX_RESOURCE_BYTES: usize = 256;
-/// Longest owner, in bytes of UTF-8.
-pub const MAX_OWNER_BYTES: usize = 128;
+/// Longest resource name, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, so the OpenAPI document can state the rule exactly).
+pub const MAX_RESOURCE_CHARS: usize = 256;
+/// Longest owner, in characters.
+pub const MAX_OWNER_CHARS: usize = 128;
 /// Longest request id, in bytes (printable ASCII).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -84,11 +85,11 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Check a resource name: 1..=256 bytes, no control characters, no `.`/`..`
+/// Check a resource name: 1..=256 characters, no control characters, no `.`/`..`
 /// path segment.
 pub fn resource(name: &str) -> Result<(), InvalidInput> {
     const FIELD: &str = "resource";
-    text(FIELD, name, MAX_RESOURCE_BYTES)?;
+    text(FIELD, name, MAX_RESOURCE_CHARS)?;
     if name
         .split('/')
         .any(|segment| segment == "." || segment == "..")
@@ -101,9 +102,9 @@ pub fn resource(name: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// Check an owner: 1..=128 bytes, no control characters.
+/// Check an owner: 1..=128 characters, no control characters.
 pub fn owner(owner: &str) -> Result<(), InvalidInput> {
-    text("owner", owner, MAX_OWNER_BYTES)
+    text("owner", owner, MAX_OWNER_CHARS)
 }
 
 /// Check a request id: empty (none given) or 1..=128 printable ASCII bytes.
@@ -126,17 +127,18 @@ pub fn request_id(id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-fn text(field: &'static str, value: &str, max_bytes: usize) -> Result<(), InvalidInput> {
+fn text(field: &'static str, value: &str, max_chars: usize) -> Result<(), InvalidInput> {
     if value.is_empty() {
         return Err(InvalidInput::new(
             field,
-            format!("must not be empty (1 to {max_bytes} bytes of UTF-8)"),
+            format!("must not be empty (1 to {max_chars} characters)"),
         ));
     }
-    if value.len() > max_bytes {
+    let chars = value.chars().count();
+    if chars > max_chars {
         return Err(InvalidInput::new(
             field,
-            format!("is {} bytes long; at most {max_bytes} allowed", value.len()),
+            format!("is {chars} characters long; at most {max_chars} allowed"),
         ));
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {

@@ -37,6 +37,8 @@ pub struct ClusterOptions {
     pub lease_granularity_ms: u64,
     /// A region whose shard clusters get three members instead of `members`.
     pub three_member_region: Option<usize>,
+    /// Longest `wait_ms` the coordinators accept.
+    pub max_wait_ms: u64,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +50,7 @@ impl Default for ClusterOptions {
             region_timeout_ms: 2_000,
             lease_granularity_ms: 250,
             three_member_region: None,
+            max_wait_ms: 60_000,
         }
     }
 }
@@ -218,7 +221,7 @@ impl Cluster {
             health_timeout_ms: 150,
             min_ttl_ms: 1_000,
             max_ttl_ms: 300_000,
-            max_wait_ms: 60_000,
+            max_wait_ms: self.options.max_wait_ms,
             drift_rate: 0.01,
             drift_margin_ms: 10,
         }

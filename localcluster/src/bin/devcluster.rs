@@ -170,10 +170,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(wait_for_agents(&regions))?;
 
     let config = data_dir.join("coordinator.toml");
-    std::fs::write(
-        &config,
-        coordinator_config(args.listen, &regions, &shard_names),
-    )?;
+    std::fs::write(&config, coordinator_config(&args, &regions, &shard_names))?;
     let mut command = Command::new(&binaries.coordinator);
     command.arg("--config").arg(&config);
     let coordinator =
@@ -350,9 +347,10 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
     }
     println!();
     println!(
-        "coordinator  gRPC {}  (pid {})",
-        info.coordinator_address, info.coordinator_pid
+        "coordinator  gRPC {}  REST {}  (pid {})",
+        info.coordinator_address, info.rest_address, info.coordinator_pid
     );
+    println!("openapi      {}/openapi.json", info.rest_address);
     println!("cluster.json {}", json_path.display());
     println!(
         "logs         {}/<region>/*.log, {}/coordinator.log",
