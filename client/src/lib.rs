@@ -13,10 +13,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Most code wants the guard, which renews in the background and says when the
+//! lock is lost:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), globallock_client::ClientError> {
+//! use std::time::Duration;
+//! let client = globallock_client::Client::connect(["http://127.0.0.1:7400"])?;
+//! let guard = client.lock("orders/42").ttl(Duration::from_secs(10)).wait(Duration::from_secs(5)).acquire().await?;
+//! tokio::select! {
+//!     _ = guard.lost() => { /* stop touching the resource: someone else may hold it */ }
+//!     _ = async { /* work, sending guard.fencing_token() with every write */ } => {}
+//! }
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! Calls go to one coordinator; when it cannot be reached the client fails over
 //! to the next endpoint. Coordinators are stateless, so any of them serves any
 //! lock. Errors are typed ([`ClientError`]) and keep the server's status.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +44,10 @@ use globallock_proto::v1::{
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+
+mod guard;
+
+pub use guard::{LockBuilder, LockGuard, LostReason};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +80,9 @@ pub enum ClientError {
     /// No endpoints were given.
     #[error("no coordinator endpoints given")]
     NoEndpoints,
+    /// A guarded lock was lost while the guarded work ran.
+    #[error("lock lost: {0}")]
+    LockLost(LostReason),
 }
 
 impl ClientError {
@@ -70,7 +94,7 @@ impl ClientError {
             | Self::Lost(s)
             | Self::InvalidArgument(s)
             | Self::Transport(s) => Some(s),
-            Self::Endpoint { .. } | Self::NoEndpoints => None,
+            Self::Endpoint { .. } | Self::NoEndpoints | Self::LockLost(_) => None,
         }
     }
 
@@ -158,9 +182,16 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A client of one or more coordinators.
-#[derive(Debug)]
+/// A client of one or more coordinators. Cheap to clone (clones share
+/// connections).
+#[derive(Debug, Clone)]
 pub struct Client {
+    /// Shared connection state.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     /// One lazily connected channel per coordinator.
     channels: Vec<(String, Channel)>,
     /// The coordinator tried first (the last one that answered).
@@ -190,8 +221,10 @@ impl Client {
             return Err(ClientError::NoEndpoints);
         }
         Ok(Self {
-            channels,
-            preferred: AtomicUsize::new(0),
+            inner: Arc::new(Inner {
+                channels,
+                preferred: AtomicUsize::new(0),
+            }),
         })
     }
 
@@ -204,15 +237,15 @@ impl Client {
         F: Fn(LockServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let n = self.channels.len();
-        let start = self.preferred.load(Ordering::Relaxed);
+        let n = self.inner.channels.len();
+        let start = self.inner.preferred.load(Ordering::Relaxed);
         let mut last = None;
         for k in 0..n {
             let i = (start + k) % n;
-            let (endpoint, channel) = &self.channels[i];
+            let (endpoint, channel) = &self.inner.channels[i];
             match call(LockServiceClient::new(channel.clone())).await {
                 Ok(response) => {
-                    self.preferred.store(i, Ordering::Relaxed);
+                    self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok(response.into_inner());
                 }
                 Err(status) if is_unreachable(&status) => {
@@ -353,6 +386,25 @@ impl Client {
             current: r.current,
             current_token: r.current_token,
         })
+    }
+}
+
+impl Client {
+    /// Start a lock request on `resource` (defaults: TTL 30 s, no waiting, owner
+    /// `<hostname>:<pid>`).
+    pub fn lock(&self, resource: impl Into<String>) -> LockBuilder {
+        LockBuilder::new(self.clone(), resource.into())
+    }
+
+    /// Acquire `resource` (TTL 30 s, waiting up to 30 s), run `work` with the
+    /// fencing token while the lock is renewed, then release it. Fails with
+    /// [`ClientError::LockLost`] (and drops `work`) if the lock is lost first.
+    pub async fn with_lock<T, F, Fut>(&self, resource: &str, work: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        self.lock(resource).wait(Duration::from_secs(30)).with_lock(work).await
     }
 }
 

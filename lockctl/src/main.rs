@@ -8,15 +8,24 @@ use clap::{Parser, Subcommand, ValueEnum};
 use globallock_client::{Client, ClientError};
 use serde::Serialize;
 
+mod run;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0   success (for `validate`: the token is current)
+  N   `run`: the command's own exit status (128+signal if it was killed by one)
   1   `validate`: the token is not current; renew/release: the lock is not held
       (unknown, expired, released or superseded)
   64  usage error or invalid argument (EX_USAGE)
   69  no quorum: a majority of regions is unreachable (EX_UNAVAILABLE)
   75  the resource is held by another lock (EX_TEMPFAIL): retry later or use --wait
-  76  cannot reach any coordinator (EX_PROTOCOL)";
+  76  cannot reach any coordinator (EX_PROTOCOL)
+  79  `run`: the lock was lost while the command ran; it was sent SIGTERM, then
+      SIGKILL after --grace
+  126 `run`: the command could not be executed; 127: it was not found";
+
+/// `run`: the lock was lost while the command ran.
+const EXIT_LOCK_LOST: u8 = 79;
 
 /// Command-line client of the global lock coordinator.
 #[derive(Debug, Parser)]
@@ -80,6 +89,32 @@ enum Command {
     Describe {
         /// The resource.
         resource: String,
+    },
+    /// Run a command while holding the lock (like flock(1)): renews the lock while
+    /// the command runs, passes GLOBALLOCK_RESOURCE, GLOBALLOCK_LOCK_ID and
+    /// GLOBALLOCK_FENCING_TOKEN in its environment, exits with its status, and
+    /// stops it (SIGTERM, then SIGKILL) if the lock is lost.
+    Run {
+        /// The resource to lock.
+        resource: String,
+        /// Who is asking (shown to other contenders).
+        #[arg(long, env = "GLOBALLOCK_OWNER", default_value_t = default_owner())]
+        owner: String,
+        /// TTL; the lock is renewed at about a third of it.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Wait this long for the lock while another holds it.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, conflicts_with = "no_wait")]
+        wait: Duration,
+        /// Do not wait: exit 75 at once if the lock is held.
+        #[arg(long)]
+        no_wait: bool,
+        /// After SIGTERM on lock loss, wait this long before SIGKILL.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        grace: Duration,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Check whether a fencing token is still the current holder's.
     Validate {
@@ -168,6 +203,20 @@ async fn main() -> ExitCode {
             .describe(resource)
             .await
             .map(|description| print(cli.output, &description, ExitCode::SUCCESS)),
+        Command::Run {
+            resource,
+            owner,
+            ttl,
+            wait,
+            no_wait,
+            grace,
+            command,
+        } => {
+            let wait = if *no_wait { Duration::ZERO } else { *wait };
+            return run::run(&client, resource, owner, *ttl, wait, *grace, command, EXIT_LOCK_LOST)
+                .await
+                .unwrap_or_else(|error| fail(&error));
+        }
         Command::Validate {
             resource,
             fencing_token,
