@@ -16,7 +16,11 @@ fn client(cluster: &Cluster) -> Client {
 async fn the_guard_keeps_its_lock_across_several_ttls() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = client(&cluster);
-    let guard = client.lock("reports/q3").ttl(Duration::from_millis(1_000)).acquire().await?;
+    let guard = client
+        .lock("reports/q3")
+        .ttl(Duration::from_millis(1_000))
+        .acquire()
+        .await?;
     let token = guard.fencing_token();
 
     // Four TTLs later the lock is still ours: renewal kept it alive.
@@ -26,10 +30,17 @@ async fn the_guard_keeps_its_lock_across_several_ttls() -> anyhow::Result<()> {
     assert!(described.held);
     assert_eq!(described.lock_id, guard.lock_id());
     assert_eq!(described.fencing_token, token);
-    assert!(client.lock("reports/q3").try_acquire().await?.is_none(), "a rival must not get it");
+    assert!(
+        client.lock("reports/q3").try_acquire().await?.is_none(),
+        "a rival must not get it"
+    );
 
     guard.release().await?;
-    let rival = client.lock("reports/q3").try_acquire().await?.expect("free after release");
+    let rival = client
+        .lock("reports/q3")
+        .try_acquire()
+        .await?
+        .expect("free after release");
     assert!(rival.fencing_token() > token);
     Ok(())
 }
@@ -38,7 +49,11 @@ async fn the_guard_keeps_its_lock_across_several_ttls() -> anyhow::Result<()> {
 async fn lost_fires_when_renewal_becomes_impossible() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = client(&cluster);
-    let guard = client.lock("payments/run").ttl(Duration::from_millis(2_000)).acquire().await?;
+    let guard = client
+        .lock("payments/run")
+        .ttl(Duration::from_millis(2_000))
+        .acquire()
+        .await?;
     let last_valid_until = guard.valid_until();
 
     cluster.stop_region(1).await;
@@ -55,7 +70,11 @@ async fn lost_fires_when_renewal_becomes_impossible() -> anyhow::Result<()> {
 async fn lost_fires_at_once_when_the_service_says_the_lock_is_gone() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = client(&cluster);
-    let guard = client.lock("jobs/x").ttl(Duration::from_millis(1_500)).acquire().await?;
+    let guard = client
+        .lock("jobs/x")
+        .ttl(Duration::from_millis(1_500))
+        .acquire()
+        .await?;
     // Someone (an operator) releases it behind the guard's back.
     client.release(guard.lock_id()).await?;
     let reason = tokio::time::timeout(Duration::from_secs(5), guard.lost()).await?;
@@ -68,7 +87,11 @@ async fn dropping_the_guard_releases_and_with_lock_runs_and_releases() -> anyhow
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let client = client(&cluster);
     {
-        let _guard = client.lock("cache/warm").ttl(Duration::from_secs(60)).acquire().await?;
+        let _guard = client
+            .lock("cache/warm")
+            .ttl(Duration::from_secs(60))
+            .acquire()
+            .await?;
     }
     // Released in the background long before its 60 s TTL.
     eventually(Duration::from_secs(5), "drop releases", || {
@@ -83,10 +106,17 @@ async fn dropping_the_guard_releases_and_with_lock_runs_and_releases() -> anyhow
             token
         })
         .await?;
-    assert!(!client.describe("cache/warm").await?.held, "with_lock releases afterwards");
+    assert!(
+        !client.describe("cache/warm").await?.held,
+        "with_lock releases afterwards"
+    );
 
     // with_lock on a held resource waits, then reports who holds it.
-    let holder = client.lock("cache/warm").ttl(Duration::from_secs(60)).acquire().await?;
+    let holder = client
+        .lock("cache/warm")
+        .ttl(Duration::from_secs(60))
+        .acquire()
+        .await?;
     let busy = client
         .lock("cache/warm")
         .wait(Duration::from_millis(300))

@@ -64,7 +64,11 @@ fn default_owner() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    let host = if host.is_empty() { "localhost".to_owned() } else { host };
+    let host = if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        host
+    };
     format!("{host}:{}", std::process::id())
 }
 
@@ -108,7 +112,13 @@ impl LockBuilder {
     pub async fn acquire(self) -> Result<LockGuard, ClientError> {
         let lock = self
             .client
-            .acquire_with_id(&self.resource, &self.owner, self.ttl, self.wait, &self.request_id)
+            .acquire_with_id(
+                &self.resource,
+                &self.owner,
+                self.ttl,
+                self.wait,
+                &self.request_id,
+            )
             .await?;
         Ok(LockGuard::start(self.client, lock, self.ttl))
     }
@@ -170,7 +180,13 @@ impl LockGuard {
             lost: None,
         });
         let (stop, stopped) = oneshot::channel();
-        let renewer = tokio::spawn(renew(client.clone(), lock.lock_id.clone(), ttl, publish, stopped));
+        let renewer = tokio::spawn(renew(
+            client.clone(),
+            lock.lock_id.clone(),
+            ttl,
+            publish,
+            stopped,
+        ));
         Self {
             client,
             lock,
@@ -271,7 +287,11 @@ async fn renew(
     let mut next = Instant::now() + interval;
     let mut retry = Duration::from_millis(50);
     loop {
-        let deadline = publish.borrow().valid_until.checked_sub(margin).unwrap_or_else(Instant::now);
+        let deadline = publish
+            .borrow()
+            .valid_until
+            .checked_sub(margin)
+            .unwrap_or_else(Instant::now);
         tokio::select! {
             _ = &mut stopped => return,
             () = tokio::time::sleep_until(deadline) => {

@@ -404,7 +404,10 @@ impl Client {
         F: FnOnce(u64) -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        self.lock(resource).wait(Duration::from_secs(30)).with_lock(work).await
+        self.lock(resource)
+            .wait(Duration::from_secs(30))
+            .with_lock(work)
+            .await
     }
 }
 

@@ -213,9 +213,18 @@ async fn main() -> ExitCode {
             command,
         } => {
             let wait = if *no_wait { Duration::ZERO } else { *wait };
-            return run::run(&client, resource, owner, *ttl, wait, *grace, command, EXIT_LOCK_LOST)
-                .await
-                .unwrap_or_else(|error| fail(&error));
+            return run::run(
+                &client,
+                resource,
+                owner,
+                *ttl,
+                wait,
+                *grace,
+                command,
+                EXIT_LOCK_LOST,
+            )
+            .await
+            .unwrap_or_else(|error| fail(&error));
         }
         Command::Validate {
             resource,

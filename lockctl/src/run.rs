@@ -20,13 +20,25 @@ pub async fn run(
     command: &[String],
     lost_code: u8,
 ) -> Result<ExitCode, ClientError> {
-    let guard = client.lock(resource).owner(owner).ttl(ttl).wait(wait).acquire().await?;
+    let guard = client
+        .lock(resource)
+        .owner(owner)
+        .ttl(ttl)
+        .wait(wait)
+        .acquire()
+        .await?;
     let (program, args) = command.split_first().expect("clap requires a command");
     let spawned = tokio::process::Command::new(program)
         .args(args)
         .env("GLOBALLOCK_RESOURCE", resource)
         .env("GLOBALLOCK_LOCK_ID", guard.lock_id())
-        .env("GLOBALLOCK_FENCING_TOKEN", guard.fencing_token().to_string())
+        .env(
+            "GLOBALLOCK_FENCING_TOKEN",
+            guard.fencing_token().to_string(),
+        )
+        // Its own process group, so that on loss every process it started is
+        // stopped too (workers left running would act without the lock).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
     let mut child = match spawned {
@@ -34,7 +46,11 @@ pub async fn run(
         Err(error) => {
             eprintln!("lockctl: cannot run {program:?}: {error}");
             let _ = guard.release().await;
-            let code = if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let code = if error.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
             return Ok(ExitCode::from(code));
         }
     };
@@ -56,8 +72,11 @@ pub async fn run(
                 );
                 send(pid, libc::SIGTERM);
                 if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    send(pid, libc::SIGKILL);
                     let _ = child.kill().await;
                 }
+                // Whatever the command left behind in its group goes too.
+                send(pid, libc::SIGKILL);
                 return Ok(ExitCode::from(lost_code));
             }
             // Our own signals go to the command; we keep the lock until it exits.
@@ -84,14 +103,15 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
+/// Signal the command's whole process group (its pid is the group id).
 #[allow(unsafe_code)]
 fn send(pid: Option<u32>, signal: i32) {
     let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
         return;
     };
-    // SAFETY: kill(2) on our own child's pid, which is not reaped yet (we still
-    // hold its `Child`), so the pid cannot belong to another process.
+    // SAFETY: kill(2) on the process group we created for our own child; the
+    // group id cannot be reused while any member lives, and no memory is touched.
     unsafe {
-        libc::kill(pid, signal);
+        libc::kill(-pid, signal);
     }
 }
