@@ -9,8 +9,11 @@ use globallock_client::Client;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let resource = std::env::args().nth(1).unwrap_or_else(|| "orders/42".into());
-    let endpoint = std::env::var("GLOBALLOCK_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:7400".into());
+    let resource = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "orders/42".into());
+    let endpoint =
+        std::env::var("GLOBALLOCK_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:7400".into());
     let client = Client::connect([endpoint])?;
 
     let guard = client
@@ -19,7 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .wait(Duration::from_secs(10))
         .acquire()
         .await?;
-    println!("holding {resource} with fencing token {}", guard.fencing_token());
+    println!(
+        "holding {resource} with fencing token {}",
+        guard.fencing_token()
+    );
 
     let work = async {
         for step in 1..=5 {
