@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (Debian 12): etcd (etcd-server,
 # etcd-client) for the local cluster and the tests, protoc (protobuf-compiler) for
-# the build. As root it uses apt-get; otherwise it says exactly what to run.
+# the build, promtool (prometheus) for the alert-rule and metrics checks. As root
+# it uses apt-get; otherwise it says exactly what to run.
 set -euo pipefail
 
 need=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# promtool checks the deploy/ rules and the live /metrics output.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 # schemathesis (PyPI) drives the OpenAPI conformance test.
 if ! python3 -c "import schemathesis" >/dev/null 2>&1; then

@@ -232,9 +232,10 @@ impl Client {
     /// when a coordinator cannot be reached at all. A coordinator's own answer
     /// (including UNAVAILABLE for "no quorum") is final: every coordinator would
     /// give the same one.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    async fn call<M, T, F, Fut>(&self, message: M, call: F) -> Result<T, ClientError>
     where
-        F: Fn(LockServiceClient<Channel>) -> Fut,
+        M: Clone,
+        F: Fn(LockServiceClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let n = self.inner.channels.len();
@@ -243,7 +244,10 @@ impl Client {
         for k in 0..n {
             let i = (start + k) % n;
             let (endpoint, channel) = &self.inner.channels[i];
-            match call(LockServiceClient::new(channel.clone())).await {
+            let mut request = tonic::Request::new(message.clone());
+            // The caller's trace continues through the coordinator to every region.
+            globallock_telemetry::propagation::inject_grpc(request.metadata_mut());
+            match call(LockServiceClient::new(channel.clone()), request).await {
                 Ok(response) => {
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok(response.into_inner());
@@ -294,10 +298,7 @@ impl Client {
         };
         let sent_at = Instant::now();
         let r = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.acquire(request).await }
-            })
+            .call(request, |mut c, r| async move { c.acquire(r).await })
             .await?;
         Ok(Lock {
             lock_id: r.lock_id,
@@ -319,10 +320,7 @@ impl Client {
         };
         let sent_at = Instant::now();
         let r = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.renew(request).await }
-            })
+            .call(request, |mut c, r| async move { c.renew(r).await })
             .await?;
         Ok(Renewal {
             fencing_token: r.fencing_token,
@@ -338,10 +336,7 @@ impl Client {
             lock_id: lock_id.to_owned(),
         };
         let r = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.release(request).await }
-            })
+            .call(request, |mut c, r| async move { c.release(r).await })
             .await?;
         Ok(r.released_regions)
     }
@@ -352,10 +347,7 @@ impl Client {
             resource: resource.to_owned(),
         };
         let r = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.describe(request).await }
-            })
+            .call(request, |mut c, r| async move { c.describe(r).await })
             .await?;
         Ok(Description {
             held: r.held,
@@ -377,10 +369,7 @@ impl Client {
             fencing_token,
         };
         let r = self
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.validate(request).await }
-            })
+            .call(request, |mut c, r| async move { c.validate(r).await })
             .await?;
         Ok(Validation {
             current: r.current,

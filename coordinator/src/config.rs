@@ -24,6 +24,23 @@ pub struct CoordinatorConfig {
     /// Address of the REST API (absent: no REST).
     #[serde(default)]
     pub rest_listen: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint (absent: not served).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://127.0.0.1:4317` (absent: the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`, or no export).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Append-only JSON-lines audit file (absent: no audit trail).
+    #[serde(default)]
+    pub audit_log: Option<std::path::PathBuf>,
+    /// Acquires per second each owner may make (a flooding client gets
+    /// RESOURCE_EXHAUSTED / 429; others are unaffected).
+    #[serde(default = "default_acquire_rate")]
+    pub acquire_rate_per_owner: f64,
+    /// Burst of acquires each owner may make at once.
+    #[serde(default = "default_acquire_burst")]
+    pub acquire_burst_per_owner: f64,
     /// The regions (an odd number, at least 3); a lock needs a majority of them.
     pub regions: Vec<RegionEntry>,
     /// Shard names, the same in every region; resources are routed over them by a
@@ -68,6 +85,12 @@ pub struct RegionEntry {
     pub endpoint: String,
 }
 
+fn default_acquire_rate() -> f64 {
+    200.0
+}
+fn default_acquire_burst() -> f64 {
+    400.0
+}
 fn default_vnodes() -> u32 {
     DEFAULT_VNODES
 }
@@ -117,6 +140,14 @@ pub struct ValidConfig {
     pub listen: SocketAddr,
     /// Where to serve REST, if anywhere.
     pub rest_listen: Option<SocketAddr>,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to export traces, if configured.
+    pub otlp_endpoint: Option<String>,
+    /// Where to write the audit trail, if anywhere.
+    pub audit_log: Option<std::path::PathBuf>,
+    /// Per-owner acquire rate.
+    pub acquire_rate: globallock_protocol::rate::Rate,
     /// The regions, in configuration order (their index is their identity).
     pub regions: Vec<RegionEntry>,
     /// The ring over the shards.
@@ -208,6 +239,13 @@ impl CoordinatorConfig {
         Ok(ValidConfig {
             listen: self.listen,
             rest_listen: self.rest_listen,
+            metrics_listen: self.metrics_listen,
+            otlp_endpoint: self.otlp_endpoint,
+            audit_log: self.audit_log,
+            acquire_rate: globallock_protocol::rate::Rate {
+                per_second: self.acquire_rate_per_owner,
+                burst: self.acquire_burst_per_owner,
+            },
             regions: self.regions,
             ring,
             region_timeout: Duration::from_millis(self.region_timeout_ms),

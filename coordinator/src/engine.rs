@@ -19,6 +19,7 @@ use globallock_proto::agent::{
     GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, ReadRequest,
     ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
 };
+use globallock_protocol::audit::{AuditEvent, AuditRecord};
 use globallock_protocol::backoff::Backoff;
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::fence::TokenRatchet;
@@ -28,13 +29,17 @@ use globallock_protocol::quorum::{
     ReadTally, RegionSplit, ReleaseDecision, ReleaseTally, RemoveReply, RenewDecision, RenewReply,
     RenewTally,
 };
+use globallock_protocol::rate::{Rate, RateLimiter};
 use globallock_protocol::request::{self, Limits};
 use globallock_protocol::ring::HashRing;
 use globallock_protocol::validity::DriftAllowance;
+use globallock_telemetry::audit::AuditLog;
+use globallock_telemetry::propagation::{inject_grpc_from, trace_id};
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 use tracing::{Instrument, Span, debug, info_span, instrument, warn};
 
+use crate::contention::TopContended;
 use crate::error::{LockError, Reachability, RegionFailure};
 use crate::regions::Regions;
 
@@ -127,6 +132,25 @@ pub struct LockEngine {
     clock: SharedClock,
     /// Token choice hints.
     ratchet: Mutex<TokenRatchet>,
+    /// Per-owner acquire rate.
+    limiter: Mutex<RateLimiter>,
+    /// Most contended resources (for the admin endpoint, never for labels).
+    contention: TopContended,
+    /// Where audit records go.
+    audit: AuditLog,
+}
+
+/// Optional behaviour of an engine beyond the protocol.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Input bounds.
+    pub limits: Limits,
+    /// Clock drift allowance.
+    pub drift: DriftAllowance,
+    /// Per-owner acquire rate.
+    pub acquire_rate: Rate,
+    /// Where audit records go.
+    pub audit: AuditLog,
 }
 
 type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
@@ -147,19 +171,52 @@ impl LockEngine {
     pub fn new(
         regions: Arc<Regions>,
         ring: HashRing,
-        limits: Limits,
-        drift: DriftAllowance,
+        options: EngineOptions,
         clock: SharedClock,
     ) -> Self {
         Self {
             regions,
             ring,
-            limits,
-            drift,
+            limits: options.limits,
+            drift: options.drift,
             backoff: Backoff::default(),
             clock,
             ratchet: Mutex::new(TokenRatchet::new()),
+            limiter: Mutex::new(RateLimiter::new(options.acquire_rate)),
+            contention: TopContended::default(),
+            audit: options.audit,
         }
+    }
+
+    /// The most contended resources seen by this coordinator.
+    pub fn contention(&self) -> &TopContended {
+        &self.contention
+    }
+
+    /// Write an audit record for the current request.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        event: AuditEvent,
+        resource: &str,
+        owner: &str,
+        lock_id: &str,
+        token: u64,
+        regions: Vec<String>,
+        outcome: &str,
+    ) {
+        self.audit.record(AuditRecord {
+            ts_unix_ms: self.clock.unix_micros() / 1_000,
+            event,
+            source: "coordinator".into(),
+            resource: resource.to_owned(),
+            owner: owner.to_owned(),
+            lock_id: lock_id.to_owned(),
+            token,
+            regions,
+            outcome: outcome.to_owned(),
+            trace_id: trace_id(&Span::current()).unwrap_or_default(),
+        });
     }
 
     /// The input bounds this engine enforces.
@@ -168,13 +225,33 @@ impl LockEngine {
     }
 
     /// Acquire a lock: held once a majority of regions granted it.
-    #[instrument(skip_all, fields(resource = %p.resource, owner = %p.owner, ttl_ms = p.ttl_ms, wait_ms = p.wait_ms, request_id, lock_id, token, outcome))]
     pub async fn acquire(&self, p: AcquireParams) -> Result<Acquired, LockError> {
+        let started = std::time::Instant::now();
+        let result = self.acquire_inner(p).await;
+        observe("acquire", started, &result);
+        metrics::counter!("globallock_acquire_total", "outcome" => outcome_label(&result))
+            .increment(1);
+        result
+    }
+
+    #[instrument(name = "acquire", skip_all, fields(resource = %p.resource, owner = %p.owner, ttl_ms = p.ttl_ms, wait_ms = p.wait_ms, request_id, lock_id, token, outcome))]
+    async fn acquire_inner(&self, p: AcquireParams) -> Result<Acquired, LockError> {
         request::resource(&p.resource)?;
         request::owner(&p.owner)?;
         let ttl = self.limits.ttl(p.ttl_ms)?;
         let wait = self.limits.wait(p.wait_ms)?;
         request::request_id(&p.request_id)?;
+        let rate = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&p.owner, self.clock.monotonic());
+        if let Err(retry_after) = rate {
+            return Err(LockError::RateLimited {
+                owner: p.owner.clone(),
+                retry_after,
+            });
+        }
         let request_id = if p.request_id.is_empty() {
             format!("auto-{:032x}", rand::random::<u128>())
         } else {
@@ -239,9 +316,37 @@ impl LockEngine {
                 span.record("lock_id", a.lock_id.as_str())
                     .record("token", a.fencing_token)
                     .record("outcome", "granted");
+                self.audit(
+                    AuditEvent::Granted,
+                    &a.resource,
+                    &a.owner,
+                    &a.lock_id,
+                    a.fencing_token,
+                    a.granted_regions.clone(),
+                    "granted",
+                );
             }
             Err(e) => {
-                span.record("outcome", crate::status::present(e).kind);
+                let kind = crate::status::present(e).kind;
+                span.record("outcome", kind);
+                if matches!(
+                    e,
+                    LockError::Held { .. }
+                        | LockError::WaitExpired { .. }
+                        | LockError::Contended { .. }
+                ) {
+                    metrics::counter!("globallock_contention_total").increment(1);
+                    self.contention.record(&p.resource);
+                }
+                self.audit(
+                    AuditEvent::Rejected,
+                    &p.resource,
+                    &p.owner,
+                    "",
+                    0,
+                    Vec::new(),
+                    kind,
+                );
             }
         }
         result
@@ -457,8 +562,24 @@ impl LockEngine {
     }
 
     /// Extend a lock. Succeeds only while a majority still holds this lock id.
-    #[instrument(skip_all, fields(lock_id = %lock_id, ttl_ms, resource, outcome))]
     pub async fn renew(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
+        let started = std::time::Instant::now();
+        let result = self.renew_inner(lock_id, ttl_ms).await;
+        observe("renew", started, &result);
+        let outcome = match &result {
+            Ok(_) => "renewed",
+            Err(LockError::NotFound { .. }) => {
+                metrics::counter!("globallock_locks_lost_total").increment(1);
+                "lost"
+            }
+            Err(e) => error_label(e),
+        };
+        metrics::counter!("globallock_renewals_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    #[instrument(name = "renew", skip_all, fields(lock_id = %lock_id, ttl_ms, resource, outcome))]
+    async fn renew_inner(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
         let id: LockId = lock_id.parse()?;
         let ttl = if ttl_ms == 0 {
             None
@@ -500,11 +621,22 @@ impl LockEngine {
                 let elapsed = self.clock.monotonic().saturating_sub(started);
                 let applied = ttl.unwrap_or(Duration::from_millis(won.grant.ttl_ms));
                 match self.drift.validity(applied.min(won.held_for), elapsed) {
-                    Some(validity) => Ok(Renewed {
-                        fencing_token: won.grant.token,
-                        ttl_ms: millis(applied),
-                        validity,
-                    }),
+                    Some(validity) => {
+                        self.audit(
+                            AuditEvent::Renewed,
+                            id.resource(),
+                            &won.grant.owner,
+                            lock_id,
+                            won.grant.token,
+                            self.regions.names(&won.regions),
+                            "renewed",
+                        );
+                        Ok(Renewed {
+                            fencing_token: won.grant.token,
+                            ttl_ms: millis(applied),
+                            validity,
+                        })
+                    }
                     None => Err(LockError::TooSlow {
                         elapsed,
                         ttl: applied,
@@ -514,6 +646,15 @@ impl LockEngine {
             RenewDecision::Lost => {
                 // Remove whatever minority of grants remains, so it cannot linger.
                 self.release_in_background(&shard, id.resource(), lock_id);
+                self.audit(
+                    AuditEvent::Lost,
+                    id.resource(),
+                    "",
+                    lock_id,
+                    0,
+                    Vec::new(),
+                    "not-found",
+                );
                 Err(LockError::NotFound {
                     lock_id: lock_id.to_owned(),
                 })
@@ -540,8 +681,21 @@ impl LockEngine {
     }
 
     /// Release a lock everywhere; only the grant with this exact id is removed.
-    #[instrument(skip_all, fields(lock_id = %lock_id, resource, outcome))]
     pub async fn release(&self, lock_id: &str) -> Result<Vec<String>, LockError> {
+        let started = std::time::Instant::now();
+        let result = self.release_inner(lock_id).await;
+        observe("release", started, &result);
+        let outcome = match &result {
+            Ok(_) => "released",
+            Err(LockError::NotFound { .. }) => "not_found",
+            Err(e) => error_label(e),
+        };
+        metrics::counter!("globallock_releases_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    #[instrument(name = "release", skip_all, fields(lock_id = %lock_id, resource, outcome))]
+    async fn release_inner(&self, lock_id: &str) -> Result<Vec<String>, LockError> {
         let id: LockId = lock_id.parse()?;
         Span::current().record("resource", id.resource());
         let shard = self.ring.shard_for(id.resource()).to_owned();
@@ -570,7 +724,19 @@ impl LockEngine {
         // The remaining regions still remove their grant, off the critical path.
         tokio::spawn(replies.collect::<Vec<_>>());
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
-            ReleaseDecision::Released { regions } => Ok(self.regions.names(&regions)),
+            ReleaseDecision::Released { regions } => {
+                let regions = self.regions.names(&regions);
+                self.audit(
+                    AuditEvent::Released,
+                    id.resource(),
+                    "",
+                    lock_id,
+                    0,
+                    regions.clone(),
+                    "released",
+                );
+                Ok(regions)
+            }
             ReleaseDecision::NotFound => Err(LockError::NotFound {
                 lock_id: lock_id.to_owned(),
             }),
@@ -584,8 +750,15 @@ impl LockEngine {
     }
 
     /// Who holds `resource`, as a majority of regions agree.
-    #[instrument(skip_all, fields(resource = %resource, held))]
     pub async fn describe(&self, resource: &str) -> Result<Description, LockError> {
+        let started = std::time::Instant::now();
+        let result = self.describe_inner(resource).await;
+        observe("describe", started, &result);
+        result
+    }
+
+    #[instrument(name = "describe", skip_all, fields(resource = %resource, held))]
+    async fn describe_inner(&self, resource: &str) -> Result<Description, LockError> {
         request::resource(resource)?;
         let shard = self.ring.shard_for(resource).to_owned();
         self.regions
@@ -670,8 +843,11 @@ impl LockEngine {
                 let span = info_span!("region_call", region = %region.name, shard, op);
                 let mut request = tonic::Request::new(message.clone());
                 request.set_timeout(timeout);
+                inject_grpc_from(&span, request.metadata_mut());
                 let call = call(region.client(), request);
+                let name = region.name.clone();
                 async move {
+                    let started = std::time::Instant::now();
                     let result = match tokio::time::timeout(timeout, call).await {
                         Ok(result) => result.map(Response::into_inner),
                         Err(_) => Err(Status::deadline_exceeded(format!(
@@ -679,6 +855,15 @@ impl LockEngine {
                             timeout.as_millis()
                         ))),
                     };
+                    let outcome = match &result {
+                        Ok(_) => "ok",
+                        Err(s) if matches!(s.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) => "timeout",
+                        Err(_) => "error",
+                    };
+                    metrics::counter!("globallock_region_requests_total", "region" => name.clone(), "op" => op, "outcome" => outcome)
+                        .increment(1);
+                    metrics::histogram!("globallock_region_request_duration_seconds", "region" => name, "op" => op)
+                        .record(started.elapsed().as_secs_f64());
                     if let Err(status) = &result {
                         debug!(code = ?status.code(), message = status.message(), "region call failed");
                     }
@@ -805,6 +990,63 @@ fn record_outcome<T>(outcome: &Result<T, LockError>) {
         Err(e) => crate::status::present(e).kind,
     };
     Span::current().record("outcome", kind);
+}
+
+/// Register every counter series at zero, so dashboards and alerts see them (and
+/// rates work) before the first event.
+pub fn register_metrics() {
+    for outcome in [
+        "granted",
+        "held",
+        "contended",
+        "no_quorum",
+        "invalid",
+        "rate_limited",
+        "error",
+    ] {
+        metrics::counter!("globallock_acquire_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["renewed", "lost", "no_quorum", "invalid", "error"] {
+        metrics::counter!("globallock_renewals_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["released", "not_found", "no_quorum", "invalid", "error"] {
+        metrics::counter!("globallock_releases_total", "outcome" => outcome).increment(0);
+    }
+    for op in ["acquire", "renew", "release", "describe"] {
+        metrics::counter!("globallock_quorum_failures_total", "op" => op).increment(0);
+    }
+    metrics::counter!("globallock_locks_lost_total").increment(0);
+    metrics::counter!("globallock_contention_total").increment(0);
+}
+
+/// Record a request's latency, and a quorum failure if that is how it ended.
+fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<T, LockError>) {
+    metrics::histogram!("globallock_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if matches!(result, Err(LockError::Unavailable(_))) {
+        metrics::counter!("globallock_quorum_failures_total", "op" => op).increment(1);
+    }
+}
+
+/// The bounded `outcome` label of a request.
+fn outcome_label<T>(result: &Result<T, LockError>) -> &'static str {
+    match result {
+        Ok(_) => "granted",
+        Err(e) => error_label(e),
+    }
+}
+
+/// The bounded `outcome` label of an error.
+fn error_label(error: &LockError) -> &'static str {
+    match crate::status::present(error).kind {
+        "held" => "held",
+        "contended" => "contended",
+        "no-quorum" => "no_quorum",
+        "invalid-argument" | "request-id-reused" => "invalid",
+        "rate-limited" => "rate_limited",
+        "not-found" => "not_found",
+        _ => "error",
+    }
 }
 
 fn millis(d: Duration) -> u64 {

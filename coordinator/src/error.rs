@@ -110,6 +110,14 @@ pub enum LockError {
         /// The TTL asked for.
         ttl: Duration,
     },
+    /// This owner is acquiring faster than its rate allows.
+    #[error("owner {owner:?} is acquiring too fast; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// The owner.
+        owner: String,
+        /// When a retry will be allowed.
+        retry_after: Duration,
+    },
     /// The resource's fencing tokens are used up.
     #[error(transparent)]
     TokensExhausted(#[from] TokensExhausted),

@@ -9,7 +9,9 @@ use globallock_proto::v1::{
     AcquireRequest, AcquireResponse, DescribeRequest, DescribeResponse, ReleaseRequest,
     ReleaseResponse, RenewRequest, RenewResponse, ValidateRequest, ValidateResponse,
 };
+use globallock_telemetry::propagation::adopt_grpc_parent;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, info_span};
 
 use crate::engine::{AcquireParams, LockEngine};
 use crate::status::to_status;
@@ -28,6 +30,17 @@ impl GrpcService {
     }
 }
 
+/// The request's span: a child of the caller's trace, when it sent one.
+fn request_span<T>(method: &'static str, request: &Request<T>) -> tracing::Span {
+    let span = info_span!(
+        "grpc",
+        rpc.method = method,
+        rpc.service = "globallock.v1.LockService"
+    );
+    adopt_grpc_parent(&span, request.metadata());
+    span
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -38,6 +51,7 @@ impl LockService for GrpcService {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
+        let span = request_span("Acquire", &request);
         let r = request.into_inner();
         let acquired = self
             .engine
@@ -48,6 +62,7 @@ impl LockService for GrpcService {
                 wait_ms: r.wait_ms,
                 request_id: r.request_id,
             })
+            .instrument(span)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(AcquireResponse {
@@ -65,10 +80,12 @@ impl LockService for GrpcService {
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
+        let span = request_span("Renew", &request);
         let r = request.into_inner();
         let renewed = self
             .engine
             .renew(&r.lock_id, r.ttl_ms)
+            .instrument(span)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(RenewResponse {
@@ -82,10 +99,12 @@ impl LockService for GrpcService {
         &self,
         request: Request<ReleaseRequest>,
     ) -> Result<Response<ReleaseResponse>, Status> {
+        let span = request_span("Release", &request);
         let r = request.into_inner();
         let released_regions = self
             .engine
             .release(&r.lock_id)
+            .instrument(span)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(ReleaseResponse { released_regions }))
@@ -95,10 +114,12 @@ impl LockService for GrpcService {
         &self,
         request: Request<DescribeRequest>,
     ) -> Result<Response<DescribeResponse>, Status> {
+        let span = request_span("Describe", &request);
         let r = request.into_inner();
         let description = self
             .engine
             .describe(&r.resource)
+            .instrument(span)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(match description.holder {
@@ -117,10 +138,12 @@ impl LockService for GrpcService {
         &self,
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
+        let span = request_span("Validate", &request);
         let r = request.into_inner();
         let (current, current_token) = self
             .engine
             .validate(&r.resource, r.fencing_token)
+            .instrument(span)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(ValidateResponse {

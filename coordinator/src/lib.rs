@@ -11,12 +11,14 @@
 //! - [`regions`] — channels to the region agents and their health (for the fast
 //!   minority-side rejection).
 //! - [`error`] — [`LockError`], every way a request can fail.
+//! - [`contention`] — the bounded top-K of contended resources (admin endpoint).
 //! - [`status`] — the one table mapping errors to gRPC codes and HTTP statuses.
 //! - [`grpc`] — the public `globallock.v1.LockService`.
 //! - [`rest`] — the REST API (axum) and its OpenAPI document.
 //! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
 
 pub mod config;
+pub mod contention;
 pub mod engine;
 pub mod error;
 pub mod grpc;

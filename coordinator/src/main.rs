@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use coordinator::CoordinatorConfig;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{LogFormat, config_or_exit, init_logging, serve_until_signal};
+use globallock_runtime::{config_or_exit, serve_until_signal};
+use globallock_telemetry::LogFormat;
 
 /// Serve the global lock API (a stateless coordinator).
 #[derive(Debug, Parser)]
@@ -30,27 +31,44 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    init_logging(args.log_format);
     let loaded = CoordinatorConfig::load(&args.config).and_then(CoordinatorConfig::validate);
     let config = config_or_exit("coordinator", &args.config, loaded);
+    let telemetry = globallock_telemetry::init(
+        "globallock-coordinator",
+        args.log_format,
+        config.otlp_endpoint.as_deref(),
+    );
+    // Bound in this order: gRPC, then REST and metrics when configured.
     let listen: Vec<_> = std::iter::once(config.listen)
         .chain(config.rest_listen)
+        .chain(config.metrics_listen)
         .collect();
+    let (has_rest, has_metrics) = (
+        config.rest_listen.is_some(),
+        config.metrics_listen.is_some(),
+    );
     let code = serve_until_signal(
         "coordinator",
         &listen,
         Duration::from_secs(10),
-        |mut listeners, stop| {
-            let grpc = listeners.remove(0);
-            let rest = listeners.pop();
+        |listeners, stop| {
+            let mut listeners = listeners.into_iter();
+            let grpc = listeners.next().expect("the gRPC address is always bound");
+            let rest = if has_rest { listeners.next() } else { None };
+            let metrics = if has_metrics { listeners.next() } else { None };
             coordinator::serve(
                 config,
-                coordinator::Listeners { grpc, rest },
+                coordinator::Listeners {
+                    grpc,
+                    rest,
+                    metrics,
+                },
                 SystemClock::shared(),
                 stop,
             )
         },
     )
     .await;
+    telemetry.shutdown();
     std::process::exit(code);
 }

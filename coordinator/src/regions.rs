@@ -148,9 +148,11 @@ impl Regions {
     }
 
     fn set(&self, region: usize, shard: usize, ok: bool) {
+        let name = &self.regions[region].name;
+        metrics::gauge!("globallock_region_reachable", "region" => name.clone(), "shard" => shard.to_string())
+            .set(if ok { 1.0 } else { 0.0 });
         let was = self.regions[region].healthy[shard].swap(ok, Ordering::Relaxed);
         if was != ok {
-            let name = &self.regions[region].name;
             if ok {
                 info!(region = %name, shard, "region reachable again");
             } else {

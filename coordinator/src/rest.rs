@@ -20,6 +20,7 @@ use axum::routing::{get, post, put};
 use globallock_protocol::fence::MAX_TOKEN;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request::{self, InvalidInput, Limits};
+use globallock_telemetry::propagation::adopt_http_parent;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -74,6 +75,7 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/admin/contention", get(top_contended))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -85,12 +87,19 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         })
 }
 
-/// A span per request, with method and path (the engine adds its own fields).
+/// A span per request, with method and path, a child of the caller's trace when
+/// it sent a `traceparent` header (the engine adds its own fields).
 async fn trace_request(request: Request, next: axum::middleware::Next) -> Response {
-    let span = info_span!("http", method = %request.method(), path = %request.uri().path(), status = tracing::field::Empty);
+    let span = info_span!(
+        "http",
+        http.method = %request.method(),
+        http.path = %request.uri().path(),
+        http.status = tracing::field::Empty
+    );
+    adopt_http_parent(&span, request.headers());
     async move {
         let response = next.run(request).await;
-        tracing::Span::current().record("status", response.status().as_u16());
+        tracing::Span::current().record("http.status", response.status().as_u16());
         response
     }
     .instrument(span)
@@ -555,6 +564,19 @@ async fn openapi(State(state): State<AppState>) -> Response {
         state.openapi.to_string(),
     )
         .into_response()
+}
+
+/// The most contended resources on this coordinator (bounded top-K; resource
+/// names never become metric labels).
+async fn top_contended(State(state): State<AppState>) -> Response {
+    let top: Vec<Value> = state
+        .engine
+        .contention()
+        .top(20)
+        .into_iter()
+        .map(|(resource, refused, overcount)| json!({"resource": resource, "refused_acquires": refused, "max_overcount": overcount}))
+        .collect();
+    axum::Json(json!({ "top": top })).into_response()
 }
 
 async fn no_route() -> Problem {

@@ -11,9 +11,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use crate::config::ValidConfig;
-use crate::engine::LockEngine;
+use crate::engine::{EngineOptions, LockEngine};
 use crate::grpc::GrpcService;
 use crate::regions::{EndpointError, Regions};
+use globallock_telemetry::audit::AuditLog;
 
 /// Why the coordinator stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -24,26 +25,47 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
-    /// The REST server failed.
-    #[error("REST server failed")]
+    /// The REST or metrics server failed.
+    #[error("HTTP server failed")]
     Rest(#[source] std::io::Error),
+    /// The audit log cannot be opened.
+    #[error("cannot open audit log {path}")]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The engine and region set a configuration describes (shared by every front door).
 pub fn build_engine(
     config: &ValidConfig,
     clock: SharedClock,
-) -> Result<(Arc<LockEngine>, Arc<Regions>), EndpointError> {
+) -> Result<(Arc<LockEngine>, Arc<Regions>), ServeError> {
     let regions = Arc::new(Regions::new(
         &config.regions,
         config.ring.shards(),
         config.region_timeout,
     )?);
+    let audit = match &config.audit_log {
+        Some(path) => AuditLog::to_file(path).map_err(|source| ServeError::Audit {
+            path: path.clone(),
+            source,
+        })?,
+        None => AuditLog::disabled(),
+    };
+    let options = EngineOptions {
+        limits: config.limits,
+        drift: config.drift,
+        acquire_rate: config.acquire_rate,
+        audit,
+    };
     let engine = Arc::new(LockEngine::new(
         regions.clone(),
         config.ring.clone(),
-        config.limits,
-        config.drift,
+        options,
         clock,
     ));
     Ok((engine, regions))
@@ -56,6 +78,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The REST API, if served.
     pub rest: Option<TcpListener>,
+    /// `/metrics`, if served.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serve gRPC (and REST, if given a listener) until `shutdown` completes; then
@@ -67,6 +91,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (engine, regions) = build_engine(&config, clock)?;
+    // Install the recorder before any request records anything.
+    let _ = globallock_telemetry::metrics::recorder();
+    crate::engine::register_metrics();
     let probes = tokio::spawn(
         regions
             .clone()
@@ -81,6 +108,11 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let metrics = listeners.metrics.map(|listener| {
+        info!(address = %local(&listener), "coordinator serving /metrics");
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(globallock_telemetry::metrics::serve(listener, stop))
+    });
     let rest = listeners.rest.map(|listener| {
         info!(address = %local(&listener), "coordinator serving REST");
         let app = crate::rest::router(engine.clone(), regions.clone());
@@ -100,8 +132,8 @@ pub async fn serve(
         .add_service(LockServiceServer::new(GrpcService::new(engine)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx))
         .await;
-    if let Some(rest) = rest {
-        match rest.await {
+    for task in [rest, metrics].into_iter().flatten() {
+        match task.await {
             Ok(Err(error)) => return Err(ServeError::Rest(error)),
             Err(join) => warn!(%join, "REST server task failed"),
             Ok(Ok(())) => {}

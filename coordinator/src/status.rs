@@ -47,6 +47,10 @@ pub fn present(error: &LockError) -> Presentation {
             retry_after: Some(Duration::from_secs(1)),
             ..p(Code::Unavailable, 503, "no-quorum")
         },
+        LockError::RateLimited { retry_after, .. } => Presentation {
+            retry_after: Some(*retry_after),
+            ..p(Code::ResourceExhausted, 429, "rate-limited")
+        },
         LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409, "tokens-exhausted"),
         LockError::Internal(_) => p(Code::Internal, 500, "internal"),
     }

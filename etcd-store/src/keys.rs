@@ -25,6 +25,11 @@ impl KeyLayout {
         format!("{}lock/{}", self.prefix, hex::encode(resource))
     }
 
+    /// The prefix of every grant key.
+    pub fn lock_prefix(&self) -> String {
+        format!("{}lock/", self.prefix)
+    }
+
     /// The fencing-token high-water mark of a resource (never expires).
     pub fn fence(&self, resource: &str) -> String {
         format!("{}fence/{}", self.prefix, hex::encode(resource))

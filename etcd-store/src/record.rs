@@ -15,4 +15,8 @@ pub struct GrantRecord {
     pub ttl_ms: u64,
     /// The idempotency key of the acquire that created it.
     pub request_id: String,
+    /// When the region granted it (ms since the Unix epoch; 0 for old records).
+    /// Only for reporting hold durations, never for expiry.
+    #[serde(default)]
+    pub granted_unix_ms: u64,
 }

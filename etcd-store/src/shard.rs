@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::expiry::{Bucket, BucketGrid};
@@ -115,6 +115,38 @@ pub struct ShardStore {
     timeout: Duration,
     /// Tombstone lifetime.
     tombstone_ttl: Duration,
+    /// Lock ids this store removed recently (their deletes are not expiries).
+    removed: RecentlyRemoved,
+}
+
+/// A bounded set of lock ids this store released or aborted.
+#[derive(Debug, Default)]
+struct RecentlyRemoved {
+    ids: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+impl RecentlyRemoved {
+    const CAPACITY: usize = 4_096;
+
+    fn remember(&self, lock_id: &str) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.len() >= Self::CAPACITY {
+            ids.pop_front();
+        }
+        ids.push_back(lock_id.to_owned());
+    }
+
+    /// True (and forgotten) if `lock_id` was removed by this store.
+    fn forget(&self, lock_id: &str) -> bool {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        match ids.iter().position(|id| id == lock_id) {
+            Some(i) => {
+                ids.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -152,6 +184,7 @@ impl ShardStore {
             clock,
             timeout: config.request_timeout,
             tombstone_ttl: config.tombstone_ttl,
+            removed: RecentlyRemoved::default(),
         })
     }
 
@@ -174,6 +207,7 @@ impl ShardStore {
             token: p.token,
             ttl_ms: millis(p.ttl),
             request_id: p.request_id.to_owned(),
+            granted_unix_ms: self.clock.unix_micros() / 1_000,
         };
         let value =
             serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
@@ -359,6 +393,10 @@ impl ShardStore {
                 Some(kv) if self.decode(&kv)?.lock_id == lock_id => Some(kv),
                 _ => None,
             };
+            if ours.is_some() {
+                // So the expiry watcher knows this delete is ours, not an expiry.
+                self.removed.remember(lock_id);
+            }
             let txn = match &ours {
                 None if ops.is_empty() => return Ok(false),
                 None => Txn::new().and_then(ops),
@@ -383,7 +421,14 @@ impl ShardStore {
                     }
                 }
                 Err(e) => return Err(e),
-                Ok(response) if response.succeeded() => return Ok(ours.is_some()),
+                Ok(response) if response.succeeded() => {
+                    if let Some(kv) = &ours
+                        && !tombstone
+                    {
+                        self.observe_hold(kv);
+                    }
+                    return Ok(ours.is_some());
+                }
                 Ok(_) => debug!("grant changed during release; re-reading"),
             }
         }
@@ -408,6 +453,83 @@ impl ShardStore {
         };
         let mark = fence.and_then(|kv| decode_token(kv.value())).unwrap_or(0);
         Ok(ResourceState { holder, mark })
+    }
+
+    /// How many grants this shard holds now (a serializable count: cheap, and
+    /// only for the `locks held` gauge).
+    pub async fn count_grants(&self) -> Result<i64, StoreError> {
+        let prefix = self.keys.lock_prefix();
+        let response = self
+            .call("count", || {
+                let mut kv = self.client.kv_client();
+                let prefix = prefix.clone();
+                async move {
+                    kv.get(
+                        prefix,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_count_only()
+                                .with_serializable(),
+                        ),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(response.count())
+    }
+
+    /// Watch this shard's grants and call `on_expired` for every grant that
+    /// disappears without this store having released or aborted it: its lease
+    /// expired. Runs until the task is dropped, re-watching after errors.
+    pub async fn watch_expirations(&self, on_expired: impl Fn(GrantRecord)) {
+        let prefix = self.keys.lock_prefix();
+        loop {
+            let mut watch = self.client.watch_client();
+            let options = WatchOptions::new().with_prefix().with_prev_key();
+            match watch.watch(prefix.clone(), Some(options)).await {
+                Ok(mut stream) => loop {
+                    match stream.message().await {
+                        Ok(Some(response)) => {
+                            for event in response.events() {
+                                if event.event_type() != EventType::Delete {
+                                    continue;
+                                }
+                                let Some(record) =
+                                    event.prev_kv().and_then(|kv| self.decode(kv).ok())
+                                else {
+                                    continue;
+                                };
+                                if !self.removed.forget(&record.lock_id) {
+                                    metrics::counter!("globallock_agent_expirations_total", "shard" => self.name.clone())
+                                        .increment(1);
+                                    on_expired(record);
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            debug!(shard = %self.name, %error, "expiry watch broke; re-watching");
+                            break;
+                        }
+                    }
+                },
+                Err(error) => debug!(shard = %self.name, %error, "cannot watch grants; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn observe_hold(&self, kv: &KeyValue) {
+        if let Ok(record) = self.decode(kv)
+            && record.granted_unix_ms > 0
+        {
+            let now = self.clock.unix_micros() / 1_000;
+            let held = Duration::from_millis(now.saturating_sub(record.granted_unix_ms));
+            metrics::histogram!("globallock_agent_hold_duration_seconds", "shard" => self.name.clone())
+                .record(held.as_secs_f64());
+        }
     }
 
     /// Prove the shard serves linearizable reads (which needs a live Raft leader).
@@ -553,6 +675,24 @@ impl ShardStore {
         &self,
         op: &'static str,
         mut request: impl FnMut() -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let started = std::time::Instant::now();
+        let result = self.call_with_retries(op, &mut request).await;
+        metrics::histogram!("globallock_etcd_request_duration_seconds", "shard" => self.name.clone(), "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!("globallock_etcd_errors_total", "shard" => self.name.clone(), "op" => op).increment(1);
+        }
+        result
+    }
+
+    async fn call_with_retries<T, Fut>(
+        &self,
+        op: &'static str,
+        request: &mut impl FnMut() -> Fut,
     ) -> Result<T, StoreError>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use globallock_client::{Client, ClientError};
 use serde::Serialize;
 
+mod audit;
 mod run;
 
 const EXIT_CODES: &str = "\
@@ -116,6 +117,18 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Who held a resource, when: read from audit trail files (the coordinator's
+    /// and agents' `audit_log`).
+    Audit {
+        /// The resource.
+        resource: String,
+        /// An audit log file (repeat for several; e.g. every coordinator's and agent's).
+        #[arg(long = "log", required = true)]
+        logs: Vec<std::path::PathBuf>,
+        /// Only the holder at this time (ms since the epoch, or 2026-11-26T08:15:00Z).
+        #[arg(long, value_parser = audit::parse_time)]
+        at: Option<u64>,
+    },
     /// Check whether a fencing token is still the current holder's.
     Validate {
         /// The resource.
@@ -203,6 +216,9 @@ async fn main() -> ExitCode {
             .describe(resource)
             .await
             .map(|description| print(cli.output, &description, ExitCode::SUCCESS)),
+        Command::Audit { resource, logs, at } => {
+            return audit::audit(resource, logs, *at, cli.output == Output::Json);
+        }
         Command::Run {
             resource,
             owner,

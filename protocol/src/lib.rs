@@ -13,14 +13,18 @@
 //! - [`request`] — the rules for every input field, with errors naming the bounds.
 //! - [`lock_id`] — the opaque, URL-safe lock id that also routes renew/release.
 //! - [`backoff`] — jittered retry delays while waiting for a held resource.
+//! - [`rate`] — per-client token buckets (a flooding client is refused, others not).
 //! - [`clock`] — the only way the services read time, so tests can move it.
+//! - [`audit`] — audit records, and "who held this resource, when" from them.
 
+pub mod audit;
 pub mod backoff;
 pub mod clock;
 pub mod expiry;
 pub mod fence;
 pub mod lock_id;
 pub mod quorum;
+pub mod rate;
 pub mod request;
 pub mod ring;
 pub mod validity;

@@ -22,6 +22,15 @@ pub struct AgentConfig {
     pub region: String,
     /// Address to serve the agent API on.
     pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint (absent: not served).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// OTLP/gRPC endpoint for traces (absent: `OTEL_EXPORTER_OTLP_ENDPOINT`, or none).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Append-only JSON-lines audit file for expiries this region notices.
+    #[serde(default)]
+    pub audit_log: Option<std::path::PathBuf>,
     /// Key prefix inside every shard's etcd.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
@@ -100,6 +109,12 @@ pub struct ValidConfig {
     pub region: String,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to export traces, if configured.
+    pub otlp_endpoint: Option<String>,
+    /// Where to write expiry audit records, if anywhere.
+    pub audit_log: Option<std::path::PathBuf>,
     /// The shards, ready to connect.
     pub shards: Vec<ShardConfig>,
     /// The ring over the shard names.
@@ -131,6 +146,12 @@ impl AgentConfig {
             60_000,
         )?;
         within("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
+        if self.metrics_listen == Some(self.listen) {
+            return Err(invalid(
+                "metrics_listen",
+                format!("{} is also the agent's listen address", self.listen),
+            ));
+        }
         if self.compaction_keep_revisions < 1 {
             return Err(invalid(
                 "compaction_keep_revisions",
@@ -182,6 +203,9 @@ impl AgentConfig {
         Ok(ValidConfig {
             region: self.region,
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            otlp_endpoint: self.otlp_endpoint,
+            audit_log: self.audit_log,
             shards,
             ring,
             compaction_interval: (self.compaction_interval_s > 0)

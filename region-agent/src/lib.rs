@@ -13,4 +13,4 @@ pub mod server;
 pub mod service;
 
 pub use config::{AgentConfig, ConfigError, ValidConfig};
-pub use server::{AgentError, serve};
+pub use server::{AgentError, AgentListeners, serve};

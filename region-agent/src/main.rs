@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{LogFormat, config_or_exit, init_logging, serve_until_signal};
+use globallock_runtime::{config_or_exit, serve_until_signal};
+use globallock_telemetry::LogFormat;
 use region_agent::AgentConfig;
 
 /// Serve one region of the global lock service.
@@ -29,19 +30,31 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    init_logging(args.log_format);
     let loaded = AgentConfig::load(&args.config).and_then(AgentConfig::validate);
     let config = config_or_exit("region-agent", &args.config, loaded);
-    let listen = [config.listen];
+    let service = format!("globallock-agent-{}", config.region);
+    let telemetry =
+        globallock_telemetry::init(&service, args.log_format, config.otlp_endpoint.as_deref());
+    let listen: Vec<_> = std::iter::once(config.listen)
+        .chain(config.metrics_listen)
+        .collect();
     let code = serve_until_signal(
         "region-agent",
         &listen,
         Duration::from_secs(10),
-        |mut listeners, stop| {
-            let listener = listeners.remove(0);
-            region_agent::serve(config, listener, SystemClock::shared(), stop)
+        |listeners, stop| {
+            let mut listeners = listeners.into_iter();
+            let api = listeners.next().expect("the API address is always bound");
+            let metrics = listeners.next();
+            region_agent::serve(
+                config,
+                region_agent::AgentListeners { api, metrics },
+                SystemClock::shared(),
+                stop,
+            )
         },
     )
     .await;
+    telemetry.shutdown();
     std::process::exit(code);
 }

@@ -6,8 +6,13 @@ use std::sync::Arc;
 use globallock_etcd::{ShardStore, StoreError};
 use globallock_proto::agent::region_agent_server::RegionAgentServer;
 use globallock_protocol::clock::SharedClock;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+
+use globallock_protocol::audit::{AuditEvent, AuditRecord};
+use globallock_protocol::lock_id::LockId;
+use globallock_telemetry::audit::AuditLog;
 use tracing::{info, warn};
 
 use crate::config::ValidConfig;
@@ -22,47 +27,164 @@ pub enum AgentError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// The audit log cannot be opened.
+    #[error("cannot open audit log {path}")]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Serve the agent API on `listener` until `shutdown` completes, then stop
-/// accepting, let in-flight requests finish, and return.
+/// Where the agent serves.
+#[derive(Debug)]
+pub struct AgentListeners {
+    /// The internal agent API.
+    pub api: TcpListener,
+    /// `/metrics`, if served.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serve the agent API until `shutdown` completes, then stop accepting, let
+/// in-flight requests finish, and return.
 pub async fn serve(
     config: ValidConfig,
-    listener: TcpListener,
+    listeners: AgentListeners,
     clock: SharedClock,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let _ = globallock_telemetry::metrics::recorder();
     let mut stores = Vec::with_capacity(config.shards.len());
     for shard in &config.shards {
         stores.push(Arc::new(ShardStore::connect(shard, clock.clone()).await?));
     }
-    let compaction = config.compaction_interval.map(|every| {
-        let stores = stores.clone();
-        let keep = config.compaction_keep_revisions;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                for store in &stores {
-                    match store.compact(keep).await {
-                        Ok(Some(revision)) => info!(shard = store.name(), revision, "compacted"),
-                        Ok(None) => {}
-                        Err(error) => warn!(shard = store.name(), %error, "compaction failed"),
-                    }
-                }
-            }
-        })
+    let audit = match &config.audit_log {
+        Some(path) => AuditLog::to_file(path).map_err(|source| AgentError::Audit {
+            path: path.clone(),
+            source,
+        })?,
+        None => AuditLog::disabled(),
+    };
+    let mut background = vec![tokio::spawn(maintain(
+        stores.clone(),
+        config.compaction_interval,
+        config.compaction_keep_revisions,
+    ))];
+    for store in &stores {
+        background.push(tokio::spawn(watch_expirations(
+            store.clone(),
+            config.region.clone(),
+            audit.clone(),
+            clock.clone(),
+        )));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
     });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics = listeners.metrics.map(|listener| {
+        info!(region = %config.region, address = %local(&listener), "region agent serving /metrics");
+        tokio::spawn(globallock_telemetry::metrics::serve(listener, stopped(stop_rx.clone())))
+    });
+    for store in &stores {
+        for op in [
+            "grant",
+            "renew",
+            "release",
+            "abort",
+            "read",
+            "get",
+            "lease grant",
+        ] {
+            metrics::counter!("globallock_etcd_errors_total", "shard" => store.name().to_owned(), "op" => op).increment(0);
+        }
+        metrics::counter!("globallock_agent_expirations_total", "shard" => store.name().to_owned())
+            .increment(0);
+    }
     let service = AgentService::new(&config.region, stores, config.ring.clone());
-    info!(region = %config.region, address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "region agent serving");
+    info!(region = %config.region, address = %local(&listeners.api), "region agent serving");
     let result = tonic::transport::Server::builder()
         .add_service(RegionAgentServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), stopped(stop_rx))
         .await;
-    if let Some(task) = compaction {
+    for task in background {
         task.abort();
+    }
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
     }
     info!(region = %config.region, "region agent stopped");
     Ok(result?)
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Every 5 s: publish how many grants each shard holds; every `compaction`
+/// period: compact each shard's history.
+async fn maintain(stores: Vec<Arc<ShardStore>>, compaction: Option<Duration>, keep: i64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_compaction = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        for store in &stores {
+            if let Ok(count) = store.count_grants().await {
+                metrics::gauge!("globallock_agent_locks_held", "shard" => store.name().to_owned())
+                    .set(count as f64);
+            }
+        }
+        if let Some(every) = compaction
+            && last_compaction.elapsed() >= every
+        {
+            last_compaction = tokio::time::Instant::now();
+            for store in &stores {
+                match store.compact(keep).await {
+                    Ok(Some(revision)) => info!(shard = store.name(), revision, "compacted"),
+                    Ok(None) => {}
+                    Err(error) => warn!(shard = store.name(), %error, "compaction failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Audit every grant this region sees expire.
+async fn watch_expirations(
+    store: Arc<ShardStore>,
+    region: String,
+    audit: AuditLog,
+    clock: SharedClock,
+) {
+    store
+        .watch_expirations(|record| {
+            let resource = record
+                .lock_id
+                .parse::<LockId>()
+                .map(|id| id.resource().to_owned())
+                .unwrap_or_default();
+            info!(region = %region, resource = %resource, lock_id = %record.lock_id, "grant expired");
+            audit.record(AuditRecord {
+                ts_unix_ms: clock.unix_micros() / 1_000,
+                event: AuditEvent::Expired,
+                source: format!("agent {region}"),
+                resource,
+                owner: record.owner,
+                lock_id: record.lock_id,
+                token: record.token,
+                regions: vec![region.clone()],
+                outcome: "expired".into(),
+                trace_id: String::new(),
+            });
+        })
+        .await;
 }

@@ -16,8 +16,9 @@ use globallock_proto::agent::{
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request;
 use globallock_protocol::ring::HashRing;
+use globallock_telemetry::propagation::adopt_grpc_parent;
 use tonic::{Request, Response, Status};
-use tracing::{Span, instrument};
+use tracing::{Instrument, Span, info_span};
 
 /// Longest TTL an agent accepts from a coordinator (a sanity bound; coordinators
 /// enforce the real, configured one).
@@ -125,6 +126,23 @@ fn holder(h: Holding) -> Holder {
     }
 }
 
+/// Count and time one request by operation and outcome (bounded labels only).
+fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<Response<T>, Status>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(status) => match status.code() {
+            tonic::Code::InvalidArgument => "invalid",
+            tonic::Code::FailedPrecondition => "misrouted",
+            tonic::Code::Unavailable => "unavailable",
+            _ => "error",
+        },
+    };
+    metrics::counter!("globallock_agent_requests_total", "op" => op, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("globallock_agent_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// Put the request's target on the current span.
 fn record_target(shard: &str, resource: &str, lock_id: &str) {
     Span::current()
@@ -142,10 +160,9 @@ fn unavailable(error: StoreError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl RegionAgent for AgentService {
-    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, token, outcome))]
-    async fn grant(
+/// The handlers, each run inside the span its trait method made.
+impl AgentService {
+    async fn do_grant(
         &self,
         request: Request<GrantRequest>,
     ) -> Result<Response<GrantResponse>, Status> {
@@ -179,6 +196,8 @@ impl RegionAgent for AgentService {
             GrantOutcome::Aborted => (WireOutcome::Aborted, None),
         };
         span.record("outcome", outcome.as_str_name());
+        metrics::counter!("globallock_agent_grants_total", "shard" => r.shard.clone(), "outcome" => outcome.as_str_name())
+            .increment(1);
         Ok(Response::new(GrantResponse {
             outcome: outcome.into(),
             holder: held.map(holder),
@@ -186,13 +205,14 @@ impl RegionAgent for AgentService {
         }))
     }
 
-    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
-    async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+    async fn do_abort(
+        &self,
+        request: Request<LockRef>,
+    ) -> Result<Response<RemoveResponse>, Status> {
         self.remove(request.into_inner(), Removal::Abort).await
     }
 
-    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, renewed))]
-    async fn renew(
+    async fn do_renew(
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<RenewResponse>, Status> {
@@ -216,13 +236,17 @@ impl RegionAgent for AgentService {
         }))
     }
 
-    #[instrument(skip_all, fields(region = %self.region, shard, resource, lock_id, removed))]
-    async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+    async fn do_release(
+        &self,
+        request: Request<LockRef>,
+    ) -> Result<Response<RemoveResponse>, Status> {
         self.remove(request.into_inner(), Removal::Release).await
     }
 
-    #[instrument(skip_all, fields(region = %self.region, shard, resource))]
-    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+    async fn do_read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<ReadResponse>, Status> {
         let r = request.into_inner();
         Span::current()
             .record("shard", &r.shard)
@@ -235,8 +259,10 @@ impl RegionAgent for AgentService {
         }))
     }
 
-    #[instrument(skip_all, fields(region = %self.region, healthy))]
-    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+    async fn do_health(
+        &self,
+        _: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
         let checks = self.shards.values().map(|store| async move {
             let result = store.check_health().await;
             ShardHealth {
@@ -257,5 +283,72 @@ impl RegionAgent for AgentService {
             healthy,
             shards,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl RegionAgent for AgentService {
+    async fn grant(
+        &self,
+        request: Request<GrantRequest>,
+    ) -> Result<Response<GrantResponse>, Status> {
+        let span = info_span!("agent.grant", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, token = tracing::field::Empty, outcome = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_grant(request).instrument(span).await;
+        observe("grant", started, &result);
+        result
+    }
+
+    async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+        let span = info_span!("agent.abort", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, removed = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_abort(request).instrument(span).await;
+        observe("abort", started, &result);
+        result
+    }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let span = info_span!("agent.renew", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, renewed = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_renew(request).instrument(span).await;
+        observe("renew", started, &result);
+        result
+    }
+
+    async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
+        let span = info_span!("agent.release", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, removed = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_release(request).instrument(span).await;
+        observe("release", started, &result);
+        result
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let span = info_span!("agent.read", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_read(request).instrument(span).await;
+        observe("read", started, &result);
+        result
+    }
+
+    async fn health(
+        &self,
+        request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let span =
+            info_span!("agent.health", region = %self.region, healthy = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_health(request).instrument(span).await;
+        observe("health", started, &result);
+        result
     }
 }

@@ -1,7 +1,5 @@
 //! What every server binary (coordinator, region agent) does at start and stop.
 //!
-//! - [`init_logging`] — structured `tracing` output, text or JSON, filtered by
-//!   `RUST_LOG` (default `info`).
 //! - [`shutdown_signal`] — completes on the first Ctrl-C or SIGTERM; a second one
 //!   exits at once.
 //! - [`exit`] — the sysexits codes the binaries use.
@@ -13,7 +11,6 @@ pub mod settings;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// Exit codes (sysexits.h).
 pub mod exit {
@@ -25,27 +22,6 @@ pub mod exit {
     pub const SOFTWARE: i32 = 70;
     /// Configuration error.
     pub const CONFIG: i32 = 78;
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Install the global `tracing` subscriber.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 /// Completes on the first Ctrl-C or SIGTERM. A second signal exits the process

@@ -39,6 +39,8 @@ pub struct ClusterOptions {
     pub three_member_region: Option<usize>,
     /// Longest `wait_ms` the coordinators accept.
     pub max_wait_ms: u64,
+    /// Where coordinators and agents write audit records (absent: no audit).
+    pub audit_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -51,6 +53,7 @@ impl Default for ClusterOptions {
             lease_granularity_ms: 250,
             three_member_region: None,
             max_wait_ms: 60_000,
+            audit_dir: None,
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct Cluster {
     pub coordinator_addrs: Vec<SocketAddr>,
     /// Coordinator REST addresses (same index).
     pub rest_addrs: Vec<SocketAddr>,
+    /// Coordinator `/metrics` addresses (same index).
+    pub metrics_addrs: Vec<SocketAddr>,
     /// Running coordinators.
     coordinators: Vec<ServerTask>,
     /// Shard names.
@@ -164,6 +169,7 @@ impl Cluster {
             regions,
             coordinator_addrs: Vec::new(),
             rest_addrs: Vec::new(),
+            metrics_addrs: Vec::new(),
             coordinators: Vec::new(),
             shards,
             options,
@@ -182,6 +188,13 @@ impl Cluster {
         region_agent::AgentConfig {
             region: region.name.clone(),
             listen: region.agent_addr,
+            metrics_listen: None,
+            otlp_endpoint: None,
+            audit_log: self
+                .options
+                .audit_dir
+                .as_ref()
+                .map(|d| d.join(format!("{}.jsonl", region.name))),
             key_prefix: "/globallock/".into(),
             request_timeout_ms: 1_000,
             lease_granularity_ms: self.options.lease_granularity_ms,
@@ -206,6 +219,15 @@ impl Cluster {
         coordinator::CoordinatorConfig {
             listen,
             rest_listen: None,
+            metrics_listen: None,
+            otlp_endpoint: None,
+            audit_log: self
+                .options
+                .audit_dir
+                .as_ref()
+                .map(|d| d.join("coordinator.jsonl")),
+            acquire_rate_per_owner: 1_000.0,
+            acquire_burst_per_owner: 2_000.0,
             regions: self
                 .regions
                 .iter()
@@ -235,8 +257,12 @@ impl Cluster {
             let shutdown = async {
                 let _ = stopped.await;
             };
+            let listeners = region_agent::AgentListeners {
+                api: listener,
+                metrics: None,
+            };
             if let Err(error) =
-                region_agent::serve(config, listener, SystemClock::shared(), shutdown).await
+                region_agent::serve(config, listeners, SystemClock::shared(), shutdown).await
             {
                 tracing::error!(%error, "agent failed");
             }
@@ -261,12 +287,15 @@ impl Cluster {
     ) -> anyhow::Result<usize> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let rest = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         self.rest_addrs.push(rest.local_addr()?);
+        self.metrics_addrs.push(metrics.local_addr()?);
         let config = self.coordinator_config(addr).validate()?;
         let listeners = coordinator::Listeners {
             grpc: listener,
             rest: Some(rest),
+            metrics: Some(metrics),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

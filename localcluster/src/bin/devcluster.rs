@@ -41,6 +41,9 @@ struct Args {
     /// The coordinator's REST address.
     #[arg(long, default_value = "127.0.0.1:7480")]
     rest_listen: SocketAddr,
+    /// The coordinator's Prometheus `/metrics` address (agents get free ports).
+    #[arg(long, default_value = "127.0.0.1:7490")]
+    metrics_listen: SocketAddr,
 }
 
 fn parse_members(text: &str) -> Result<usize, String> {
@@ -62,6 +65,7 @@ struct ShardInfo {
 struct RegionInfo {
     region: String,
     agent_address: String,
+    agent_metrics: String,
     agent_pid: u32,
     shards: Vec<ShardInfo>,
 }
@@ -70,6 +74,8 @@ struct RegionInfo {
 struct ClusterInfo {
     coordinator_address: String,
     rest_address: String,
+    coordinator_metrics: String,
+    audit_logs: Vec<String>,
     coordinator_pid: u32,
     data_dir: String,
     regions: Vec<RegionInfo>,
@@ -150,8 +156,13 @@ fn main() -> anyhow::Result<()> {
             running.etcd.push(etcd);
         }
         let agent_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let config = region_dir.join("agent.toml");
-        std::fs::write(&config, agent_config(region, agent_addr, &shards))?;
+        let audit = region_dir.join("audit.jsonl");
+        std::fs::write(
+            &config,
+            agent_config(region, agent_addr, metrics_addr, &audit, &shards),
+        )?;
         let mut command = Command::new(&binaries.agent);
         command.arg("--config").arg(&config);
         let agent = ManagedProcess::spawn(
@@ -162,6 +173,7 @@ fn main() -> anyhow::Result<()> {
         regions.push(RegionInfo {
             region: region.to_owned(),
             agent_address: format!("http://{agent_addr}"),
+            agent_metrics: format!("http://{metrics_addr}/metrics"),
             agent_pid: agent.pid(),
             shards,
         });
@@ -170,7 +182,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(wait_for_agents(&regions))?;
 
     let config = data_dir.join("coordinator.toml");
-    std::fs::write(&config, coordinator_config(&args, &regions, &shard_names))?;
+    let coordinator_audit = data_dir.join("coordinator-audit.jsonl");
+    std::fs::write(
+        &config,
+        coordinator_config(&args, &coordinator_audit, &regions, &shard_names),
+    )?;
     let mut command = Command::new(&binaries.coordinator);
     command.arg("--config").arg(&config);
     let coordinator =
@@ -178,6 +194,14 @@ fn main() -> anyhow::Result<()> {
     let info = ClusterInfo {
         coordinator_address: format!("http://{}", args.listen),
         rest_address: format!("http://{}", args.rest_listen),
+        coordinator_metrics: format!("http://{}/metrics", args.metrics_listen),
+        audit_logs: std::iter::once(coordinator_audit.display().to_string())
+            .chain(
+                REGIONS
+                    .iter()
+                    .map(|r| data_dir.join(r).join("audit.jsonl").display().to_string()),
+            )
+            .collect(),
         coordinator_pid: coordinator.pid(),
         data_dir: data_dir.display().to_string(),
         regions,
@@ -187,6 +211,11 @@ fn main() -> anyhow::Result<()> {
 
     let json_path = data_dir.join("cluster.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)?;
+    // For deploy/prometheus/prometheus.yml (file_sd_configs).
+    std::fs::write(
+        data_dir.join("prometheus-targets.json"),
+        prometheus_targets(&info),
+    )?;
     print_table(&info, &json_path);
 
     runtime.block_on(async {
@@ -227,9 +256,17 @@ fn sibling_binaries() -> anyhow::Result<Binaries> {
     Ok(Binaries { agent, coordinator })
 }
 
-fn agent_config(region: &str, listen: SocketAddr, shards: &[ShardInfo]) -> String {
+fn agent_config(
+    region: &str,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    audit: &Path,
+    shards: &[ShardInfo],
+) -> String {
     let mut text = format!(
-        "# Written by devcluster.\nregion = {region:?}\nlisten = \"{listen}\"\ncompaction_interval_s = 60\n"
+        "# Written by devcluster.\nregion = {region:?}\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics}\"\n\
+         audit_log = {:?}\ncompaction_interval_s = 60\n",
+        audit.display().to_string()
     );
     for shard in shards {
         let endpoints: Vec<String> = shard
@@ -246,16 +283,24 @@ fn agent_config(region: &str, listen: SocketAddr, shards: &[ShardInfo]) -> Strin
     text
 }
 
-fn coordinator_config(args: &Args, regions: &[RegionInfo], shards: &[String]) -> String {
+fn coordinator_config(
+    args: &Args,
+    audit: &Path,
+    regions: &[RegionInfo],
+    shards: &[String],
+) -> String {
     let shards: Vec<String> = shards.iter().map(|s| format!("{s:?}")).collect();
     // Loopback answers in microseconds: a short region deadline and frequent
     // probes make the minority side reject within half a second even when two
     // regions are frozen (SIGSTOP) rather than dead.
     let mut text = format!(
-        "# Written by devcluster.\nlisten = \"{}\"\nrest_listen = \"{}\"\nshards = [{}]\n\
+        "# Written by devcluster.\nlisten = \"{}\"\nrest_listen = \"{}\"\nmetrics_listen = \"{}\"\n\
+         audit_log = {:?}\nshards = [{}]\n\
          region_timeout_ms = 500\nhealth_interval_ms = 250\nhealth_timeout_ms = 200\n",
         args.listen,
         args.rest_listen,
+        args.metrics_listen,
+        audit.display().to_string(),
         shards.join(", ")
     );
     for region in regions {
@@ -320,6 +365,26 @@ async fn wait_for_coordinator(listen: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// Prometheus file_sd targets: the coordinator and every agent.
+fn prometheus_targets(info: &ClusterInfo) -> String {
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned()
+    };
+    let mut groups = vec![serde_json::json!({
+        "targets": [host(&info.coordinator_metrics)],
+        "labels": {"job": "globallock-coordinator", "region": "local"}
+    })];
+    for region in &info.regions {
+        groups.push(serde_json::json!({
+            "targets": [host(&region.agent_metrics)],
+            "labels": {"job": "globallock-agent", "region": region.region}
+        }));
+    }
+    serde_json::to_string_pretty(&groups).unwrap_or_default()
+}
+
 fn print_table(info: &ClusterInfo, json_path: &Path) {
     println!();
     println!(
@@ -351,6 +416,19 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
         info.coordinator_address, info.rest_address, info.coordinator_pid
     );
     println!("openapi      {}/openapi.json", info.rest_address);
+    println!(
+        "metrics      {} (agents: {})",
+        info.coordinator_metrics,
+        info.regions
+            .iter()
+            .map(|r| r.agent_metrics.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("audit        {}", info.audit_logs.join(", "));
+    println!(
+        "traces       set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 before `make dev` to export to Jaeger"
+    );
     println!("cluster.json {}", json_path.display());
     println!(
         "logs         {}/<region>/*.log, {}/coordinator.log",
@@ -359,6 +437,10 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
     println!();
     println!("try:  target/debug/lockctl acquire orders/42 --ttl 30s");
     println!("      target/debug/lockctl describe orders/42");
+    println!(
+        "      target/debug/lockctl audit orders/42 --log {}",
+        info.audit_logs.join(" --log ")
+    );
     println!(
         "      curl -s -XPOST {}/locks -H 'content-type: application/json' \\",
         info.rest_address
