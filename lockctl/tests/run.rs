@@ -213,3 +213,61 @@ async fn a_command_that_ignores_sigterm_is_killed_with_everything_it_started() -
     assert!(!alive, "worker {worker} outlived the lock");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_answers_who_held_a_resource_when() -> anyhow::Result<()> {
+    let audit_dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(ClusterOptions {
+        audit_dir: Some(audit_dir.path().to_path_buf()),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    for owner in ["first-owner", "second-owner"] {
+        let mut run = lockctl(&cluster);
+        run.args([
+            "run",
+            "ledger/close",
+            "--owner",
+            owner,
+            "--",
+            "sleep",
+            "0.2",
+        ]);
+        assert!(output(run).await.status.success());
+    }
+    let logs: Vec<String> = std::fs::read_dir(audit_dir.path())?
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let mut audit = lockctl(&cluster);
+    audit.args(["audit", "ledger/close", "--output", "json"]);
+    for log in &logs {
+        audit.args(["--log", log]);
+    }
+    let out = output(audit).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tenures: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(tenures.len(), 2, "{tenures:?}");
+    assert_eq!(tenures[0]["owner"], "first-owner");
+    assert_eq!(tenures[0]["ended_by"], "released");
+    assert_eq!(tenures[1]["owner"], "second-owner");
+    assert!(tenures[1]["token"].as_u64() > tenures[0]["token"].as_u64());
+
+    // --at: the holder at an instant inside the first tenure.
+    let at = tenures[0]["from_unix_ms"].as_u64().unwrap() + 50;
+    let mut one = lockctl(&cluster);
+    one.args(["audit", "ledger/close", "--at", &at.to_string()]);
+    for log in &logs {
+        one.args(["--log", log]);
+    }
+    let out = output(one).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("first-owner") && !text.contains("second-owner"),
+        "{text}"
+    );
+    Ok(())
+}
