@@ -128,6 +128,12 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
     assert!(value(&scrape, "globallock_locks_lost_total") >= 1.0);
     assert!(value(&scrape, "globallock_renewals_total{outcome=\"renewed\"}") >= 1.0);
     assert!(value(&scrape, "globallock_region_reachable") >= 3.0);
+    assert!(value(&scrape, "globallock_contention_total") >= 1.0);
+    // Which resource is contended: the admin endpoint, never a label.
+    let top = request(cluster.rest_addrs[0], "GET", "/admin/contention", &[], None)
+        .await?
+        .json();
+    assert_eq!(top["top"][0]["resource"], resource, "{top}");
     for secret in [
         resource,
         owner,

@@ -291,6 +291,9 @@ impl LockEngine {
                     },
                 ),
             };
+            // Every refused attempt is contention, including those while waiting.
+            metrics::counter!("globallock_contention_total").increment(1);
+            self.contention.record(&p.resource);
             let waited = self.clock.monotonic().saturating_sub(started);
             if wait.is_zero() {
                 break Err(error);
@@ -329,15 +332,6 @@ impl LockEngine {
             Err(e) => {
                 let kind = crate::status::present(e).kind;
                 span.record("outcome", kind);
-                if matches!(
-                    e,
-                    LockError::Held { .. }
-                        | LockError::WaitExpired { .. }
-                        | LockError::Contended { .. }
-                ) {
-                    metrics::counter!("globallock_contention_total").increment(1);
-                    self.contention.record(&p.resource);
-                }
                 self.audit(
                     AuditEvent::Rejected,
                     &p.resource,
