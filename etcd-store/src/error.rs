@@ -45,6 +45,14 @@ pub enum StoreError {
         /// The operation.
         op: &'static str,
     },
+    /// The shard lost its data and is not voting until its quarantine ends.
+    #[error("shard {shard}: quarantined for another {} ms: its etcd data was lost, so it stays silent until every lock it forgot has expired", remaining.as_millis())]
+    Quarantined {
+        /// The shard.
+        shard: String,
+        /// How long until it serves.
+        remaining: Duration,
+    },
     /// The endpoint list was unusable.
     #[error("shard {shard}: cannot use endpoints {endpoints:?}")]
     Endpoints {

@@ -40,6 +40,13 @@ impl KeyLayout {
         format!("{}aborted/{lock_id}", self.prefix)
     }
 
+    /// The shard's incarnation marker: written once when the shard is bootstrapped
+    /// or rejoins after amnesia; its value is the token floor. Every grant requires
+    /// it, so a shard whose data was wiped cannot grant.
+    pub fn incarnation(&self) -> String {
+        format!("{}incarnation", self.prefix)
+    }
+
     /// A key read to prove the shard answers linearizable reads.
     pub fn health(&self) -> String {
         format!("{}health", self.prefix)

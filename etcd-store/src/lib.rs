@@ -22,5 +22,6 @@ pub mod shard;
 pub use error::StoreError;
 pub use record::GrantRecord;
 pub use shard::{
-    GrantOutcome, GrantReply, Holding, Proposal, ResourceState, ShardConfig, ShardStore,
+    GrantOutcome, GrantReply, Holding, Proposal, Quarantined, ResourceState, ShardConfig,
+    ShardStore,
 };

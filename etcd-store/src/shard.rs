@@ -36,6 +36,10 @@ pub struct ShardConfig {
     pub lease_granularity: Duration,
     /// How long an abort's tombstone refuses a late grant for the same lock id.
     pub tombstone_ttl: Duration,
+    /// How long a shard found without its incarnation marker (its data was lost)
+    /// refuses to take part: at least the longest TTL plus a lock delay, so every
+    /// grant it forgot has expired everywhere before it votes again.
+    pub quarantine: Duration,
 }
 
 /// A proposal to grant a lock, as a region received it.
@@ -79,6 +83,22 @@ pub enum GrantOutcome {
     RequestConflict(Holding),
 }
 
+/// Why a shard is not serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quarantined {
+    /// How long until it serves again.
+    pub remaining: Duration,
+}
+
+/// Whether a shard may vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Serving; tokens must be above `floor`.
+    Serving { floor: u64 },
+    /// Data was lost: silent until `until` (monotonic).
+    Quarantined { until: Duration },
+}
+
 /// A grant answer and the resource's mark after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantReply {
@@ -117,6 +137,10 @@ pub struct ShardStore {
     tombstone_ttl: Duration,
     /// Lock ids this store removed recently (their deletes are not expiries).
     removed: RecentlyRemoved,
+    /// Serving or quarantined.
+    membership: std::sync::Mutex<Membership>,
+    /// Quarantine length.
+    quarantine: Duration,
 }
 
 /// A bounded set of lock ids this store released or aborted.
@@ -185,6 +209,11 @@ impl ShardStore {
             timeout: config.request_timeout,
             tombstone_ttl: config.tombstone_ttl,
             removed: RecentlyRemoved::default(),
+            // Silent until `prepare` has looked for the incarnation marker.
+            membership: std::sync::Mutex::new(Membership::Quarantined {
+                until: Duration::MAX,
+            }),
+            quarantine: config.quarantine,
         })
     }
 
@@ -193,12 +222,94 @@ impl ShardStore {
         &self.name
     }
 
+    /// Decide at start whether this shard may vote: with its incarnation marker it
+    /// serves (above the marker's token floor); without it, it is new (with
+    /// `bootstrap`: write the marker now) or its data was lost (quarantine).
+    pub async fn prepare(&self, bootstrap: bool) -> Result<(), StoreError> {
+        match self.get(&self.keys.incarnation()).await? {
+            Some(kv) => {
+                let floor = decode_token(kv.value()).unwrap_or(0);
+                self.set_membership(Membership::Serving { floor });
+            }
+            None if bootstrap => {
+                let floor = self.write_incarnation().await?;
+                tracing::info!(shard = %self.name, floor, "bootstrapped a new shard");
+            }
+            None => self.enter_quarantine("no incarnation marker at start"),
+        }
+        Ok(())
+    }
+
+    /// `Err` while the shard is quarantined; ends the quarantine (rewriting the
+    /// marker with a fresh token floor) once it has run its course.
+    pub async fn admit(&self) -> Result<Result<u64, Quarantined>, StoreError> {
+        let now = self.clock.monotonic();
+        match *self.membership.lock().unwrap_or_else(|e| e.into_inner()) {
+            Membership::Serving { floor } => return Ok(Ok(floor)),
+            Membership::Quarantined { until } if now < until => {
+                return Ok(Err(Quarantined {
+                    remaining: until - now,
+                }));
+            }
+            Membership::Quarantined { .. } => {}
+        }
+        let floor = self.write_incarnation().await?;
+        tracing::warn!(shard = %self.name, floor, "quarantine over: voting again above the new token floor");
+        Ok(Ok(floor))
+    }
+
+    /// The token floor is this machine's clock now: every token granted before the
+    /// data was lost was minted at least a quarantine ago (bounded clock skew).
+    async fn write_incarnation(&self) -> Result<u64, StoreError> {
+        let floor = self.clock.unix_micros();
+        let txn = Txn::new().and_then([TxnOp::put(
+            self.keys.incarnation(),
+            encode_token(floor),
+            None,
+        )]);
+        self.txn("incarnation", txn).await?;
+        self.set_membership(Membership::Serving { floor });
+        Ok(floor)
+    }
+
+    fn enter_quarantine(&self, why: &str) {
+        let until = self.clock.monotonic() + self.quarantine;
+        tracing::warn!(shard = %self.name, why, quarantine = ?self.quarantine, "shard lost its data: not voting until the quarantine ends");
+        metrics::counter!("globallock_agent_quarantines_total", "shard" => self.name.clone())
+            .increment(1);
+        self.set_membership(Membership::Quarantined { until });
+    }
+
+    fn set_membership(&self, membership: Membership) {
+        *self.membership.lock().unwrap_or_else(|e| e.into_inner()) = membership;
+    }
+
     /// Propose a grant: one transaction that writes the grant and the new mark only
     /// if the resource is free, this lock id was not aborted, and the token is above
     /// the mark.
     #[instrument(skip_all, fields(shard = %self.name, resource = p.resource, lock_id = p.lock_id, token = p.token))]
     pub async fn grant(&self, p: &Proposal<'_>) -> Result<GrantReply, StoreError> {
+        let floor = self.serving().await?;
+        if p.token <= floor {
+            return Ok(GrantReply {
+                outcome: GrantOutcome::TokenTooLow,
+                mark: floor,
+            });
+        }
+        self.grant_admitted(p).await
+    }
+
+    /// The token floor while serving; `Err(Quarantined)` while quarantined.
+    async fn serving(&self) -> Result<u64, StoreError> {
+        self.admit().await?.map_err(|q| StoreError::Quarantined {
+            shard: self.name.clone(),
+            remaining: q.remaining,
+        })
+    }
+
+    async fn grant_admitted(&self, p: &Proposal<'_>) -> Result<GrantReply, StoreError> {
         let lock_key = self.keys.lock(p.resource);
+        let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
         let tomb_key = self.keys.tombstone(p.lock_id);
         let record = GrantRecord {
@@ -224,6 +335,7 @@ impl ShardStore {
             };
             let txn = Txn::new()
                 .when([
+                    Compare::version(marker.as_str(), CompareOp::Greater, 0),
                     Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
                     Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
                     fence_guard,
@@ -240,6 +352,7 @@ impl ShardStore {
                     TxnOp::get(lock_key.as_str(), None),
                     TxnOp::get(fence_key.as_str(), None),
                     TxnOp::get(tomb_key.as_str(), None),
+                    TxnOp::get(marker.as_str(), None),
                 ]);
             let response = match self.txn("grant", txn).await {
                 Err(e) if e.is_lease_not_found() => {
@@ -310,6 +423,7 @@ impl ShardStore {
         lock_id: &str,
         ttl: Option<Duration>,
     ) -> Result<Option<Holding>, StoreError> {
+        self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
             let Some(kv) = self.get(&lock_key).await? else {
@@ -441,6 +555,7 @@ impl ShardStore {
     /// The grant holding `resource` (if any) and its mark, read atomically.
     #[instrument(skip_all, fields(shard = %self.name, resource))]
     pub async fn read(&self, resource: &str) -> Result<ResourceState, StoreError> {
+        self.serving().await?;
         let txn = Txn::new().and_then([
             TxnOp::get(self.keys.lock(resource), None),
             TxnOp::get(self.keys.fence(resource), None),
@@ -534,6 +649,7 @@ impl ShardStore {
 
     /// Prove the shard serves linearizable reads (which needs a live Raft leader).
     pub async fn check_health(&self) -> Result<(), StoreError> {
+        self.serving().await?;
         let key = self.keys.health();
         self.call("health", || {
             let mut kv = self.client.kv_client();

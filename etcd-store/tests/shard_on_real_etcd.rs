@@ -25,10 +25,12 @@ async fn fixture() -> Fixture {
         request_timeout: Duration::from_secs(2),
         lease_granularity: Duration::from_millis(500),
         tombstone_ttl: Duration::from_secs(30),
+        quarantine: Duration::from_secs(10),
     };
     let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
         .await
         .expect("connect");
+    store.prepare(true).await.expect("bootstrap");
     Fixture {
         store,
         _etcd: etcd,
@@ -169,10 +171,12 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
         request_timeout: Duration::from_secs(3),
         lease_granularity: Duration::from_millis(500),
         tombstone_ttl: Duration::from_secs(30),
+        quarantine: Duration::from_secs(10),
     };
     let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
         .await
         .expect("connect");
+    store.prepare(true).await.expect("bootstrap");
     // Pick a member that is not the leader, so no election is involved.
     let leader = etcd.leader().expect("leader");
     etcd.kill_member((leader + 1) % 3);

@@ -43,6 +43,14 @@ pub struct AgentConfig {
     /// How long an abort refuses a late proposal for the same lock id.
     #[serde(default = "default_tombstone_ttl_ms")]
     pub tombstone_ttl_ms: u64,
+    /// How long a shard whose etcd lost its data stays silent: at least the
+    /// coordinators' max TTL plus a lock delay.
+    #[serde(default = "default_quarantine_ms")]
+    pub quarantine_ms: u64,
+    /// Shards without an incarnation marker at start are new (write it) rather than
+    /// amnesiac (quarantine). Only for a brand-new deployment.
+    #[serde(default)]
+    pub bootstrap: bool,
     /// How often to compact each shard's etcd history (0 disables).
     #[serde(default = "default_compaction_interval_s")]
     pub compaction_interval_s: u64,
@@ -77,6 +85,9 @@ fn default_lease_granularity_ms() -> u64 {
 }
 fn default_tombstone_ttl_ms() -> u64 {
     60_000
+}
+fn default_quarantine_ms() -> u64 {
+    330_000
 }
 fn default_compaction_interval_s() -> u64 {
     300
@@ -119,6 +130,8 @@ pub struct ValidConfig {
     pub shards: Vec<ShardConfig>,
     /// The ring over the shard names.
     pub ring: HashRing,
+    /// Write missing incarnation markers at start (brand-new deployment).
+    pub bootstrap: bool,
     /// Compaction period (`None`: never).
     pub compaction_interval: Option<Duration>,
     /// Revisions kept at each compaction.
@@ -146,6 +159,7 @@ impl AgentConfig {
             60_000,
         )?;
         within("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
+        within("quarantine_ms", self.quarantine_ms, 1_000, 86_400_000)?;
         if self.metrics_listen == Some(self.listen) {
             return Err(invalid(
                 "metrics_listen",
@@ -198,6 +212,7 @@ impl AgentConfig {
                 request_timeout,
                 lease_granularity: Duration::from_millis(self.lease_granularity_ms),
                 tombstone_ttl: Duration::from_millis(self.tombstone_ttl_ms),
+                quarantine: Duration::from_millis(self.quarantine_ms),
             })
             .collect();
         Ok(ValidConfig {
@@ -206,6 +221,7 @@ impl AgentConfig {
             metrics_listen: self.metrics_listen,
             otlp_endpoint: self.otlp_endpoint,
             audit_log: self.audit_log,
+            bootstrap: self.bootstrap,
             shards,
             ring,
             compaction_interval: (self.compaction_interval_s > 0)

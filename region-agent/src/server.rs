@@ -58,7 +58,13 @@ pub async fn serve(
     let _ = globallock_telemetry::metrics::recorder();
     let mut stores = Vec::with_capacity(config.shards.len());
     for shard in &config.shards {
-        stores.push(Arc::new(ShardStore::connect(shard, clock.clone()).await?));
+        let store = Arc::new(ShardStore::connect(shard, clock.clone()).await?);
+        // A shard that cannot be reached now is prepared lazily: it stays silent
+        // (quarantined) until the next start finds its marker.
+        if let Err(error) = store.prepare(config.bootstrap).await {
+            warn!(shard = store.name(), %error, "cannot check the shard's incarnation; it stays silent");
+        }
+        stores.push(store);
     }
     let audit = match &config.audit_log {
         Some(path) => AuditLog::to_file(path).map_err(|source| AgentError::Audit {

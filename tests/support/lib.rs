@@ -5,6 +5,7 @@
 //! them); etcd members are real child processes, killed when the cluster drops,
 //! panics included.
 
+pub mod history;
 pub mod http;
 pub mod oracle;
 
@@ -41,6 +42,8 @@ pub struct ClusterOptions {
     pub max_wait_ms: u64,
     /// Where coordinators and agents write audit records (absent: no audit).
     pub audit_dir: Option<std::path::PathBuf>,
+    /// How long an amnesiac shard stays silent.
+    pub quarantine_ms: u64,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             three_member_region: None,
             max_wait_ms: 60_000,
             audit_dir: None,
+            quarantine_ms: 10_000,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct RegionNode {
     pub agent_addr: SocketAddr,
     /// The running agent.
     agent: Option<ServerTask>,
+    /// Whether the agent treats marker-less shards as new (first start only).
+    bootstrap: bool,
 }
 
 /// A running test cluster.
@@ -162,6 +168,7 @@ impl Cluster {
                 etcd,
                 agent_addr,
                 agent: None,
+                bootstrap: true,
             });
         }
         let mut cluster = Self {
@@ -176,6 +183,8 @@ impl Cluster {
         };
         for r in 0..cluster.regions.len() {
             cluster.start_agent(r).await?;
+            // Restarts are restarts: a shard without its marker is then amnesiac.
+            cluster.regions[r].bootstrap = false;
         }
         for _ in 0..cluster.options.coordinators {
             cluster.start_coordinator().await?;
@@ -199,6 +208,8 @@ impl Cluster {
             request_timeout_ms: 1_000,
             lease_granularity_ms: self.options.lease_granularity_ms,
             tombstone_ttl_ms: 60_000,
+            quarantine_ms: self.options.quarantine_ms,
+            bootstrap: self.regions[r].bootstrap,
             compaction_interval_s: 0,
             compaction_keep_revisions: 10_000,
             ring_vnodes: 160,
@@ -334,6 +345,29 @@ impl Cluster {
         for etcd in &mut self.regions[r].etcd {
             etcd.kill();
         }
+    }
+
+    /// Wipe region `r`'s etcd data (every shard) and restart it empty: the
+    /// amnesiac region of the fault table. Its agent restarts too.
+    pub async fn wipe_region(&mut self, r: usize) -> anyhow::Result<()> {
+        self.stop_region(r).await;
+        for etcd in &mut self.regions[r].etcd {
+            for m in 0..etcd.members().len() {
+                etcd.wipe_member(m)?;
+            }
+        }
+        self.restart_region(r).await
+    }
+
+    /// Wipe region `r`'s etcd data under its running agent and restart etcd empty.
+    pub fn wipe_etcd(&mut self, r: usize) -> anyhow::Result<()> {
+        for etcd in &mut self.regions[r].etcd {
+            for m in 0..etcd.members().len() {
+                etcd.wipe_member(m)?;
+            }
+            etcd.restart()?;
+        }
+        Ok(())
     }
 
     /// Restart region `r` on the same ports and data.

@@ -265,7 +265,8 @@ fn agent_config(
 ) -> String {
     let mut text = format!(
         "# Written by devcluster.\nregion = {region:?}\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics}\"\n\
-         audit_log = {:?}\ncompaction_interval_s = 60\n",
+         audit_log = {:?}\ncompaction_interval_s = 60\n\
+         # Fresh etcd every `make dev`: its shards are new, not amnesiac.\nbootstrap = true\n",
         audit.display().to_string()
     );
     for shard in shards {
