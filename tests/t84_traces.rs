@@ -118,7 +118,7 @@ async fn one_acquire_is_one_trace_across_coordinator_agents_and_etcd() -> anyhow
 
     // Every region's agent handles the proposal (the third maybe after the
     // answer): wait for all of them to arrive.
-    let spans = eventually(Duration::from_secs(20), "spans of every region", || {
+    let spans = eventually(Duration::from_secs(20), "every span of the acquire", || {
         let provider = provider.clone();
         let receiver = receiver.clone();
         let trace_id = trace_id.clone();
@@ -132,9 +132,14 @@ async fn one_acquire_is_one_trace_across_coordinator_agents_and_etcd() -> anyhow
                 .filter(|s| s.trace_id == trace_id)
                 .cloned()
                 .collect();
-            let regions = spans.iter().filter(|s| s.name == "agent.grant").count();
-            let etcd = spans.iter().filter(|s| s.name == "grant").count();
-            (regions == 3 && etcd == 3).then_some(spans)
+            // Spans arrive in batches, in no particular order: wait for all.
+            let count = |name: &str| spans.iter().filter(|s| s.name == name).count();
+            let complete = count("grpc") >= 1
+                && count("acquire") >= 1
+                && count("region_call") >= 3
+                && count("agent.grant") == 3
+                && count("grant") == 3;
+            complete.then_some(spans)
         }
     })
     .await;

@@ -232,7 +232,8 @@ impl ShardStore {
                 self.set_membership(Membership::Serving { floor });
             }
             None if bootstrap => {
-                let floor = self.write_incarnation().await?;
+                // A new shard forgot nothing: no floor.
+                let floor = self.write_incarnation(0).await?;
                 tracing::info!(shard = %self.name, floor, "bootstrapped a new shard");
             }
             None => self.enter_quarantine("no incarnation marker at start"),
@@ -253,15 +254,15 @@ impl ShardStore {
             }
             Membership::Quarantined { .. } => {}
         }
-        let floor = self.write_incarnation().await?;
+        // Every token it forgot was minted at least a quarantine ago, so its clock
+        // now is above them all (clock offsets are smaller than the quarantine).
+        let floor = self.write_incarnation(self.clock.unix_micros()).await?;
         tracing::warn!(shard = %self.name, floor, "quarantine over: voting again above the new token floor");
         Ok(Ok(floor))
     }
 
-    /// The token floor is this machine's clock now: every token granted before the
-    /// data was lost was minted at least a quarantine ago (bounded clock skew).
-    async fn write_incarnation(&self) -> Result<u64, StoreError> {
-        let floor = self.clock.unix_micros();
+    /// Write the marker with this token floor and start serving above it.
+    async fn write_incarnation(&self, floor: u64) -> Result<u64, StoreError> {
         let txn = Txn::new().and_then([TxnOp::put(
             self.keys.incarnation(),
             encode_token(floor),
