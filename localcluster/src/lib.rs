@@ -4,6 +4,8 @@
 //! - [`etcd`] — etcd clusters (one or three members) on free loopback ports.
 //! - [`process`] — child processes that are killed when their handle drops.
 //! - [`ports`] — free loopback ports.
+//! - [`proxy`] — a fault-injecting TCP proxy per directed link (blackhole, delay,
+//!   reset, refuse).
 //!
 //! The `devcluster` binary (what `make dev` runs) puts these together into three
 //! regions, each with its shards' etcd clusters and a region agent, plus one
@@ -12,7 +14,9 @@
 pub mod etcd;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 
 pub use etcd::{EtcdCluster, EtcdError, EtcdMember};
 pub use ports::free_port;
 pub use process::{ManagedProcess, ProcessError};
+pub use proxy::{Direction, FaultProxy, Faults};

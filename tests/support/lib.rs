@@ -44,6 +44,8 @@ pub struct ClusterOptions {
     pub audit_dir: Option<std::path::PathBuf>,
     /// How long an amnesiac shard stays silent.
     pub quarantine_ms: u64,
+    /// Route every coordinator → agent link through its own fault proxy.
+    pub proxied: bool,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +60,7 @@ impl Default for ClusterOptions {
             max_wait_ms: 60_000,
             audit_dir: None,
             quarantine_ms: 10_000,
+            proxied: false,
         }
     }
 }
@@ -121,6 +124,8 @@ pub struct Cluster {
     pub metrics_addrs: Vec<SocketAddr>,
     /// Running coordinators.
     coordinators: Vec<ServerTask>,
+    /// With `proxied`: the link from coordinator `c` to region `r` is `links[c][r]`.
+    links: Vec<Vec<globallock_localcluster::FaultProxy>>,
     /// Shard names.
     shards: Vec<String>,
     /// What was asked for.
@@ -177,6 +182,7 @@ impl Cluster {
             coordinator_addrs: Vec::new(),
             rest_addrs: Vec::new(),
             metrics_addrs: Vec::new(),
+            links: Vec::new(),
             coordinators: Vec::new(),
             shards,
             options,
@@ -227,6 +233,20 @@ impl Cluster {
 
     /// The coordinator configuration this cluster uses (listen address aside).
     pub fn coordinator_config(&self, listen: SocketAddr) -> coordinator::CoordinatorConfig {
+        let endpoints = self
+            .regions
+            .iter()
+            .map(|r| format!("http://{}", r.agent_addr))
+            .collect();
+        self.coordinator_config_via(listen, endpoints)
+    }
+
+    /// The coordinator configuration, reaching region `i` at `endpoints[i]`.
+    fn coordinator_config_via(
+        &self,
+        listen: SocketAddr,
+        endpoints: Vec<String>,
+    ) -> coordinator::CoordinatorConfig {
         coordinator::CoordinatorConfig {
             listen,
             rest_listen: None,
@@ -242,9 +262,10 @@ impl Cluster {
             regions: self
                 .regions
                 .iter()
-                .map(|r| coordinator::config::RegionEntry {
+                .zip(endpoints)
+                .map(|(r, endpoint)| coordinator::config::RegionEntry {
                     name: r.name.clone(),
-                    endpoint: format!("http://{}", r.agent_addr),
+                    endpoint,
                 })
                 .collect(),
             shards: self.shards.clone(),
@@ -302,7 +323,24 @@ impl Cluster {
         let addr = listener.local_addr()?;
         self.rest_addrs.push(rest.local_addr()?);
         self.metrics_addrs.push(metrics.local_addr()?);
-        let config = self.coordinator_config(addr).validate()?;
+        let mut endpoints = Vec::new();
+        if self.options.proxied {
+            let mut links = Vec::new();
+            for region in &self.regions {
+                let proxy = globallock_localcluster::FaultProxy::start(region.agent_addr).await?;
+                endpoints.push(format!("http://{}", proxy.addr()));
+                links.push(proxy);
+            }
+            self.links.push(links);
+        } else {
+            endpoints = self
+                .regions
+                .iter()
+                .map(|r| format!("http://{}", r.agent_addr))
+                .collect();
+            self.links.push(Vec::new());
+        }
+        let config = self.coordinator_config_via(addr, endpoints).validate()?;
         let listeners = coordinator::Listeners {
             grpc: listener,
             rest: Some(rest),
@@ -376,6 +414,11 @@ impl Cluster {
             etcd.restart()?;
         }
         self.start_agent(r).await
+    }
+
+    /// The link from coordinator `c` to region `r` (clusters started `proxied`).
+    pub fn link(&self, c: usize, r: usize) -> &globallock_localcluster::FaultProxy {
+        &self.links[c][r]
     }
 
     /// Stop coordinator `i` (gracefully).
