@@ -271,3 +271,156 @@ async fn audit_answers_who_held_a_resource_when() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A fenced resource over TCP: `WRITE <token>` is accepted (`OK`) only if the
+/// token is at least the highest accepted so far, else `STALE`.
+async fn fenced_oracle() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(u64, bool)>>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
+    let shared = log.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let log = shared.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let Some(token) = line
+                        .strip_prefix("WRITE ")
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    let accepted = {
+                        let mut log = log.lock().unwrap();
+                        let highest = log
+                            .iter()
+                            .filter(|(_, ok)| *ok)
+                            .map(|(t, _)| *t)
+                            .max()
+                            .unwrap_or(0);
+                        let ok = token >= highest;
+                        log.push((token, ok));
+                        ok
+                    };
+                    let _ = write
+                        .write_all(if accepted { b"OK\n" } else { b"STALE\n" })
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_ttl_has_its_stale_writes_rejected_and_is_stopped()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let (oracle, log) = fenced_oracle().await;
+    let dir = tempfile::tempdir()?;
+    let child_pid = dir.path().join("child.pid");
+    // The holder writes its token to the fenced resource every 100 ms.
+    let mut holder = lockctl(&cluster);
+    holder
+        .args(["run", "fenced/res", "--ttl", "2s", "--grace", "2s", "--", "bash", "-c"])
+        .arg(format!(
+            "echo $$ > {}; exec 3<>/dev/tcp/{}/{}; while true; do echo \"WRITE $GLOBALLOCK_FENCING_TOKEN\" >&3; read -r reply <&3; sleep 0.1; done",
+            child_pid.display(),
+            oracle.ip(),
+            oracle.port()
+        ))
+        .stderr(Stdio::piped());
+    let holder = holder.spawn()?;
+    let holder_pid = holder.id();
+    let child: i32 = harness::eventually(Duration::from_secs(10), "the holder writes", || {
+        let child_pid = child_pid.clone();
+        let log = log.clone();
+        async move {
+            let pid = std::fs::read_to_string(&child_pid)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (!log.lock().unwrap().is_empty()).then_some(pid)
+        }
+    })
+    .await;
+    let old_token = log.lock().unwrap()[0].0;
+
+    // Pause the holder (lockctl and its command) for longer than the TTL.
+    let signal = |sig: &str, pid: i32| {
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP", i32::try_from(holder_pid)?);
+    signal("-STOP", child);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Meanwhile another client takes the lock and writes with its newer token.
+    let mut next = lockctl(&cluster);
+    next.args(["run", "fenced/res", "--wait", "10s", "--", "bash", "-c"]).arg(format!(
+        "exec 3<>/dev/tcp/{}/{}; echo \"WRITE $GLOBALLOCK_FENCING_TOKEN\" >&3; read -r reply <&3; echo $reply",
+        oracle.ip(),
+        oracle.port()
+    ));
+    let out = output(next).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+
+    // The paused holder's command wakes up first (its watchdog is slower): its
+    // next write carries the old token and is rejected. Then lockctl wakes, finds
+    // the lock gone and stops the command.
+    signal("-CONT", child);
+    harness::eventually(Duration::from_secs(10), "the stale write", || {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .iter()
+                .any(|(t, ok)| *t == old_token && !ok)
+                .then_some(())
+        }
+    })
+    .await;
+    signal("-CONT", i32::try_from(holder_pid)?);
+    let out = tokio::task::spawn_blocking(move || holder.wait_with_output()).await??;
+    assert_eq!(
+        out.status.code(),
+        Some(79),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = log.lock().unwrap().clone();
+    let newest = log
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    assert!(newest > old_token);
+    assert!(
+        log.iter().any(|(t, ok)| *t == old_token && !ok),
+        "the stale holder's write after the pause must be rejected: {log:?}"
+    );
+    // The oracle never accepted a token lower than one it had accepted.
+    let mut highest = 0;
+    for (token, ok) in &log {
+        if *ok {
+            assert!(*token >= highest);
+            highest = *token;
+        }
+    }
+    Ok(())
+}

@@ -101,3 +101,45 @@ impl Clock for ManualClock {
         self.unix_micros.load(Ordering::SeqCst)
     }
 }
+
+/// The system clock with injectable faults (for fault tests): a wall-clock offset
+/// that can jump either way, and forward jumps of the monotonic clock (which, by
+/// contract, never goes backwards).
+#[derive(Debug, Default)]
+pub struct SkewedClock {
+    /// The real clock underneath.
+    system: SystemClock,
+    /// Added to the wall clock, in microseconds (may be negative).
+    wall_offset_us: std::sync::atomic::AtomicI64,
+    /// Added to the monotonic clock, in nanoseconds (only grows).
+    mono_offset_ns: AtomicU64,
+}
+
+impl SkewedClock {
+    /// A clock without faults yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Jump the wall clock by `by_us` microseconds (either way).
+    pub fn jump_wall(&self, by_us: i64) {
+        self.wall_offset_us.fetch_add(by_us, Ordering::SeqCst);
+    }
+
+    /// Jump the monotonic clock forward.
+    pub fn jump_monotonic(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.mono_offset_ns.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SkewedClock {
+    fn monotonic(&self) -> Duration {
+        self.system.monotonic() + Duration::from_nanos(self.mono_offset_ns.load(Ordering::SeqCst))
+    }
+
+    fn unix_micros(&self) -> u64 {
+        let offset = self.wall_offset_us.load(Ordering::SeqCst);
+        self.system.unix_micros().saturating_add_signed(offset)
+    }
+}

@@ -10,6 +10,7 @@ pub mod http;
 pub mod oracle;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use globallock_localcluster::EtcdCluster;
@@ -107,6 +108,8 @@ pub struct RegionNode {
     agent: Option<ServerTask>,
     /// Whether the agent treats marker-less shards as new (first start only).
     bootstrap: bool,
+    /// The agent's clock (faults can be injected into it).
+    pub clock: Arc<globallock_protocol::clock::SkewedClock>,
 }
 
 /// A running test cluster.
@@ -174,6 +177,7 @@ impl Cluster {
                 agent_addr,
                 agent: None,
                 bootstrap: true,
+                clock: globallock_protocol::clock::SkewedClock::new(),
             });
         }
         let mut cluster = Self {
@@ -284,6 +288,7 @@ impl Cluster {
     async fn start_agent(&mut self, r: usize) -> anyhow::Result<()> {
         let config = self.agent_config(r).validate()?;
         let listener = bind_retrying(self.regions[r].agent_addr).await?;
+        let clock: globallock_protocol::clock::SharedClock = self.regions[r].clock.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -293,9 +298,7 @@ impl Cluster {
                 api: listener,
                 metrics: None,
             };
-            if let Err(error) =
-                region_agent::serve(config, listeners, SystemClock::shared(), shutdown).await
-            {
+            if let Err(error) = region_agent::serve(config, listeners, clock, shutdown).await {
                 tracing::error!(%error, "agent failed");
             }
         });
