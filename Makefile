@@ -20,9 +20,11 @@ build: deps
 dev: build
 	target/debug/devcluster $(DEV_ARGS)
 
+# The process-level fault tests run the real binaries, so they are built first.
 # Test binaries run one after another; inside one, at most two tests at a time
 # (each starts its own etcd processes; the machines have two cores).
 test: deps
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 fmt:

@@ -4,6 +4,8 @@
 //! - [`etcd`] — etcd clusters (one or three members) on free loopback ports.
 //! - [`process`] — child processes that are killed when their handle drops.
 //! - [`ports`] — free loopback ports.
+//! - [`processes`] — a whole cluster as real processes (etcd, agents,
+//!   coordinators), each killable, pausable and restartable by pid.
 //! - [`proxy`] — a fault-injecting TCP proxy per directed link (blackhole, delay,
 //!   reset, refuse).
 //!
@@ -14,9 +16,11 @@
 pub mod etcd;
 pub mod ports;
 pub mod process;
+pub mod processes;
 pub mod proxy;
 
 pub use etcd::{EtcdCluster, EtcdError, EtcdMember};
 pub use ports::free_port;
 pub use process::{ManagedProcess, ProcessError};
+pub use processes::{ClusterError, CoordinatorSpec, Layout, ProcessCluster};
 pub use proxy::{Direction, FaultProxy, Faults};

@@ -1,26 +1,20 @@
 //! `devcluster` (what `make dev` runs): a local three-region cluster.
 //!
 //! For each region: one etcd cluster per shard (one member each, or three with
-//! `--members 3`) and a region agent; then one coordinator on 127.0.0.1:7400.
-//! Every process is a real child process. It prints a table of regions, shards,
-//! endpoints and pids, writes the same as JSON into the data directory, and stays
-//! in the foreground until Ctrl-C/SIGTERM, then stops everything it started.
+//! `--members 3`) and a region agent; then one coordinator on 127.0.0.1:7400 (REST
+//! on 7480, metrics on 7490). Every process is a real child process
+//! ([`globallock_localcluster::ProcessCluster`]). It prints a table of regions,
+//! shards, endpoints and pids, writes the same as JSON into the data directory, and
+//! stays in the foreground until Ctrl-C/SIGTERM, then stops everything it started.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use globallock_localcluster::{EtcdCluster, ManagedProcess, free_port};
-use globallock_proto::agent::HealthRequest;
-use globallock_proto::agent::region_agent_client::RegionAgentClient;
-use globallock_proto::v1::DescribeRequest;
-use globallock_proto::v1::lock_service_client::LockServiceClient;
+use globallock_localcluster::processes::{CoordinatorInfo, REGIONS, RegionInfo};
+use globallock_localcluster::{CoordinatorSpec, Layout, ProcessCluster};
 use serde::Serialize;
-
-const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
 
 /// Start a local three-region global lock cluster.
 #[derive(Debug, Parser)]
@@ -54,58 +48,17 @@ fn parse_members(text: &str) -> Result<usize, String> {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct ShardInfo {
-    shard: String,
-    etcd_endpoints: Vec<String>,
-    etcd_pids: Vec<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct RegionInfo {
-    region: String,
-    agent_address: String,
-    agent_metrics: String,
-    agent_pid: u32,
-    shards: Vec<ShardInfo>,
-}
-
+/// What `cluster.json` holds.
 #[derive(Debug, Serialize)]
 struct ClusterInfo {
     coordinator_address: String,
     rest_address: String,
     coordinator_metrics: String,
-    audit_logs: Vec<String>,
     coordinator_pid: u32,
+    audit_logs: Vec<String>,
     data_dir: String,
+    coordinators: Vec<CoordinatorInfo>,
     regions: Vec<RegionInfo>,
-}
-
-/// Everything started, stopped in reverse order on drop.
-struct Running {
-    coordinator: Option<ManagedProcess>,
-    agents: Vec<ManagedProcess>,
-    etcd: Vec<EtcdCluster>,
-}
-
-impl Running {
-    fn stop(&mut self) {
-        if let Some(mut c) = self.coordinator.take() {
-            c.terminate(Duration::from_secs(5));
-        }
-        for agent in &mut self.agents {
-            agent.terminate(Duration::from_secs(5));
-        }
-        for etcd in &mut self.etcd {
-            etcd.kill();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -113,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     for (address, flag) in [
         (args.listen, "--listen"),
         (args.rest_listen, "--rest-listen"),
+        (args.metrics_listen, "--metrics-listen"),
     ] {
         if TcpListener::bind(address).is_err() {
             bail!(
@@ -120,95 +74,49 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let binaries = sibling_binaries()?;
     if args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)
             .with_context(|| format!("cannot clear {}", args.data_dir.display()))?;
     }
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
-    let shard_names: Vec<String> = (0..args.shards).map(|i| format!("shard-{i}")).collect();
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut running = Running {
-        coordinator: None,
-        agents: Vec::new(),
-        etcd: Vec::new(),
-    };
-    let mut regions = Vec::new();
     println!(
         "starting {} etcd processes...",
-        REGIONS.len() * shard_names.len() * args.members
+        REGIONS.len() * usize::from(args.shards) * args.members
     );
-    for region in REGIONS {
-        let region_dir = data_dir.join(region);
-        let mut shards = Vec::new();
-        for shard in &shard_names {
-            let etcd = EtcdCluster::start(&format!("{region}-{shard}"), args.members, &region_dir)?;
-            shards.push(ShardInfo {
-                shard: shard.clone(),
-                etcd_endpoints: etcd.endpoints(),
-                etcd_pids: etcd.members().iter().map(|m| m.pid()).collect(),
-            });
-            running.etcd.push(etcd);
-        }
-        let agent_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let config = region_dir.join("agent.toml");
-        let audit = region_dir.join("audit.jsonl");
-        std::fs::write(
-            &config,
-            agent_config(region, agent_addr, metrics_addr, &audit, &shards),
-        )?;
-        let mut command = Command::new(&binaries.agent);
-        command.arg("--config").arg(&config);
-        let agent = ManagedProcess::spawn(
-            format!("agent {region}"),
-            command,
-            &region_dir.join("agent.log"),
-        )?;
-        regions.push(RegionInfo {
-            region: region.to_owned(),
-            agent_address: format!("http://{agent_addr}"),
-            agent_metrics: format!("http://{metrics_addr}/metrics"),
-            agent_pid: agent.pid(),
-            shards,
-        });
-        running.agents.push(agent);
-    }
-    runtime.block_on(wait_for_agents(&regions))?;
-
-    let config = data_dir.join("coordinator.toml");
-    let coordinator_audit = data_dir.join("coordinator-audit.jsonl");
-    std::fs::write(
-        &config,
-        coordinator_config(&args, &coordinator_audit, &regions, &shard_names),
-    )?;
-    let mut command = Command::new(&binaries.coordinator);
-    command.arg("--config").arg(&config);
-    let coordinator =
-        ManagedProcess::spawn("coordinator", command, &data_dir.join("coordinator.log"))?;
-    let info = ClusterInfo {
-        coordinator_address: format!("http://{}", args.listen),
-        rest_address: format!("http://{}", args.rest_listen),
-        coordinator_metrics: format!("http://{}/metrics", args.metrics_listen),
-        audit_logs: std::iter::once(coordinator_audit.display().to_string())
-            .chain(
-                REGIONS
-                    .iter()
-                    .map(|r| data_dir.join(r).join("audit.jsonl").display().to_string()),
-            )
-            .collect(),
-        coordinator_pid: coordinator.pid(),
-        data_dir: data_dir.display().to_string(),
-        regions,
+    let layout = Layout {
+        shards: usize::from(args.shards),
+        members: args.members,
+        ..Layout::new(data_dir.clone())
     };
-    running.coordinator = Some(coordinator);
-    runtime.block_on(wait_for_coordinator(args.listen))?;
+    let mut cluster = runtime.block_on(ProcessCluster::start(layout))?;
+    let spec = CoordinatorSpec {
+        grpc: args.listen,
+        rest: Some(args.rest_listen),
+        metrics: Some(args.metrics_listen),
+        region_endpoints: cluster.agent_endpoints(),
+    };
+    runtime.block_on(cluster.start_coordinator(spec))?;
 
+    let coordinators = cluster.coordinators();
+    let info = ClusterInfo {
+        coordinator_address: coordinators[0].grpc.clone(),
+        rest_address: coordinators[0].rest.clone().unwrap_or_default(),
+        coordinator_metrics: coordinators[0].metrics.clone().unwrap_or_default(),
+        coordinator_pid: coordinators[0].pid,
+        audit_logs: cluster
+            .audit_logs()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        data_dir: data_dir.display().to_string(),
+        coordinators,
+        regions: cluster.regions(),
+    };
     let json_path = data_dir.join("cluster.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)?;
     // For deploy/prometheus/prometheus.yml (file_sd_configs).
@@ -227,143 +135,9 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     println!("\nstopping: coordinator, agents, etcd...");
-    running.stop();
+    cluster.stop();
     println!("stopped; data and logs kept in {}", data_dir.display());
     Ok(())
-}
-
-struct Binaries {
-    agent: PathBuf,
-    coordinator: PathBuf,
-}
-
-/// The `region-agent` and `coordinator` binaries built next to this one.
-fn sibling_binaries() -> anyhow::Result<Binaries> {
-    let dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("no directory for the current executable")?;
-    let agent = dir.join("region-agent");
-    let coordinator = dir.join("coordinator");
-    for binary in [&agent, &coordinator] {
-        if !binary.is_file() {
-            bail!(
-                "{} not found: build everything first (`cargo build --bins`, which `make dev` does)",
-                binary.display()
-            );
-        }
-    }
-    Ok(Binaries { agent, coordinator })
-}
-
-fn agent_config(
-    region: &str,
-    listen: SocketAddr,
-    metrics: SocketAddr,
-    audit: &Path,
-    shards: &[ShardInfo],
-) -> String {
-    let mut text = format!(
-        "# Written by devcluster.\nregion = {region:?}\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics}\"\n\
-         audit_log = {:?}\ncompaction_interval_s = 60\n\
-         # Fresh etcd every `make dev`: its shards are new, not amnesiac.\nbootstrap = true\n",
-        audit.display().to_string()
-    );
-    for shard in shards {
-        let endpoints: Vec<String> = shard
-            .etcd_endpoints
-            .iter()
-            .map(|e| format!("{e:?}"))
-            .collect();
-        text.push_str(&format!(
-            "\n[[shards]]\nname = {:?}\nendpoints = [{}]\n",
-            shard.shard,
-            endpoints.join(", ")
-        ));
-    }
-    text
-}
-
-fn coordinator_config(
-    args: &Args,
-    audit: &Path,
-    regions: &[RegionInfo],
-    shards: &[String],
-) -> String {
-    let shards: Vec<String> = shards.iter().map(|s| format!("{s:?}")).collect();
-    // Loopback answers in microseconds: a short region deadline and frequent
-    // probes make the minority side reject within half a second even when two
-    // regions are frozen (SIGSTOP) rather than dead.
-    let mut text = format!(
-        "# Written by devcluster.\nlisten = \"{}\"\nrest_listen = \"{}\"\nmetrics_listen = \"{}\"\n\
-         audit_log = {:?}\nshards = [{}]\n\
-         region_timeout_ms = 500\nhealth_interval_ms = 250\nhealth_timeout_ms = 200\n",
-        args.listen,
-        args.rest_listen,
-        args.metrics_listen,
-        audit.display().to_string(),
-        shards.join(", ")
-    );
-    for region in regions {
-        text.push_str(&format!(
-            "\n[[regions]]\nname = {:?}\nendpoint = {:?}\n",
-            region.region, region.agent_address
-        ));
-    }
-    text
-}
-
-async fn wait_for_agents(regions: &[RegionInfo]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for region in regions {
-        loop {
-            let healthy = async {
-                let mut client = RegionAgentClient::connect(region.agent_address.clone())
-                    .await
-                    .ok()?;
-                client
-                    .health(HealthRequest {})
-                    .await
-                    .ok()
-                    .map(|r| r.into_inner().healthy)
-            };
-            if healthy.await == Some(true) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "agent of {} did not become healthy; see its agent.log",
-                    region.region
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
-async fn wait_for_coordinator(listen: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answered = async {
-            let mut client = LockServiceClient::connect(format!("http://{listen}"))
-                .await
-                .ok()?;
-            client
-                .describe(DescribeRequest {
-                    resource: "devcluster/ready".into(),
-                })
-                .await
-                .ok()
-        };
-        if answered.await.is_some() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("coordinator did not answer on {listen}; see coordinator.log");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Prometheus file_sd targets: the coordinator and every agent.
@@ -417,14 +191,15 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
         info.coordinator_address, info.rest_address, info.coordinator_pid
     );
     println!("openapi      {}/openapi.json", info.rest_address);
+    let agents: Vec<&str> = info
+        .regions
+        .iter()
+        .map(|r| r.agent_metrics.as_str())
+        .collect();
     println!(
         "metrics      {} (agents: {})",
         info.coordinator_metrics,
-        info.regions
-            .iter()
-            .map(|r| r.agent_metrics.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        agents.join(", ")
     );
     println!("audit        {}", info.audit_logs.join(", "));
     println!(
