@@ -4,11 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_ARGS ?=
 
-.PHONY: help deps build dev test fmt lint doc check clean
+.PHONY: help deps build dev test chaos fmt lint doc check clean
+DURATION ?= 300s
+SEED ?=
 
 help:
 	@echo "make dev    start a local three-region cluster (coordinator on 127.0.0.1:7400); Ctrl-C stops it"
 	@echo "make test   run the whole test suite (real etcd processes)"
+	@echo "make chaos  seeded chaos soak: make chaos DURATION=10m [SEED=n] (prints its seed; replays with it)"
 	@echo "make check  fmt + clippy + test, as CI runs them"
 
 deps:
@@ -26,6 +29,12 @@ dev: build
 test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+# Random operations under random faults against a cluster of real processes;
+# exits 1 and prints the seed to replay on any violation.
+chaos: deps
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -p globallock-tests --bin chaos -- --duration $(DURATION) $(if $(SEED),--seed $(SEED),)
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,7 @@
 //! them); etcd members are real child processes, killed when the cluster drops,
 //! panics included.
 
+pub mod chaos;
 pub mod history;
 pub mod http;
 pub mod oracle;
