@@ -337,11 +337,26 @@ async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_ne
     // The same acquire sent three times at once (a retrying client).
     let mut request = acquire("dup/res", "dup", 5_000, 0);
     request.request_id = "dup-1".into();
+    // Duplicates racing each other may split the regions' votes; like any client
+    // they retry on ABORTED (contended), and must all end up with one lock.
     let replays: Vec<_> = (0..3)
         .map(|_| {
             let mut client = client.clone();
             let request = request.clone();
-            tokio::spawn(async move { client.acquire(request).await })
+            tokio::spawn(async move {
+                let mut last = None;
+                for _ in 0..20 {
+                    match client.acquire(request.clone()).await {
+                        Ok(r) => return Ok(r),
+                        Err(status) if status.code() == Code::Aborted => {
+                            last = Some(status);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(status) => return Err(status),
+                    }
+                }
+                Err(last.unwrap_or_else(|| tonic::Status::aborted("contended")))
+            })
         })
         .collect();
     let mut granted = Vec::new();
