@@ -403,3 +403,117 @@ async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_ne
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_locks()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        proxy_etcd: true,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let history = Recorder::new();
+    let mut client = cluster.client(0).await?;
+    let held = recorded_acquire(
+        &history,
+        &mut client,
+        "holder",
+        acquire("etcd-cut/held", "holder", 20_000, 0),
+    )
+    .await?;
+
+    // Both directions of region A's agent → etcd link go dark, then only etcd's
+    // replies (the agent's writes are applied; it never hears).
+    for faults in [
+        Faults::partition(),
+        Faults {
+            downstream: Direction {
+                blackhole: true,
+                ..Direction::default()
+            },
+            ..Faults::default()
+        },
+    ] {
+        for link in cluster.etcd_links(0, 0) {
+            link.set(faults);
+        }
+        for i in 0..4 {
+            let resource = format!("etcd-cut/{i}");
+            let lock = recorded_acquire(
+                &history,
+                &mut client,
+                "worker",
+                acquire(&resource, "worker", 5_000, 0),
+            )
+            .await?;
+            assert!(
+                !lock.granted_regions.contains(&"region-a".to_owned()),
+                "{:?}",
+                lock.granted_regions
+            );
+            recorded_release(&history, &mut client, "worker", &resource, &lock.lock_id).await;
+        }
+        // The lock granted before the cut lives on through B and C.
+        let op = history.invoke("holder", "etcd-cut/held", Kind::Renew, &held.lock_id);
+        let renewed = client
+            .renew(globallock_proto::v1::RenewRequest {
+                lock_id: held.lock_id.clone(),
+                ttl_ms: 20_000,
+            })
+            .await?
+            .into_inner();
+        history.complete(
+            &op,
+            Phase::Ok,
+            &held.lock_id,
+            renewed.fencing_token,
+            renewed.validity_ms * 1_000,
+        );
+        let rival = recorded_acquire(
+            &history,
+            &mut client,
+            "rival",
+            acquire("etcd-cut/held", "rival", 5_000, 0),
+        )
+        .await;
+        assert_eq!(rival.unwrap_err().code(), Code::Aborted);
+        for link in cluster.etcd_links(0, 0) {
+            link.heal();
+            link.reset();
+        }
+    }
+    // Healed: region A takes part again.
+    eventually(Duration::from_secs(15), "region A grants again", || {
+        let history = &history;
+        let mut client = client.clone();
+        async move {
+            let lock = recorded_acquire(
+                history,
+                &mut client,
+                "worker",
+                acquire("etcd-cut/back", "worker", 5_000, 0),
+            )
+            .await
+            .ok()?;
+            recorded_release(
+                history,
+                &mut client,
+                "worker",
+                "etcd-cut/back",
+                &lock.lock_id,
+            )
+            .await;
+            lock.granted_regions
+                .contains(&"region-a".to_owned())
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        check(&history.history(), None),
+        vec![],
+        "{}",
+        history.to_json_lines()
+    );
+    Ok(())
+}

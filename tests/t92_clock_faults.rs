@@ -1,6 +1,7 @@
 //! Clock faults through the clock abstraction: one agent's and one coordinator's
-//! wall clocks jump by ±2×TTL during contention, and one agent's monotonic clock
-//! jumps forward while a lock is held. No early expiry, no second holder, tokens
+//! wall clocks jump by ±2×TTL during contention, one agent's monotonic clock jumps
+//! forward while a lock is held, and agents run fast and slow within the drift
+//! bound. No early expiry, no second holder, tokens
 //! only go up; every test ends with the history checker's verdict.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -185,6 +186,28 @@ async fn a_monotonic_jump_on_one_agent_expires_nothing_early() -> anyhow::Result
     )
     .await;
     assert!(rival.is_none(), "renewed lock must still be held");
+    assert_eq!(
+        check(&history.history(), None),
+        vec![],
+        "{}",
+        history.to_json_lines()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_running_fast_and_slow_within_the_drift_bound_change_nothing() -> anyhow::Result<()>
+{
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    cluster.start_coordinator().await?;
+    let history = Arc::new(Recorder::new());
+    let counter = Arc::new(FencedCounter::new());
+    // Assumption A1 bounds clock-rate differences by the drift allowance (1%):
+    // one agent 0.5% slow, another 0.5% fast.
+    cluster.regions[0].clock.set_rate(0.995);
+    cluster.regions[1].clock.set_rate(1.005);
+    contend(&cluster, &history, &counter, "drifting").await?;
+    assert_eq!(counter.violations(), vec![]);
     assert_eq!(
         check(&history.history(), None),
         vec![],

@@ -62,6 +62,17 @@ pub fn etcd_binary() -> Result<PathBuf, EtcdError> {
         .ok_or(EtcdError::NotInstalled)
 }
 
+/// The ports of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberPorts {
+    /// Client port.
+    pub client: u16,
+    /// Peer port it listens on.
+    pub peer: u16,
+    /// Peer port the other members dial.
+    pub advertised_peer: u16,
+}
+
 /// One member of a cluster.
 #[derive(Debug)]
 pub struct EtcdMember {
@@ -69,8 +80,10 @@ pub struct EtcdMember {
     name: String,
     /// Client port on 127.0.0.1.
     client_port: u16,
-    /// Peer port on 127.0.0.1.
+    /// Peer port on 127.0.0.1 (where the member listens).
     peer_port: u16,
+    /// Peer port other members dial (a proxy in front of `peer_port`, or the same).
+    advertised_peer_port: u16,
     /// Its data directory.
     data_dir: PathBuf,
     /// Its log file.
@@ -118,30 +131,54 @@ impl EtcdCluster {
     /// Start a cluster of `size` members with data under `dir`, and wait until it
     /// serves requests.
     pub fn start(name: &str, size: usize, dir: &Path) -> Result<Self, EtcdError> {
-        let binary = etcd_binary()?;
-        let mut members = Vec::with_capacity(size);
+        let mut ports = Vec::with_capacity(size);
         for i in 0..size {
-            let member = format!("{name}-m{i}");
             let setup = |source| EtcdError::Setup {
-                member: member.clone(),
+                member: format!("{name}-m{i}"),
                 source,
             };
-            let data_dir = dir.join(&member);
-            std::fs::create_dir_all(dir).map_err(setup)?;
+            let peer = free_port().map_err(setup)?;
+            ports.push(MemberPorts {
+                client: free_port().map_err(setup)?,
+                peer,
+                advertised_peer: peer,
+            });
+        }
+        Self::start_with_ports(name, &ports, dir)
+    }
+
+    /// Start a cluster whose members use these ports. A member's
+    /// `advertised_peer` may differ from its `peer` port: other members then dial
+    /// it there (through a fault proxy the caller started in front of `peer`).
+    pub fn start_with_ports(
+        name: &str,
+        ports: &[MemberPorts],
+        dir: &Path,
+    ) -> Result<Self, EtcdError> {
+        let binary = etcd_binary()?;
+        let mut members = Vec::with_capacity(ports.len());
+        for (i, p) in ports.iter().enumerate() {
+            let member = format!("{name}-m{i}");
+            std::fs::create_dir_all(dir).map_err(|source| EtcdError::Setup {
+                member: member.clone(),
+                source,
+            })?;
             members.push(EtcdMember {
-                client_port: free_port().map_err(setup)?,
-                peer_port: free_port().map_err(setup)?,
+                client_port: p.client,
+                peer_port: p.peer,
+                advertised_peer_port: p.advertised_peer,
                 log: dir.join(format!("{member}.log")),
-                data_dir,
+                data_dir: dir.join(&member),
                 name: member,
                 process: None,
             });
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.advertised_peer_port))
             .collect::<Vec<_>>()
             .join(",");
+        let size = members.len();
         let mut cluster = Self {
             name: name.to_owned(),
             initial_cluster,
@@ -178,6 +215,7 @@ impl EtcdCluster {
         }
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let advertised_peer = format!("http://127.0.0.1:{}", m.advertised_peer_port);
         let mut command = Command::new(&self.binary);
         command
             .arg("--name")
@@ -194,7 +232,7 @@ impl EtcdCluster {
                 "--listen-peer-urls",
                 &peer,
                 "--initial-advertise-peer-urls",
-                &peer,
+                &advertised_peer,
             ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.name])
@@ -258,11 +296,21 @@ impl EtcdCluster {
 
     /// The index of the member that is Raft leader now, if any answers so.
     pub fn leader(&self) -> Option<usize> {
-        self.members.iter().position(|m| {
-            m.process.is_some()
-                && http_get(m.client_port, "/metrics")
-                    .is_some_and(|body| body.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
-        })
+        self.leaders().into_iter().next()
+    }
+
+    /// Every member that says it is leader (an isolated old leader may still say
+    /// so for a moment, beside the new one).
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&i| {
+                let m = &self.members[i];
+                m.process.is_some()
+                    && http_get(m.client_port, "/metrics").is_some_and(|body| {
+                        body.lines().any(|l| l.trim() == "etcd_server_is_leader 1")
+                    })
+            })
+            .collect()
     }
 
     /// Wait until every running member reports healthy (it has a leader).

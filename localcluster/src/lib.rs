@@ -19,7 +19,7 @@ pub mod process;
 pub mod processes;
 pub mod proxy;
 
-pub use etcd::{EtcdCluster, EtcdError, EtcdMember};
+pub use etcd::{EtcdCluster, EtcdError, EtcdMember, MemberPorts};
 pub use ports::free_port;
 pub use process::{ManagedProcess, ProcessError};
 pub use processes::{ClusterError, CoordinatorSpec, Layout, ProcessCluster};

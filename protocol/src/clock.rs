@@ -103,16 +103,42 @@ impl Clock for ManualClock {
 }
 
 /// The system clock with injectable faults (for fault tests): a wall-clock offset
-/// that can jump either way, and forward jumps of the monotonic clock (which, by
-/// contract, never goes backwards).
-#[derive(Debug, Default)]
+/// that can jump either way, forward jumps of the monotonic clock (which, by
+/// contract, never goes backwards), and a monotonic clock that runs fast or slow.
+#[derive(Debug)]
 pub struct SkewedClock {
     /// The real clock underneath.
     system: SystemClock,
     /// Added to the wall clock, in microseconds (may be negative).
     wall_offset_us: std::sync::atomic::AtomicI64,
-    /// Added to the monotonic clock, in nanoseconds (only grows).
-    mono_offset_ns: AtomicU64,
+    /// The monotonic reading is `value + (system − since) × rate`.
+    mono: std::sync::Mutex<Rated>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rated {
+    /// System monotonic time when the rate last changed.
+    since: Duration,
+    /// Our reading at that moment.
+    value: Duration,
+    /// How fast we run relative to the system clock.
+    rate: f64,
+}
+
+impl Default for SkewedClock {
+    fn default() -> Self {
+        let system = SystemClock::new();
+        let now = system.monotonic();
+        Self {
+            system,
+            wall_offset_us: std::sync::atomic::AtomicI64::new(0),
+            mono: std::sync::Mutex::new(Rated {
+                since: now,
+                value: now,
+                rate: 1.0,
+            }),
+        }
+    }
 }
 
 impl SkewedClock {
@@ -128,14 +154,33 @@ impl SkewedClock {
 
     /// Jump the monotonic clock forward.
     pub fn jump_monotonic(&self, by: Duration) {
-        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.mono_offset_ns.fetch_add(nanos, Ordering::SeqCst);
+        self.rebase(|r| r.value += by);
+    }
+
+    /// Run the monotonic clock at `rate` × real time from now on (1.0: normal).
+    pub fn set_rate(&self, rate: f64) {
+        self.rebase(|r| r.rate = rate.max(0.0));
+    }
+
+    fn rebase(&self, change: impl FnOnce(&mut Rated)) {
+        let mut mono = self.mono.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.system.monotonic();
+        let advanced = now.saturating_sub(mono.since).mul_f64(mono.rate);
+        mono.value += advanced;
+        mono.since = now;
+        change(&mut mono);
     }
 }
 
 impl Clock for SkewedClock {
     fn monotonic(&self) -> Duration {
-        self.system.monotonic() + Duration::from_nanos(self.mono_offset_ns.load(Ordering::SeqCst))
+        let mono = *self.mono.lock().unwrap_or_else(|e| e.into_inner());
+        mono.value
+            + self
+                .system
+                .monotonic()
+                .saturating_sub(mono.since)
+                .mul_f64(mono.rate)
     }
 
     fn unix_micros(&self) -> u64 {

@@ -48,6 +48,11 @@ pub struct ClusterOptions {
     pub quarantine_ms: u64,
     /// Route every coordinator → agent link through its own fault proxy.
     pub proxied: bool,
+    /// Route every agent → etcd client link through its own fault proxy.
+    pub proxy_etcd: bool,
+    /// Put a fault proxy in front of every etcd member's peer port (inbound Raft
+    /// traffic), for the three-member region.
+    pub proxy_peers: bool,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +68,8 @@ impl Default for ClusterOptions {
             audit_dir: None,
             quarantine_ms: 10_000,
             proxied: false,
+            proxy_etcd: false,
+            proxy_peers: false,
         }
     }
 }
@@ -130,6 +137,11 @@ pub struct Cluster {
     coordinators: Vec<ServerTask>,
     /// With `proxied`: the link from coordinator `c` to region `r` is `links[c][r]`.
     links: Vec<Vec<globallock_localcluster::FaultProxy>>,
+    /// With `proxy_peers`: inbound Raft traffic of region `r`, shard `s`, member `m`.
+    peer_links: std::collections::HashMap<(usize, usize), Vec<globallock_localcluster::FaultProxy>>,
+    /// With `proxy_etcd`: region `r`'s agent reaches shard `s` through
+    /// `etcd_links[r][s]` (one proxy per member).
+    etcd_links: Vec<Vec<Vec<globallock_localcluster::FaultProxy>>>,
     /// Shard names.
     shards: Vec<String>,
     /// What was asked for.
@@ -156,6 +168,7 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let shards: Vec<String> = (0..options.shards).map(|i| format!("shard-{i}")).collect();
         let mut regions = Vec::new();
+        let mut peer_links = std::collections::HashMap::new();
         for (r, name) in REGIONS.into_iter().enumerate() {
             let members = if options.three_member_region == Some(r) {
                 3
@@ -163,12 +176,31 @@ impl Cluster {
                 options.members
             };
             let mut etcd = Vec::new();
-            for shard in &shards {
-                etcd.push(EtcdCluster::start(
-                    &format!("{name}-{shard}"),
-                    members,
-                    &dir.path().join(name),
-                )?);
+            for (s, shard) in shards.iter().enumerate() {
+                let cluster_name = format!("{name}-{shard}");
+                let data = dir.path().join(name);
+                if options.proxy_peers && members > 1 {
+                    let mut ports = Vec::new();
+                    let mut proxies = Vec::new();
+                    for _ in 0..members {
+                        let peer = globallock_localcluster::free_port()?;
+                        let proxy = globallock_localcluster::FaultProxy::start(SocketAddr::from((
+                            [127, 0, 0, 1],
+                            peer,
+                        )))
+                        .await?;
+                        ports.push(globallock_localcluster::MemberPorts {
+                            client: globallock_localcluster::free_port()?,
+                            peer,
+                            advertised_peer: proxy.addr().port(),
+                        });
+                        proxies.push(proxy);
+                    }
+                    peer_links.insert((r, s), proxies);
+                    etcd.push(EtcdCluster::start_with_ports(&cluster_name, &ports, &data)?);
+                } else {
+                    etcd.push(EtcdCluster::start(&cluster_name, members, &data)?);
+                }
             }
             let agent_addr =
                 SocketAddr::from(([127, 0, 0, 1], globallock_localcluster::free_port()?));
@@ -188,10 +220,26 @@ impl Cluster {
             rest_addrs: Vec::new(),
             metrics_addrs: Vec::new(),
             links: Vec::new(),
+            etcd_links: Vec::new(),
+            peer_links,
             coordinators: Vec::new(),
             shards,
             options,
         };
+        if cluster.options.proxy_etcd {
+            for region in &cluster.regions {
+                let mut shards = Vec::new();
+                for etcd in &region.etcd {
+                    let mut members = Vec::new();
+                    for endpoint in etcd.endpoints() {
+                        let addr: SocketAddr = endpoint.trim_start_matches("http://").parse()?;
+                        members.push(globallock_localcluster::FaultProxy::start(addr).await?);
+                    }
+                    shards.push(members);
+                }
+                cluster.etcd_links.push(shards);
+            }
+        }
         for r in 0..cluster.regions.len() {
             cluster.start_agent(r).await?;
             // Restarts are restarts: a shard without its marker is then amnesiac.
@@ -228,9 +276,16 @@ impl Cluster {
                 .shards
                 .iter()
                 .zip(&region.etcd)
-                .map(|(name, etcd)| region_agent::config::ShardEntry {
+                .enumerate()
+                .map(|(s, (name, etcd))| region_agent::config::ShardEntry {
                     name: name.clone(),
-                    endpoints: etcd.endpoints(),
+                    endpoints: match self.etcd_links.get(r) {
+                        Some(shards) => shards[s]
+                            .iter()
+                            .map(|p| format!("http://{}", p.addr()))
+                            .collect(),
+                        None => etcd.endpoints(),
+                    },
                 })
                 .collect(),
         }
@@ -418,6 +473,16 @@ impl Cluster {
             etcd.restart()?;
         }
         self.start_agent(r).await
+    }
+
+    /// Inbound Raft traffic of each member of region `r`'s shard `s` (`proxy_peers`).
+    pub fn peer_links(&self, r: usize, s: usize) -> &[globallock_localcluster::FaultProxy] {
+        &self.peer_links[&(r, s)]
+    }
+
+    /// Region `r`'s agent's links to its shard `s` etcd members (`proxy_etcd`).
+    pub fn etcd_links(&self, r: usize, s: usize) -> &[globallock_localcluster::FaultProxy] {
+        &self.etcd_links[r][s]
     }
 
     /// The link from coordinator `c` to region `r` (clusters started `proxied`).
