@@ -16,7 +16,9 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
         ..ClusterOptions::default()
     })
     .await?;
-    let mut client = cluster.client(0).await?;
+    let history = std::sync::Arc::new(harness::history::Recorder::new());
+    let mut client =
+        harness::history::Recorded::new(cluster.client(0).await?, history.clone(), "client");
     let held = client
         .acquire(acquire("payments/batch", "holder", 30_000, 0))
         .await?
@@ -168,5 +170,7 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
         .await
         .unwrap_err();
     assert_eq!(rival.code(), Code::Aborted);
+    let verdict = harness::history::check(&history.history(), None);
+    assert_eq!(verdict, vec![], "{}", history.to_json_lines());
     Ok(())
 }

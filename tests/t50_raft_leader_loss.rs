@@ -18,7 +18,9 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
         ..ClusterOptions::default()
     })
     .await?;
-    let mut client = cluster.client(0).await?;
+    let history = std::sync::Arc::new(harness::history::Recorder::new());
+    let mut client =
+        harness::history::Recorded::new(cluster.client(0).await?, history.clone(), "client");
     cluster.stop_region(2).await;
 
     let sent = Instant::now();
@@ -88,6 +90,8 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     .into_inner();
     assert!(after.fencing_token > held.fencing_token);
     cluster.regions[0].etcd[0].resume_member(next_leader)?;
+    let verdict = harness::history::check(&history.history(), None);
+    assert_eq!(verdict, vec![], "{}", history.to_json_lines());
     Ok(())
 }
 

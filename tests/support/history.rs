@@ -515,3 +515,128 @@ mod tests {
         assert_eq!(check(&h, None), vec![]);
     }
 }
+
+/// A gRPC lock client that records every call in a history (same calls as the
+/// generated client, so a test only swaps the type).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The real client.
+    client: globallock_proto::v1::lock_service_client::LockServiceClient<tonic::transport::Channel>,
+    /// Where calls are recorded.
+    history: std::sync::Arc<Recorder>,
+    /// The process name in the history.
+    process: String,
+}
+
+fn phase_of(status: &tonic::Status) -> Phase {
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => Phase::Info,
+        _ => Phase::Fail,
+    }
+}
+
+impl Recorded {
+    /// Record `client`'s calls in `history` as `process`.
+    pub fn new(
+        client: globallock_proto::v1::lock_service_client::LockServiceClient<
+            tonic::transport::Channel,
+        >,
+        history: std::sync::Arc<Recorder>,
+        process: &str,
+    ) -> Self {
+        Self {
+            client,
+            history,
+            process: process.into(),
+        }
+    }
+
+    /// Acquire, recorded.
+    pub async fn acquire(
+        &mut self,
+        request: globallock_proto::v1::AcquireRequest,
+    ) -> Result<tonic::Response<globallock_proto::v1::AcquireResponse>, tonic::Status> {
+        let op = self
+            .history
+            .invoke(&self.process, &request.resource, Kind::Acquire, "");
+        let result = self.client.acquire(request).await;
+        match &result {
+            Ok(r) => {
+                let r = r.get_ref();
+                self.history.complete(
+                    &op,
+                    Phase::Ok,
+                    &r.lock_id,
+                    r.fencing_token,
+                    r.validity_ms * 1_000,
+                );
+            }
+            Err(status) => self.history.complete(&op, phase_of(status), "", 0, 0),
+        }
+        result
+    }
+
+    /// Renew, recorded.
+    pub async fn renew(
+        &mut self,
+        request: globallock_proto::v1::RenewRequest,
+    ) -> Result<tonic::Response<globallock_proto::v1::RenewResponse>, tonic::Status> {
+        let resource = resource_of(&request.lock_id);
+        let op = self
+            .history
+            .invoke(&self.process, &resource, Kind::Renew, &request.lock_id);
+        let lock_id = request.lock_id.clone();
+        let result = self.client.renew(request).await;
+        match &result {
+            Ok(r) => {
+                let r = r.get_ref();
+                self.history.complete(
+                    &op,
+                    Phase::Ok,
+                    &lock_id,
+                    r.fencing_token,
+                    r.validity_ms * 1_000,
+                );
+            }
+            Err(status) => self.history.complete(&op, phase_of(status), &lock_id, 0, 0),
+        }
+        result
+    }
+
+    /// Release, recorded.
+    pub async fn release(
+        &mut self,
+        request: globallock_proto::v1::ReleaseRequest,
+    ) -> Result<tonic::Response<globallock_proto::v1::ReleaseResponse>, tonic::Status> {
+        let resource = resource_of(&request.lock_id);
+        let op = self
+            .history
+            .invoke(&self.process, &resource, Kind::Release, &request.lock_id);
+        let lock_id = request.lock_id.clone();
+        let result = self.client.release(request).await;
+        let phase = match &result {
+            Ok(_) => Phase::Ok,
+            Err(status) => phase_of(status),
+        };
+        self.history.complete(&op, phase, &lock_id, 0, 0);
+        result
+    }
+
+    /// Describe (not recorded: it changes nothing).
+    pub async fn describe(
+        &mut self,
+        request: globallock_proto::v1::DescribeRequest,
+    ) -> Result<tonic::Response<globallock_proto::v1::DescribeResponse>, tonic::Status> {
+        self.client.describe(request).await
+    }
+}
+
+fn resource_of(lock_id: &str) -> String {
+    lock_id
+        .parse::<globallock_protocol::lock_id::LockId>()
+        .map(|id| id.resource().to_owned())
+        .unwrap_or_default()
+}
