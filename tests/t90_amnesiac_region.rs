@@ -7,45 +7,9 @@
 
 use std::time::Duration;
 
-use globallock_proto::v1::AcquireRequest;
 use globallock_protocol::clock::ManualClock;
-use harness::history::{Kind, Phase, Recorder, check};
+use harness::history::{Recorder, check, record_acquire};
 use harness::{Cluster, ClusterOptions, acquire, eventually};
-use tonic::transport::Channel;
-
-type Client = globallock_proto::v1::lock_service_client::LockServiceClient<Channel>;
-
-/// Acquire once, recording invoke and outcome.
-async fn recorded_acquire(
-    history: &Recorder,
-    client: &mut Client,
-    process: &str,
-    request: AcquireRequest,
-) -> Option<globallock_proto::v1::AcquireResponse> {
-    let op = history.invoke(process, &request.resource, Kind::Acquire, "");
-    match client.acquire(request).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            history.complete(
-                &op,
-                Phase::Ok,
-                &r.lock_id,
-                r.fencing_token,
-                r.validity_ms * 1_000,
-            );
-            Some(r)
-        }
-        Err(status) => {
-            let phase = if status.code() == tonic::Code::Unavailable {
-                Phase::Info
-            } else {
-                Phase::Fail
-            };
-            history.complete(&op, phase, "", 0, 0);
-            None
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_region_does_not_vote_while_locks_it_forgot_may_be_valid() -> anyhow::Result<()> {
@@ -60,7 +24,7 @@ async fn a_wiped_region_does_not_vote_while_locks_it_forgot_may_be_valid() -> an
 
     // L is held by regions A and B only (C was down when it was granted).
     cluster.stop_region(2).await;
-    recorded_acquire(
+    record_acquire(
         &history,
         &mut client,
         "holder",
@@ -73,7 +37,7 @@ async fn a_wiped_region_does_not_vote_while_locks_it_forgot_may_be_valid() -> an
     // A loses its data and restarts. While L is valid, a rival must not win:
     // without the quarantine, A (empty) and C (never saw L) would both grant it.
     cluster.wipe_region(0).await?;
-    let rival = recorded_acquire(
+    let rival = record_acquire(
         &history,
         &mut client,
         "rival",
@@ -81,7 +45,7 @@ async fn a_wiped_region_does_not_vote_while_locks_it_forgot_may_be_valid() -> an
     )
     .await;
     assert!(
-        rival.is_none(),
+        rival.is_err(),
         "an amnesiac region voted: two holders of one lock"
     );
 
@@ -93,13 +57,14 @@ async fn a_wiped_region_does_not_vote_while_locks_it_forgot_may_be_valid() -> an
             let history = &history;
             let mut client = client.clone();
             async move {
-                recorded_acquire(
+                record_acquire(
                     history,
                     &mut client,
                     "after",
                     acquire("ledger", "after", 3_000, 0),
                 )
                 .await
+                .ok()
             }
         },
     )
@@ -126,7 +91,7 @@ async fn a_rejoined_region_keeps_tokens_above_everything_it_forgot() -> anyhow::
 
     // L is held by A and B; C never hears of the resource.
     cluster.stop_region(2).await;
-    let held = recorded_acquire(
+    let held = record_acquire(
         &history,
         &mut client,
         "holder",
@@ -152,13 +117,14 @@ async fn a_rejoined_region_keeps_tokens_above_everything_it_forgot() -> anyhow::
             let history = &history;
             let mut late_client = late_client.clone();
             async move {
-                recorded_acquire(
+                record_acquire(
                     history,
                     &mut late_client,
                     "after",
                     acquire("ledger", "after", 3_000, 0),
                 )
                 .await
+                .ok()
             }
         },
     )
@@ -188,7 +154,7 @@ async fn an_etcd_wiped_under_a_running_agent_is_noticed_at_the_next_grant() -> a
     let history = Recorder::new();
     let mut client = cluster.client(0).await?;
     cluster.stop_region(2).await;
-    recorded_acquire(
+    record_acquire(
         &history,
         &mut client,
         "holder",
@@ -200,14 +166,14 @@ async fn an_etcd_wiped_under_a_running_agent_is_noticed_at_the_next_grant() -> a
 
     // A's etcd loses everything; its agent keeps running and must notice.
     cluster.wipe_etcd(0)?;
-    let rival = recorded_acquire(
+    let rival = record_acquire(
         &history,
         &mut client,
         "rival",
         acquire("orders/1", "rival", 3_000, 0),
     )
     .await;
-    assert!(rival.is_none(), "a wiped shard granted");
+    assert!(rival.is_err(), "a wiped shard granted");
     assert_eq!(
         check(&history.history(), None),
         vec![],

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globallock_localcluster::{Direction, Faults};
-use globallock_proto::v1::{AcquireRequest, ReleaseRequest};
-use harness::history::{Kind, Phase, Recorder, check};
+use globallock_proto::v1::ReleaseRequest;
+use harness::history::{Kind, Phase, Recorder, check, record_acquire};
 use harness::oracle::FencedCounter;
 use harness::{Cluster, ClusterOptions, acquire, eventually};
 use tonic::Code;
@@ -24,38 +24,6 @@ fn options(coordinators: usize) -> ClusterOptions {
         proxied: true,
         region_timeout_ms: 1_000,
         ..ClusterOptions::default()
-    }
-}
-
-/// Acquire, recording the history. `Info` when the outcome is unknown.
-async fn recorded_acquire(
-    history: &Recorder,
-    client: &mut Client,
-    process: &str,
-    request: AcquireRequest,
-) -> Result<globallock_proto::v1::AcquireResponse, tonic::Status> {
-    let op = history.invoke(process, &request.resource, Kind::Acquire, "");
-    match client.acquire(request).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            history.complete(
-                &op,
-                Phase::Ok,
-                &r.lock_id,
-                r.fencing_token,
-                r.validity_ms * 1_000,
-            );
-            Ok(r)
-        }
-        Err(status) => {
-            let phase = if status.code() == Code::Unavailable {
-                Phase::Info
-            } else {
-                Phase::Fail
-            };
-            history.complete(&op, phase, "", 0, 0);
-            Err(status)
-        }
     }
 }
 
@@ -89,7 +57,7 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
     cluster.link(0, 1).set(Faults::partition());
     cluster.link(0, 2).set(Faults::partition());
 
-    let first = recorded_acquire(
+    let first = record_acquire(
         &history,
         &mut minority,
         "minority",
@@ -114,7 +82,7 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
     })
     .await;
     for i in 0..10 {
-        let result = recorded_acquire(
+        let result = record_acquire(
             &history,
             &mut minority,
             "minority",
@@ -126,7 +94,7 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
 
     // The majority side is unaffected, on the same resources.
     for i in 0..10 {
-        let lock = recorded_acquire(
+        let lock = record_acquire(
             &history,
             &mut majority,
             "majority",
@@ -182,7 +150,7 @@ async fn a_bridge_region_serialises_two_coordinators_that_see_different_majoriti
         tasks.push(tokio::spawn(async move {
             let mut held = 0;
             for _ in 0..6 {
-                let Ok(lock) = recorded_acquire(
+                let Ok(lock) = record_acquire(
                     &history,
                     &mut client,
                     process,
@@ -237,7 +205,7 @@ async fn an_asymmetric_partition_reports_unknown_and_blocks_only_until_abort_or_
     cluster.link(0, 1).set(one_way);
     cluster.link(0, 2).set(one_way);
     let ttl_ms = 3_000;
-    let unknown = recorded_acquire(
+    let unknown = record_acquire(
         &history,
         &mut cut,
         "cut",
@@ -256,7 +224,7 @@ async fn an_asymmetric_partition_reports_unknown_and_blocks_only_until_abort_or_
         let history = &history;
         let mut healthy = healthy.clone();
         async move {
-            recorded_acquire(
+            record_acquire(
                 history,
                 &mut healthy,
                 "healthy",
@@ -291,7 +259,7 @@ async fn a_slow_region_does_not_slow_the_quorum() -> anyhow::Result<()> {
         Duration::from_millis(500),
     ));
     for i in 0..8 {
-        let lock = recorded_acquire(
+        let lock = record_acquire(
             &history,
             &mut client,
             "p",
@@ -367,7 +335,7 @@ async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_ne
     }
     assert!(!granted.is_empty());
     assert!(granted.iter().all(|g| g.lock_id == granted[0].lock_id && g.fencing_token == granted[0].fencing_token));
-    let first = recorded_acquire(&history, &mut client, "dup", request.clone()).await?;
+    let first = record_acquire(&history, &mut client, "dup", request.clone()).await?;
     assert_eq!(
         first.lock_id, granted[0].lock_id,
         "a replay returns the same lock"
@@ -375,7 +343,7 @@ async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_ne
 
     // An old release replayed after a newer holder acquired frees nothing.
     recorded_release(&history, &mut client, "dup", "dup/res", &first.lock_id).await;
-    let newer = recorded_acquire(
+    let newer = record_acquire(
         &history,
         &mut client,
         "newer",
@@ -414,7 +382,7 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
     .await?;
     let history = Recorder::new();
     let mut client = cluster.client(0).await?;
-    let held = recorded_acquire(
+    let held = record_acquire(
         &history,
         &mut client,
         "holder",
@@ -439,7 +407,7 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
         }
         for i in 0..4 {
             let resource = format!("etcd-cut/{i}");
-            let lock = recorded_acquire(
+            let lock = record_acquire(
                 &history,
                 &mut client,
                 "worker",
@@ -469,7 +437,7 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
             renewed.fencing_token,
             renewed.validity_ms * 1_000,
         );
-        let rival = recorded_acquire(
+        let rival = record_acquire(
             &history,
             &mut client,
             "rival",
@@ -487,7 +455,7 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
         let history = &history;
         let mut client = client.clone();
         async move {
-            let lock = recorded_acquire(
+            let lock = record_acquire(
                 history,
                 &mut client,
                 "worker",

@@ -9,42 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use globallock_proto::v1::{AcquireRequest, ReleaseRequest, RenewRequest};
+use globallock_proto::v1::{ReleaseRequest, RenewRequest};
 use globallock_protocol::clock::SkewedClock;
-use harness::history::{Kind, Phase, Recorder, check};
+use harness::history::{Kind, Phase, Recorder, check, record_acquire};
 use harness::oracle::FencedCounter;
 use harness::{Cluster, ClusterOptions, acquire};
-use tonic::transport::Channel;
-
-type Client = globallock_proto::v1::lock_service_client::LockServiceClient<Channel>;
 
 const TTL_MS: u64 = 3_000;
-
-async fn recorded_acquire(
-    history: &Recorder,
-    client: &mut Client,
-    process: &str,
-    request: AcquireRequest,
-) -> Option<globallock_proto::v1::AcquireResponse> {
-    let op = history.invoke(process, &request.resource, Kind::Acquire, "");
-    match client.acquire(request).await {
-        Ok(r) => {
-            let r = r.into_inner();
-            history.complete(
-                &op,
-                Phase::Ok,
-                &r.lock_id,
-                r.fencing_token,
-                r.validity_ms * 1_000,
-            );
-            Some(r)
-        }
-        Err(_) => {
-            history.complete(&op, Phase::Fail, "", 0, 0);
-            None
-        }
-    }
-}
 
 /// Four contenders through two coordinators, a few rounds each.
 async fn contend(
@@ -60,7 +31,7 @@ async fn contend(
         let process = format!("{phase}-{c}");
         tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
-                let Some(lock) = recorded_acquire(
+                let Ok(lock) = record_acquire(
                     &history,
                     &mut client,
                     &process,
@@ -134,7 +105,7 @@ async fn a_monotonic_jump_on_one_agent_expires_nothing_early() -> anyhow::Result
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let history = Recorder::new();
     let mut client = cluster.client(0).await?;
-    let held = recorded_acquire(
+    let held = record_acquire(
         &history,
         &mut client,
         "holder",
@@ -149,7 +120,7 @@ async fn a_monotonic_jump_on_one_agent_expires_nothing_early() -> anyhow::Result
     cluster.regions[0]
         .clock
         .jump_monotonic(Duration::from_millis(2 * TTL_MS));
-    let rival = recorded_acquire(
+    let rival = record_acquire(
         &history,
         &mut client,
         "rival",
@@ -157,7 +128,7 @@ async fn a_monotonic_jump_on_one_agent_expires_nothing_early() -> anyhow::Result
     )
     .await;
     assert!(
-        rival.is_none(),
+        rival.is_err(),
         "a clock jump on one agent let a rival in early"
     );
 
@@ -178,14 +149,14 @@ async fn a_monotonic_jump_on_one_agent_expires_nothing_early() -> anyhow::Result
         renewed.validity_ms * 1_000,
     );
     assert_eq!(renewed.fencing_token, held.fencing_token);
-    let rival = recorded_acquire(
+    let rival = record_acquire(
         &history,
         &mut client,
         "rival",
         acquire("mono/res", "rival", TTL_MS, 0),
     )
     .await;
-    assert!(rival.is_none(), "renewed lock must still be held");
+    assert!(rival.is_err(), "renewed lock must still be held");
     assert_eq!(
         check(&history.history(), None),
         vec![],

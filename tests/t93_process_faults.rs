@@ -14,7 +14,7 @@ use globallock_localcluster::{
 };
 use globallock_proto::v1::AcquireRequest;
 use globallock_proto::v1::lock_service_client::LockServiceClient;
-use harness::history::{Kind, Phase, Recorder, check};
+use harness::history::{Kind, Phase, Recorder, check, record_acquire};
 use harness::{acquire, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,24 +168,9 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
         let request = request.clone();
         let history = &history;
         async move {
-            let op = history.invoke("payer", "payouts/run", Kind::Acquire, "");
-            match client.acquire(request).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    history.complete(
-                        &op,
-                        Phase::Ok,
-                        &r.lock_id,
-                        r.fencing_token,
-                        r.validity_ms * 1_000,
-                    );
-                    Some(r)
-                }
-                Err(_) => {
-                    history.complete(&op, Phase::Fail, "", 0, 0);
-                    None
-                }
-            }
+            record_acquire(history, &mut client, "payer", request)
+                .await
+                .ok()
         }
     })
     .await;

@@ -634,6 +634,37 @@ impl Recorded {
     }
 }
 
+/// Acquire through `client`, recording the call in `history` as `process`: `Ok`
+/// when granted, `Info` when the outcome is unknown (no quorum, timeout), `Fail`
+/// otherwise.
+pub async fn record_acquire(
+    history: &Recorder,
+    client: &mut globallock_proto::v1::lock_service_client::LockServiceClient<
+        tonic::transport::Channel,
+    >,
+    process: &str,
+    request: globallock_proto::v1::AcquireRequest,
+) -> Result<globallock_proto::v1::AcquireResponse, tonic::Status> {
+    let op = history.invoke(process, &request.resource, Kind::Acquire, "");
+    match client.acquire(request).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            history.complete(
+                &op,
+                Phase::Ok,
+                &r.lock_id,
+                r.fencing_token,
+                r.validity_ms * 1_000,
+            );
+            Ok(r)
+        }
+        Err(status) => {
+            history.complete(&op, phase_of(&status), "", 0, 0);
+            Err(status)
+        }
+    }
+}
+
 fn resource_of(lock_id: &str) -> String {
     lock_id
         .parse::<globallock_protocol::lock_id::LockId>()
