@@ -99,24 +99,17 @@ pub async fn serve(
             .clone()
             .probe_forever(config.health_interval, config.health_timeout),
     );
-    // One shutdown signal, fanned out to both servers.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    // One shutdown signal, shared by every server of this process.
+    let shutdown = globallock_runtime::SharedShutdown::new(shutdown);
     let metrics = listeners.metrics.map(|listener| {
         info!(address = %local(&listener), "coordinator serving /metrics");
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.signal();
         tokio::spawn(globallock_telemetry::metrics::serve(listener, stop))
     });
     let rest = listeners.rest.map(|listener| {
         info!(address = %local(&listener), "coordinator serving REST");
         let app = crate::rest::router(engine.clone(), regions.clone());
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.signal();
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
@@ -130,7 +123,7 @@ pub async fn serve(
     );
     let grpc = tonic::transport::Server::builder()
         .add_service(LockServiceServer::new(GrpcService::new(engine)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped(stop_rx))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.signal())
         .await;
     for task in [rest, metrics].into_iter().flatten() {
         match task.await {

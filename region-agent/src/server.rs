@@ -86,17 +86,11 @@ pub async fn serve(
             clock.clone(),
         )));
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    // One shutdown signal, shared by every server of this process.
+    let shutdown = globallock_runtime::SharedShutdown::new(shutdown);
     let metrics = listeners.metrics.map(|listener| {
         info!(region = %config.region, address = %local(&listener), "region agent serving /metrics");
-        tokio::spawn(globallock_telemetry::metrics::serve(listener, stopped(stop_rx.clone())))
+        tokio::spawn(globallock_telemetry::metrics::serve(listener, shutdown.signal()))
     });
     for store in &stores {
         for op in [
@@ -117,7 +111,7 @@ pub async fn serve(
     info!(region = %config.region, address = %local(&listeners.api), "region agent serving");
     let result = tonic::transport::Server::builder()
         .add_service(RegionAgentServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), stopped(stop_rx))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown.signal())
         .await;
     for task in background {
         task.abort();

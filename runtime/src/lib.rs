@@ -160,3 +160,31 @@ where
         }
     }
 }
+
+/// One shutdown signal shared by several servers in a process: each call to
+/// [`SharedShutdown::signal`] gives a future that completes once `shutdown` has.
+#[derive(Debug, Clone)]
+pub struct SharedShutdown {
+    /// Turns true when the shutdown future completed.
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SharedShutdown {
+    /// Share `shutdown` (it is driven by a task of its own).
+    pub fn new(shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        Self { stopped }
+    }
+
+    /// A future that completes when the shared shutdown has.
+    pub fn signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
+}
