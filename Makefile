@@ -24,11 +24,19 @@ dev: build
 	target/debug/devcluster $(DEV_ARGS)
 
 # The process-level fault tests run the real binaries, so they are built first.
-# Test binaries run one after another; inside one, at most two tests at a time
-# (each starts its own etcd processes; the machines have two cores).
+# cargo-nextest runs every test in its own process, two at a time (each starts
+# its own etcd processes; the machines have two cores; .config/nextest.toml), and
+# reports slow tests. Doc examples are compiled first (nextest does not run them),
+# so the output ends with nextest's own summary. Without nextest: cargo test.
 test: deps
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) test --workspace --doc && \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  echo "cargo-nextest not found (cargo install cargo-nextest --locked); using cargo test"; \
+	  $(CARGO) test --workspace --no-fail-fast -- --test-threads=2; \
+	fi
 
 # Random operations under random faults against a cluster of real processes;
 # exits 1 and prints the seed to replay on any violation.

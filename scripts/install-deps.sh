@@ -1,34 +1,79 @@
 #!/usr/bin/env bash
-# Installs the system packages the project needs (Debian 12): etcd (etcd-server,
-# etcd-client) for the local cluster and the tests, protoc (protobuf-compiler) for
-# the build, promtool (prometheus) for the alert-rule and metrics checks. As root
-# it uses apt-get; otherwise it says exactly what to run.
+# Installs what the build, `make dev` and `make test` use from the system (Debian 12).
+#
+# Each check looks for the file or command the build or a test actually uses, not for a
+# package name, and names the package that provides it. As root with apt-get it installs
+# what is missing; otherwise it prints the exact command to run and exits 1.
+# README.md ("Requirements") lists who needs each of these and why.
 set -euo pipefail
 
 need=()
-command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server etcd-client)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-# promtool checks the deploy/ rules and the live /metrics output.
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+missing=()
 
-# schemathesis (PyPI) drives the OpenAPI conformance test.
-if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
-  echo "installing schemathesis (PyPI) for the OpenAPI conformance test..."
-  python3 -m pip install --quiet --disable-pip-version-check "schemathesis>=4.32,<5" \
-    || { echo "could not install schemathesis: run  python3 -m pip install 'schemathesis>=4.32,<5'" >&2; exit 1; }
+# check WHAT PACKAGE TEST...: runs TEST (a command); if it fails, PACKAGE is needed for WHAT.
+check() {
+  local what=$1 package=$2
+  shift 2
+  if ! "$@" >/dev/null 2>&1; then
+    missing+=("$what (Debian package $package)")
+    case " ${need[*]-} " in *" $package "*) ;; *) need+=("$package") ;; esac
+  fi
+}
+have_file() { [ -f "$1" ]; }
+have_cmd() { command -v "$1"; }
+
+# The build: etcd-client's and our own build scripts run protoc, which imports the
+# well-known types (google/protobuf/*.proto) that only libprotobuf-dev ships.
+check "protoc (build: proto/ and etcd-client codegen)" protobuf-compiler have_cmd protoc
+for proto in descriptor struct timestamp duration empty any; do
+  check "/usr/include/google/protobuf/$proto.proto (build: well-known protobuf types)" \
+    libprotobuf-dev have_file "/usr/include/google/protobuf/$proto.proto"
+done
+# make dev and every test cluster run real etcd processes; etcdctl is for operators and docs.
+check "etcd (make dev, tests: the store of record)" etcd-server have_cmd etcd
+check "etcdctl (docs/operations.md: inspecting a shard)" etcd-client have_cmd etcdctl
+# t85/t86 check the alert rules and the live /metrics output with promtool.
+check "promtool (tests t85, t86: alert rules and metrics format)" prometheus have_cmd promtool
+# lockctl's tests run children through sh and bash and signal them with kill(1).
+check "bash (lockctl tests)" bash have_cmd bash
+check "kill (lockctl tests)" procps have_cmd kill
+# t75 runs schemathesis through python3 -m; pip installs it.
+check "python3 (test t75: schemathesis)" python3 have_cmd python3
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ -n "${GLOBALLOCK_DEPS_RECHECK:-}" ]; then
+    printf 'still missing after apt-get install: %s\n' "${missing[@]}" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    printf 'missing: %s\n' "${missing[@]}"
+    echo "installing ${need[*]} with apt-get..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # --no-install-recommends keeps the install small, so every package that is
+    # needed is named above (libprotobuf-dev is only a recommendation of protoc's).
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Debian's etcd-server may start a system etcd on 2379; we never use it (every
+    # cluster here picks free ports), so leave it to its service manager.
+  else
+    printf 'missing: %s\n' "${missing[@]}" >&2
+    echo "install them with:  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
+    exit 1
+  fi
+  # Check again: a package that installed but did not provide the file is a bug here.
+  GLOBALLOCK_DEPS_RECHECK=1 exec "$0" "$@"
 fi
 
-[ ${#need[@]} -eq 0 ] && exit 0
-
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${need[*]} with apt-get..."
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Debian's etcd-server may start a system etcd on 2379; we never use it (every
-  # cluster here picks free ports), so leave it to its service manager.
-else
-  echo "missing system packages: ${need[*]}" >&2
-  echo "install them with:  sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
-  exit 1
+# Python modules the tests import (t75: schemathesis against the OpenAPI document).
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "missing: pip for $(command -v python3) (Debian package python3-pip), needed to install schemathesis" >&2
+    echo "install it with:  sudo apt-get install -y python3-pip" >&2
+    exit 1
+  fi
+  echo "installing schemathesis (PyPI) for the OpenAPI conformance test (t75)..."
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis>=4.32,<5" \
+    || { echo "could not install schemathesis: run  python3 -m pip install 'schemathesis>=4.32,<5'" >&2; exit 1; }
+  python3 -c "import schemathesis" \
+    || { echo "schemathesis installed but python3 cannot import it" >&2; exit 1; }
 fi
