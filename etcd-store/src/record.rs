@@ -19,4 +19,10 @@ pub struct GrantRecord {
     /// Only for reporting hold durations, never for expiry.
     #[serde(default)]
     pub granted_unix_ms: u64,
+    /// Set (by compare-and-swap) when a retry of the same request reported this
+    /// grant as its own. An abort never removes an adopted grant: a round that
+    /// counted it as won must not lose it to the background abort of the round
+    /// that created it (the two-holders bug, hole 1 in `docs/safety.md`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }

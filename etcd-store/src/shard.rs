@@ -320,6 +320,7 @@ impl ShardStore {
             ttl_ms: millis(p.ttl),
             request_id: p.request_id.to_owned(),
             granted_unix_ms: self.clock.unix_micros() / 1_000,
+            adopted: false,
         };
         let value =
             serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
@@ -389,7 +390,11 @@ impl ShardStore {
                     GrantOutcome::Held(holding)
                 } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms
                 {
-                    GrantOutcome::Granted(holding)
+                    match self.adopt(&lock_key, &kv, holding).await? {
+                        Some(adopted) => GrantOutcome::Granted(adopted),
+                        // Aborted, released or renewed meanwhile: look again.
+                        None => continue,
+                    }
                 } else {
                     GrantOutcome::RequestConflict(holding)
                 };
@@ -412,6 +417,49 @@ impl ShardStore {
             shard: self.name.clone(),
             op: "grant",
         })
+    }
+
+    /// Mark an earlier grant of the same request as adopted by a retry, so that
+    /// no abort removes it afterwards: one compare-and-swap on the revision that
+    /// was read, which fails if the grant was aborted (its tombstone exists),
+    /// released or rewritten meanwhile. `None` when it failed: the caller reads
+    /// again. Adopting and aborting one grant thus conflict in every region, and a
+    /// round never reports as won a lock that the round that created it may still
+    /// abort.
+    async fn adopt(
+        &self,
+        lock_key: &str,
+        kv: &KeyValue,
+        holding: Holding,
+    ) -> Result<Option<Holding>, StoreError> {
+        if holding.record.adopted {
+            return Ok(Some(holding));
+        }
+        let record = GrantRecord {
+            adopted: true,
+            ..holding.record
+        };
+        let value =
+            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision()),
+                Compare::version(
+                    self.keys.tombstone(&record.lock_id).as_str(),
+                    CompareOp::Equal,
+                    0,
+                ),
+            ])
+            .and_then([TxnOp::put(
+                lock_key,
+                value,
+                Some(PutOptions::new().with_lease(kv.lease())),
+            )]);
+        let response = self.txn("adopt", txn).await?;
+        Ok(response.succeeded().then_some(Holding {
+            record,
+            remaining: holding.remaining,
+        }))
     }
 
     /// Extend the grant of exactly `lock_id` to live at least `ttl` from now
@@ -505,8 +553,20 @@ impl ShardStore {
                 ));
             }
             let ours = match self.get(&lock_key).await? {
-                Some(kv) if self.decode(&kv)?.lock_id == lock_id => Some(kv),
-                _ => None,
+                Some(kv) => {
+                    let record = self.decode(&kv)?;
+                    if record.lock_id != lock_id {
+                        None
+                    } else if tombstone && record.adopted {
+                        // A retry reported this grant as its lock: it is no
+                        // longer the aborting round's to take back.
+                        debug!("grant adopted by a retry; not aborting it");
+                        return Ok(false);
+                    } else {
+                        Some(kv)
+                    }
+                }
+                None => None,
             };
             if ours.is_some() {
                 // So the expiry watcher knows this delete is ours, not an expiry.

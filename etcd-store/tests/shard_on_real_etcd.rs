@@ -204,3 +204,59 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
         );
     }
 }
+
+/// Hole 1 (two holders): a retry adopted the earlier grant E of its request and
+/// reported E as won; the background abort of the round that created E must not
+/// remove it afterwards. Fails on the code before the fix (the abort deleted E).
+#[tokio::test]
+async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
+    let f = fixture().await;
+    let s = &f.store;
+    let original = s.grant(&proposal("E", 100, "r1")).await.expect("grant");
+    assert!(matches!(original.outcome, GrantOutcome::Granted(ref h) if !h.record.adopted));
+
+    // The retry proposes its own lock id L with the same request: it is told E.
+    let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
+    match retry.outcome {
+        GrantOutcome::Granted(h) => {
+            assert_eq!(h.record.lock_id, "E");
+            assert!(h.record.adopted, "the retry's answer marks E adopted");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The first round's late abort of E: refused, E stays.
+    assert!(!s.abort("orders/42", "E").await.expect("abort"));
+    let state = s.read("orders/42").await.expect("read");
+    let holder = state.holder.expect("E still holds the resource");
+    assert_eq!((holder.record.lock_id.as_str(), holder.record.adopted), ("E", true));
+    // Its holder still renews and releases it as usual.
+    assert!(
+        s.renew("orders/42", "E", Some(Duration::from_secs(8)))
+            .await
+            .expect("renew")
+            .is_some()
+    );
+    assert!(s.release("orders/42", "E").await.expect("release"));
+}
+
+/// Hole 1, the other order: the abort lands first, so the retry cannot adopt E
+/// any more and gets a fresh grant of its own lock id (which its own round owns).
+#[tokio::test]
+async fn regression_hole1_a_retry_never_adopts_an_aborted_grant() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.grant(&proposal("E", 100, "r1")).await.expect("grant");
+    assert!(s.abort("orders/42", "E").await.expect("abort"));
+    let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
+    match retry.outcome {
+        GrantOutcome::Granted(h) => {
+            assert_eq!(h.record.lock_id, "L");
+            assert!(!h.record.adopted);
+        }
+        other => panic!("{other:?}"),
+    }
+    // And a late proposal of E itself is refused by its tombstone.
+    let late = s.grant(&proposal("E", 300, "r9")).await.expect("grant");
+    assert!(matches!(late.outcome, GrantOutcome::Aborted | GrantOutcome::Held(_)));
+}

@@ -514,13 +514,17 @@ impl ReadTally {
 mod tests {
     use super::*;
 
+    /// Every grant in these tests carries the same request id and owner: the
+    /// idempotent-retry cases (an earlier lock E and a new proposal L of one
+    /// request) are then real retries, and a tally that grouped replies by request
+    /// id instead of lock id would count E and L as one lock (planted bug M1b).
     fn grant(lock_id: &str, token: u64, remaining_ms: u64) -> Grant {
         Grant {
             lock_id: lock_id.into(),
-            owner: format!("owner-of-{lock_id}"),
+            owner: "owner".into(),
             token,
             ttl_ms: 10_000,
-            request_id: format!("req-{lock_id}"),
+            request_id: "request-1".into(),
             remaining: Duration::from_millis(remaining_ms),
         }
     }
