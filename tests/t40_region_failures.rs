@@ -174,3 +174,71 @@ async fn one_region_down_two_regions_down_and_back() -> anyhow::Result<()> {
     assert_eq!(verdict, vec![], "{}", history.to_json_lines());
     Ok(())
 }
+
+/// Planted bug M3b (late grants of a *won* round aborted). Region C answers late,
+/// after A and B already made the majority. Its grant is part of the lock: it
+/// must stay, so that the lock still survives one region failing. Stop A (a
+/// region that *did* answer in time) and the holder must still renew with B and C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_grant_of_a_won_round_stays_so_the_lock_survives_losing_a_region()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        proxied: true,
+        region_timeout_ms: 10_000,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let mut client = cluster.client(0).await?;
+    cluster.link(0, 2).set(globallock_localcluster::Faults::delay(
+        Duration::from_secs(1),
+        Duration::ZERO,
+    ));
+    let held = client
+        .acquire(acquire("archive/m3b", "holder", 60_000, 0))
+        .await?
+        .into_inner();
+    assert_eq!(
+        held.granted_regions,
+        ["region-a", "region-b"],
+        "precondition: region-c's reply is the late one"
+    );
+    // Wait until the coordinator has region C's late reply in hand (it handles a
+    // late reply right after counting it).
+    eventually(
+        Duration::from_secs(30),
+        "region-c's late grant reply reached the coordinator",
+        || {
+            let cluster = &cluster;
+            async move {
+                let replies = cluster
+                    .coordinator_metric(
+                        0,
+                        "globallock_region_requests_total",
+                        &[("region", "region-c"), ("op", "grant"), ("outcome", "ok")],
+                    )
+                    .await
+                    .ok()?;
+                (replies >= 1.0).then_some(())
+            }
+        },
+    )
+    .await;
+    cluster.stop_region(0).await;
+    // The renewal reaches C through the same in-order link as any abort sent
+    // after the late reply, so an abort would have landed first.
+    let renewed = client
+        .renew(RenewRequest {
+            lock_id: held.lock_id.clone(),
+            ttl_ms: 60_000,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(renewed.fencing_token, held.fencing_token);
+    let at_c = cluster.agent_read(2, "archive/m3b").await?;
+    assert_eq!(
+        at_c.holder.map(|h| h.lock_id),
+        Some(held.lock_id),
+        "region-c keeps its late grant"
+    );
+    Ok(())
+}

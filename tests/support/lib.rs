@@ -554,3 +554,56 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of one series in a Prometheus text exposition: the line whose metric
+/// name is `name` and whose labels include every `labels` pair (0 if absent).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Cluster {
+    /// The current value of one series on coordinator `c`'s `/metrics`.
+    pub async fn coordinator_metric(
+        &self,
+        c: usize,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<f64> {
+        let response = http::request(self.metrics_addrs[c], "GET", "/metrics", &[], None).await?;
+        Ok(metric_value(&response.body, name, labels))
+    }
+
+    /// What region `r`'s agent itself holds for `resource` on shard `shard-0`,
+    /// asked directly (not through any coordinator or fault proxy).
+    pub async fn agent_read(
+        &self,
+        r: usize,
+        resource: &str,
+    ) -> anyhow::Result<globallock_proto::agent::ReadResponse> {
+        let mut agent =
+            globallock_proto::agent::region_agent_client::RegionAgentClient::connect(format!(
+                "http://{}",
+                self.regions[r].agent_addr
+            ))
+            .await?;
+        Ok(agent
+            .read(globallock_proto::agent::ReadRequest {
+                shard: "shard-0".into(),
+                resource: resource.into(),
+            })
+            .await?
+            .into_inner())
+    }
+}
