@@ -189,10 +189,12 @@ async fn a_late_grant_of_a_won_round_stays_so_the_lock_survives_losing_a_region(
     })
     .await?;
     let mut client = cluster.client(0).await?;
-    cluster.link(0, 2).set(globallock_localcluster::Faults::delay(
-        Duration::from_secs(1),
-        Duration::ZERO,
-    ));
+    cluster
+        .link(0, 2)
+        .set(globallock_localcluster::Faults::delay(
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ));
     let held = client
         .acquire(acquire("archive/m3b", "holder", 60_000, 0))
         .await?
@@ -240,5 +242,36 @@ async fn a_late_grant_of_a_won_round_stays_so_the_lock_survives_losing_a_region(
         Some(held.lock_id),
         "region-c keeps its late grant"
     );
+    Ok(())
+}
+
+/// Hole 9 (one agent counted twice): a coordinator whose configuration reaches
+/// region A's agent under two region names (two spellings of one address, which
+/// configuration cannot see) must not count A twice. With B down, A alone is a
+/// minority: the answer is `UNAVAILABLE`, never a grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_one_agent_under_two_region_names_never_votes_twice() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let a = cluster.regions[0].agent_addr;
+    let endpoints = vec![
+        format!("http://{a}"),
+        format!("http://{}", cluster.regions[1].agent_addr),
+        format!("http://localhost:{}", a.port()),
+    ];
+    let index = cluster.start_coordinator_via(endpoints).await?;
+    let mut client = cluster.client(index).await?;
+    cluster.stop_region(1).await;
+    for attempt in 0..5 {
+        let refused = client
+            .acquire(acquire(
+                &format!("twice/{attempt}"),
+                "mislabelled",
+                10_000,
+                0,
+            ))
+            .await
+            .expect_err("one region is not a majority");
+        assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
+    }
     Ok(())
 }

@@ -186,6 +186,19 @@ impl CoordinatorConfig {
             if region.name.trim().is_empty() {
                 return Err(invalid("regions.name", "must not be empty".into()));
             }
+            if !region
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(
+                    "regions.name",
+                    format!(
+                        "{:?}: only ASCII letters, digits, '-', '_' and '.'",
+                        region.name
+                    ),
+                ));
+            }
             if !names.insert(region.name.as_str()) {
                 return Err(invalid(
                     "regions.name",
@@ -199,6 +212,33 @@ impl CoordinatorConfig {
                     format!(
                         "{:?} of region {:?} is not an http:// or https:// URL",
                         region.endpoint, region.name
+                    ),
+                ));
+            }
+        }
+        let mut endpoints = std::collections::HashMap::new();
+        for region in &self.regions {
+            let endpoint = region.endpoint.trim_end_matches('/').to_ascii_lowercase();
+            if let Some(other) = endpoints.insert(endpoint, region.name.as_str()) {
+                // One agent listed twice would vote twice: a fake majority.
+                return Err(invalid(
+                    "regions.endpoint",
+                    format!(
+                        "{:?} is the endpoint of both region {other:?} and region {:?}",
+                        region.endpoint, region.name
+                    ),
+                ));
+            }
+        }
+        for (field, value, least) in [
+            ("acquire_rate_per_owner", self.acquire_rate_per_owner, 0.0),
+            ("acquire_burst_per_owner", self.acquire_burst_per_owner, 1.0),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value >= least) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{value} is out of bounds: must be a finite number above 0 and at least {least}"
                     ),
                 ));
             }
@@ -312,6 +352,32 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("drift_rate")
+        );
+    }
+
+    #[test]
+    fn regression_an_acquire_rate_of_zero_is_refused_not_a_panic() {
+        for rate in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+            let mut c = sample();
+            c.acquire_rate_per_owner = rate;
+            let text = c.validate().unwrap_err().to_string();
+            assert!(text.starts_with("acquire_rate_per_owner: "), "{text}");
+        }
+        let mut c = sample();
+        c.acquire_burst_per_owner = 0.5;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.starts_with("acquire_burst_per_owner: "), "{text}");
+    }
+
+    #[test]
+    fn regression_two_regions_on_one_endpoint_are_refused() {
+        // One agent listed under two names would count twice toward a majority.
+        let mut c = sample();
+        c.regions[2].endpoint = format!("{}/", c.regions[0].endpoint);
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("regions.endpoint: ") && text.contains("both region"),
+            "{text}"
         );
     }
 }

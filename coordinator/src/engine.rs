@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::agent::{
-    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, ReadRequest,
-    ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
+    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, REGION_METADATA,
+    ReadRequest, ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
 };
 use globallock_protocol::audit::{AuditEvent, AuditRecord};
 use globallock_protocol::backoff::Backoff;
@@ -406,7 +406,7 @@ impl LockEngine {
         // Which regions may hold a grant of *this* proposal (to abort if we lose).
         let mut maybe_ours = vec![true; self.regions.len()];
         let mut record = |i: usize, result: Result<GrantResponse, Status>| {
-            let reply = self.grant_reply(&p.resource, result);
+            let reply = self.grant_reply(p, request_id, result);
             maybe_ours[i] = matches!(&reply, GrantReply::Failed)
                 || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
             round.record(i, reply)
@@ -843,7 +843,7 @@ impl LockEngine {
                 async move {
                     let started = std::time::Instant::now();
                     let result = match tokio::time::timeout(timeout, call).await {
-                        Ok(result) => result.map(Response::into_inner),
+                        Ok(result) => result.and_then(|r| answered_by(&name, r)),
                         Err(_) => Err(Status::deadline_exceeded(format!(
                             "no answer within {} ms",
                             timeout.as_millis()
@@ -891,7 +891,13 @@ impl LockEngine {
     }
 
     /// A grant answer as the quorum rule sees it; also feeds the token ratchet.
-    fn grant_reply(&self, resource: &str, result: Result<GrantResponse, Status>) -> GrantReply {
+    fn grant_reply(
+        &self,
+        p: &AcquireParams,
+        request_id: &str,
+        result: Result<GrantResponse, Status>,
+    ) -> GrantReply {
+        let resource = p.resource.as_str();
         let response = match result {
             Ok(response) => response,
             Err(_) => return GrantReply::Failed,
@@ -902,7 +908,13 @@ impl LockEngine {
             .observe(resource, response.high_water_mark);
         let holder = response.holder.map(grant_of);
         match (WireOutcome::try_from(response.outcome), holder) {
-            (Ok(WireOutcome::Granted), Some(g)) => GrantReply::Granted(g),
+            (Ok(WireOutcome::Granted), Some(g)) if g.answers(request_id, &p.owner, p.ttl_ms) => {
+                GrantReply::Granted(g)
+            }
+            (Ok(WireOutcome::Granted), Some(g)) => {
+                warn!(lock_id = %g.lock_id, granted_request = %g.request_id, "a grant for another request or owner; counting it as no vote");
+                GrantReply::Failed
+            }
             (Ok(WireOutcome::Held), Some(g)) => GrantReply::Held(g),
             (Ok(WireOutcome::RequestConflict), Some(g)) => GrantReply::RequestConflict(g),
             (Ok(WireOutcome::TokenTooLow), _) => GrantReply::TokenTooLow {
@@ -965,6 +977,24 @@ impl Aborter {
         });
         futures::future::join_all(calls).await;
     }
+}
+
+/// The reply, if the agent that sent it serves `region`; otherwise a failure, so
+/// that one agent listed under two region names never counts twice.
+fn answered_by<T>(region: &str, response: Response<T>) -> Result<T, Status> {
+    let named = response
+        .metadata()
+        .get(REGION_METADATA)
+        .and_then(|v| v.to_str().ok());
+    if named == Some(region) {
+        return Ok(response.into_inner());
+    }
+    warn!(region, answered_as = ?named, "reply from an agent serving another region; not counted");
+    Err(Status::failed_precondition(format!(
+        "the endpoint configured for region {region:?} is served by region {:?}: \
+         is one agent listed under two region names?",
+        named.unwrap_or("(unnamed)")
+    )))
 }
 
 fn grant_of(h: Holder) -> Grant {

@@ -226,6 +226,16 @@ impl Regions {
         request.set_timeout(timeout);
         let answer = tokio::time::timeout(timeout, client.health(request)).await;
         match answer {
+            Ok(Ok(response)) if response.get_ref().region != self.regions[i].name => {
+                warn!(
+                    region = %self.regions[i].name,
+                    answered_as = %response.get_ref().region,
+                    "the agent at this region's endpoint serves another region: counted as down"
+                );
+                for s in 0..self.shard_index.len() {
+                    self.set(i, s, false);
+                }
+            }
             Ok(Ok(response)) => {
                 let response = response.into_inner();
                 for shard in response.shards {

@@ -18,4 +18,10 @@ pub mod v1 {
 /// The internal region-agent API.
 pub mod agent {
     tonic::include_proto!("globallock.agent.v1");
+
+    /// Response metadata every agent answer carries: the name of the region the
+    /// agent serves. A coordinator counts a reply only when it names the region the
+    /// coordinator meant to reach, so one agent reachable under two configured
+    /// regions (two names for one address) can never vote twice.
+    pub const REGION_METADATA: &str = "globallock-region";
 }

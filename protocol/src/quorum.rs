@@ -35,6 +35,15 @@ pub struct Grant {
     pub remaining: Duration,
 }
 
+impl Grant {
+    /// Whether this grant can be the answer to an acquire with this request id,
+    /// owner and TTL. A region's "granted" that names another request, owner or
+    /// TTL is not a vote for this acquire, whatever its outcome code says.
+    pub fn answers(&self, request_id: &str, owner: &str, ttl_ms: u64) -> bool {
+        self.request_id == request_id && self.owner == owner && self.ttl_ms == ttl_ms
+    }
+}
+
 /// Regions that answered with something other than success: by index.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegionSplit {
@@ -813,5 +822,14 @@ mod tests {
         tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
         tally.record(1, ReadReply::Holding(grant("M", 8, 5_000)));
         assert_eq!(tally.record(2, ReadReply::Free), ReadDecision::Free);
+    }
+
+    #[test]
+    fn a_grant_answers_only_its_own_request_owner_and_ttl() {
+        let g = grant("E", 3, 1_000);
+        assert!(g.answers("request-1", "owner", 10_000));
+        assert!(!g.answers("request-2", "owner", 10_000));
+        assert!(!g.answers("request-1", "mallory", 10_000));
+        assert!(!g.answers("request-1", "owner", 9_999));
     }
 }

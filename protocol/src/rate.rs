@@ -54,16 +54,22 @@ impl RateLimiter {
             at: now,
         });
         let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(rate.burst);
+        // A negative or non-finite rate refills nothing (NaN would refill all).
+        let per_second = if rate.per_second.is_finite() && rate.per_second > 0.0 {
+            rate.per_second
+        } else {
+            0.0
+        };
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(rate.burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
             let missing = 1.0 - bucket.tokens;
-            Err(Duration::from_secs_f64(
-                missing / rate.per_second.max(f64::MIN_POSITIVE),
-            ))
+            // A zero, tiny or non-finite rate never refills: the wait is "forever",
+            // never a panic (regression: `Duration::from_secs_f64` overflowed).
+            Err(Duration::try_from_secs_f64(missing / per_second).unwrap_or(Duration::MAX))
         }
     }
 }
@@ -102,5 +108,19 @@ mod tests {
                 .take("flood", t0 + Duration::from_millis(100))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn regression_a_zero_or_non_finite_rate_refuses_without_panicking() {
+        for per_second in [0.0, f64::MIN_POSITIVE, -1.0, f64::NAN] {
+            let mut limiter = RateLimiter::new(Rate {
+                per_second,
+                burst: 1.0,
+            });
+            let t0 = Duration::from_secs(1);
+            assert_eq!(limiter.take("one", t0), Ok(()), "the burst is still there");
+            let wait = limiter.take("one", t0).expect_err("never refills");
+            assert_eq!(wait, Duration::MAX, "rate {per_second}");
+        }
     }
 }

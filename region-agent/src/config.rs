@@ -151,6 +151,20 @@ impl AgentConfig {
         if self.region.trim().is_empty() {
             return Err(invalid("region", "must not be empty".into()));
         }
+        if !self
+            .region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            // Every answer names the region in gRPC metadata (ASCII only).
+            return Err(invalid(
+                "region",
+                format!(
+                    "{:?}: only ASCII letters, digits, '-', '_' and '.'",
+                    self.region
+                ),
+            ));
+        }
         within("request_timeout_ms", self.request_timeout_ms, 10, 60_000)?;
         within(
             "lease_granularity_ms",

@@ -10,8 +10,8 @@ use globallock_etcd::{GrantOutcome, Holding, Proposal, ShardStore, StoreError};
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
     GrantOutcome as WireOutcome, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
-    Holder, LockRef, ReadRequest, ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
-    ShardHealth,
+    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
+    RenewResponse, ShardHealth,
 };
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request;
@@ -162,6 +162,17 @@ fn unavailable(error: StoreError) -> Status {
 
 /// The handlers, each run inside the span its trait method made.
 impl AgentService {
+    /// Name this region in the answer's metadata (see `REGION_METADATA`).
+    fn stamp<T>(&self, result: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
+        let value = tonic::metadata::MetadataValue::try_from(&*self.region);
+        result.map(|mut response| {
+            if let Ok(value) = value {
+                response.metadata_mut().insert(REGION_METADATA, value);
+            }
+            response
+        })
+    }
+
     async fn do_grant(
         &self,
         request: Request<GrantRequest>,
@@ -297,7 +308,7 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_grant(request).instrument(span).await;
         observe("grant", started, &result);
-        result
+        self.stamp(result)
     }
 
     async fn abort(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
@@ -306,7 +317,7 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_abort(request).instrument(span).await;
         observe("abort", started, &result);
-        result
+        self.stamp(result)
     }
 
     async fn renew(
@@ -318,7 +329,7 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_renew(request).instrument(span).await;
         observe("renew", started, &result);
-        result
+        self.stamp(result)
     }
 
     async fn release(&self, request: Request<LockRef>) -> Result<Response<RemoveResponse>, Status> {
@@ -327,7 +338,7 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_release(request).instrument(span).await;
         observe("release", started, &result);
-        result
+        self.stamp(result)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
@@ -336,7 +347,7 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_read(request).instrument(span).await;
         observe("read", started, &result);
-        result
+        self.stamp(result)
     }
 
     async fn health(
@@ -349,6 +360,6 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_health(request).instrument(span).await;
         observe("health", started, &result);
-        result
+        self.stamp(result)
     }
 }

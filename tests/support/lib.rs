@@ -379,9 +379,6 @@ impl Cluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let rest = TcpListener::bind("127.0.0.1:0").await?;
         let metrics = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        self.rest_addrs.push(rest.local_addr()?);
-        self.metrics_addrs.push(metrics.local_addr()?);
         let mut endpoints = Vec::new();
         if self.options.proxied {
             let mut links = Vec::new();
@@ -399,6 +396,32 @@ impl Cluster {
                 .collect();
             self.links.push(Vec::new());
         }
+        self.serve_coordinator(listener, rest, metrics, endpoints, clock)
+            .await
+    }
+
+    /// Start one more coordinator that reaches region `i` at `endpoints[i]`
+    /// (no fault proxies); returns its index.
+    pub async fn start_coordinator_via(&mut self, endpoints: Vec<String>) -> anyhow::Result<usize> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let rest = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
+        self.links.push(Vec::new());
+        self.serve_coordinator(listener, rest, metrics, endpoints, SystemClock::shared())
+            .await
+    }
+
+    async fn serve_coordinator(
+        &mut self,
+        listener: TcpListener,
+        rest: TcpListener,
+        metrics: TcpListener,
+        endpoints: Vec<String>,
+        clock: globallock_protocol::clock::SharedClock,
+    ) -> anyhow::Result<usize> {
+        let addr = listener.local_addr()?;
+        self.rest_addrs.push(rest.local_addr()?);
+        self.metrics_addrs.push(metrics.local_addr()?);
         let config = self.coordinator_config_via(addr, endpoints).validate()?;
         let listeners = coordinator::Listeners {
             grpc: listener,
@@ -592,12 +615,10 @@ impl Cluster {
         r: usize,
         resource: &str,
     ) -> anyhow::Result<globallock_proto::agent::ReadResponse> {
-        let mut agent =
-            globallock_proto::agent::region_agent_client::RegionAgentClient::connect(format!(
-                "http://{}",
-                self.regions[r].agent_addr
-            ))
-            .await?;
+        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
+            format!("http://{}", self.regions[r].agent_addr),
+        )
+        .await?;
         Ok(agent
             .read(globallock_proto::agent::ReadRequest {
                 shard: "shard-0".into(),
