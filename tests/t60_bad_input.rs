@@ -228,3 +228,105 @@ async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable(
     assert!(granted.fencing_token > 0);
     Ok(())
 }
+
+/// A grant proposal sent straight to region A's agent, as a coordinator would.
+fn proposal(lock_id: &str, token: u64, ttl_ms: u64) -> globallock_proto::agent::GrantRequest {
+    globallock_proto::agent::GrantRequest {
+        shard: "shard-0".into(),
+        resource: "agent/limits".into(),
+        lock_id: lock_id.into(),
+        owner: "coordinator-test".into(),
+        fencing_token: token,
+        ttl_ms,
+        request_id: format!("req-{lock_id}"),
+    }
+}
+
+/// Holes 4 and 8: an agent refuses a TTL that could outlive its quarantine after
+/// data loss (it accepted up to 24 h before), and a fencing token far above its
+/// own wall clock (it accepted any nonzero token), and grants within its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_agents_refuse_ttls_beyond_their_quarantine_and_runaway_tokens()
+-> anyhow::Result<()> {
+    let options = ClusterOptions::default();
+    let quarantine_ms = options.quarantine_ms;
+    let cluster = Cluster::start(options).await?;
+    let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
+        format!("http://{}", cluster.regions[0].agent_addr),
+    )
+    .await?;
+    let id = |n: u128| globallock_protocol::lock_id::LockId::new(n, "agent/limits").to_string();
+    let now_us = globallock_protocol::clock::Clock::unix_micros(
+        &globallock_protocol::clock::SystemClock::new(),
+    );
+
+    let long = agent
+        .grant(proposal(&id(1), now_us, quarantine_ms))
+        .await
+        .unwrap_err();
+    expect_invalid(&long, "ttl_ms");
+    assert!(long.message().contains("quarantine"), "{}", long.message());
+
+    let year_us = 365 * 24 * 3600 * 1_000_000;
+    let runaway = agent
+        .grant(proposal(&id(2), now_us + year_us, 5_000))
+        .await
+        .unwrap_err();
+    assert_eq!(runaway.code(), Code::OutOfRange, "{runaway:?}");
+    assert!(
+        runaway.message().contains("fencing_token") && runaway.message().contains("clock"),
+        "{}",
+        runaway.message()
+    );
+
+    // Nothing was written: the resource is free and its mark untouched.
+    let read = cluster.agent_read(0, "agent/limits").await?;
+    assert_eq!((read.holder, read.high_water_mark), (None, 0));
+    let ok = agent
+        .grant(proposal(&id(3), now_us, 5_000))
+        .await?
+        .into_inner();
+    assert_eq!(ok.high_water_mark, now_us);
+    Ok(())
+}
+
+/// Hole 8 end to end: a coordinator whose wall clock ran a year ahead gets no
+/// lock (every region refuses its tokens, and the answer says why), and leaves
+/// no mark behind that later holders would have to climb above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_coordinator_with_a_runaway_clock_gets_no_lock_and_leaves_no_mark()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let now_us = globallock_protocol::clock::Clock::unix_micros(
+        &globallock_protocol::clock::SystemClock::new(),
+    );
+    let ahead = globallock_protocol::clock::ManualClock::new(now_us + 365 * 24 * 3600 * 1_000_000);
+    let index = cluster.start_coordinator_with_clock(ahead).await?;
+    let mut runaway = cluster.client(index).await?;
+    let refused = runaway
+        .acquire(acquire("ledger/runaway", "future", 5_000, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("fencing_token"),
+        "{}",
+        refused.message()
+    );
+    for r in 0..3 {
+        assert_eq!(
+            cluster
+                .agent_read(r, "ledger/runaway")
+                .await?
+                .high_water_mark,
+            0
+        );
+    }
+    let mut client = cluster.client(0).await?;
+    let granted = client
+        .acquire(acquire("ledger/runaway", "present", 5_000, 0))
+        .await?
+        .into_inner();
+    assert!(granted.fencing_token <= now_us + 3_600 * 1_000_000);
+    Ok(())
+}

@@ -2,6 +2,8 @@
 //! the ring routes to it.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -117,6 +119,11 @@ pub struct ResourceState {
     pub mark: u64,
 }
 
+/// Test hook run by [`ShardStore::renew`] between its read of the grant and its
+/// compare-and-swap, to stage a concurrent write there. Not for production use.
+#[doc(hidden)]
+pub type RenewHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// A handle on one shard's etcd cluster. Cheap to share.
 pub struct ShardStore {
     /// The shard name, for errors and spans.
@@ -141,6 +148,8 @@ pub struct ShardStore {
     membership: std::sync::Mutex<Membership>,
     /// Quarantine length.
     quarantine: Duration,
+    /// Test hook inside `renew` (always `None` in production).
+    renew_hook: Option<RenewHook>,
 }
 
 /// A bounded set of lock ids this store released or aborted.
@@ -214,7 +223,15 @@ impl ShardStore {
                 until: Duration::MAX,
             }),
             quarantine: config.quarantine,
+            renew_hook: None,
         })
+    }
+
+    /// Test hook: run `hook` in every [`ShardStore::renew`] attempt after the grant
+    /// was read and before the compare-and-swap that extends it. Not for production.
+    #[doc(hidden)]
+    pub fn set_renew_hook(&mut self, hook: Option<RenewHook>) {
+        self.renew_hook = hook;
     }
 
     /// The shard's name.
@@ -439,11 +456,10 @@ impl ShardStore {
             adopted: true,
             ..holding.record
         };
-        let value =
-            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let value = serde_json::to_vec(&record).map_err(|source| self.corrupt(lock_key, source))?;
         let txn = Txn::new()
             .when([
-                Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision()),
+                Compare::mod_revision(lock_key, CompareOp::Equal, kv.mod_revision()),
                 Compare::version(
                     self.keys.tombstone(&record.lock_id).as_str(),
                     CompareOp::Equal,
@@ -488,6 +504,9 @@ impl ShardStore {
             if current.remaining >= extended {
                 // Already lives long enough: renewal never shortens a grant.
                 return Ok(Some(current));
+            }
+            if let Some(hook) = &self.renew_hook {
+                hook().await;
             }
             // Compare-and-swap on the revision we read: if the grant was released or
             // replaced meanwhile, the write does not happen.

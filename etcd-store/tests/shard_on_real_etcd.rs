@@ -2,39 +2,126 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use globallock_etcd::{GrantOutcome, Proposal, ShardConfig, ShardStore};
+use globallock_etcd::keys::{KeyLayout, encode_token};
+use globallock_etcd::shard::RenewHook;
+use globallock_etcd::{
+    GrantOutcome, GrantRecord, Holding, Proposal, Quarantined, ShardConfig, ShardStore, StoreError,
+};
 use globallock_localcluster::EtcdCluster;
-use globallock_protocol::clock::SystemClock;
+use globallock_protocol::clock::{Clock, ManualClock, SharedClock, SystemClock};
+
+const PREFIX: &str = "/globallock/";
+const RESOURCE: &str = "orders/42";
+/// The quarantine every fixture is configured with.
+const QUARANTINE: Duration = Duration::from_secs(10);
+/// Wall time the manual clocks start at (a realistic microsecond timestamp).
+const START_UNIX_MICROS: u64 = 1_700_000_000_000_000;
 
 struct Fixture {
     store: ShardStore,
-    _etcd: EtcdCluster,
+    config: ShardConfig,
+    etcd: EtcdCluster,
     _dir: tempfile::TempDir,
 }
 
+/// A bootstrapped store on its own etcd, on the system clock.
 async fn fixture() -> Fixture {
+    fixture_with(Arc::new(SystemClock::new())).await
+}
+
+/// A bootstrapped store on its own etcd, reading time from `clock`.
+async fn fixture_with(clock: SharedClock) -> Fixture {
+    let f = unprepared_fixture(clock).await;
+    f.store.prepare(true).await.expect("bootstrap");
+    f
+}
+
+/// A store on its own empty etcd that has not run `prepare` yet.
+async fn unprepared_fixture(clock: SharedClock) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = EtcdCluster::start("shard", 1, dir.path()).expect("etcd starts");
     let config = ShardConfig {
         name: "s0".into(),
         endpoints: etcd.endpoints(),
-        prefix: "/globallock/".into(),
+        prefix: PREFIX.into(),
         request_timeout: Duration::from_secs(2),
         lease_granularity: Duration::from_millis(500),
         tombstone_ttl: Duration::from_secs(30),
-        quarantine: Duration::from_secs(10),
+        quarantine: QUARANTINE,
     };
-    let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
-        .await
-        .expect("connect");
-    store.prepare(true).await.expect("bootstrap");
+    let store = ShardStore::connect(&config, clock).await.expect("connect");
     Fixture {
         store,
-        _etcd: etcd,
+        config,
+        etcd,
         _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Another store on the same etcd (an agent restart, or a concurrent writer),
+    /// not prepared yet.
+    async fn connect(&self, clock: SharedClock) -> ShardStore {
+        ShardStore::connect(&self.config, clock)
+            .await
+            .expect("connect")
+    }
+
+    /// A plain etcd client, to look under the store.
+    async fn raw(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(self.etcd.endpoints(), None)
+            .await
+            .expect("raw etcd client")
+    }
+}
+
+fn manual_clock() -> Arc<ManualClock> {
+    ManualClock::new(START_UNIX_MICROS)
+}
+
+fn keys() -> KeyLayout {
+    KeyLayout::new(PREFIX)
+}
+
+/// The raw key-value under `key`, if any.
+async fn raw_get(raw: &mut etcd_client::Client, key: &str) -> Option<etcd_client::KeyValue> {
+    let response = raw.get(key, None).await.expect("raw get");
+    response.kvs().first().cloned()
+}
+
+/// The incarnation marker's value, if any.
+async fn raw_marker(raw: &mut etcd_client::Client) -> Option<String> {
+    raw_get(raw, &keys().incarnation())
+        .await
+        .map(|kv| kv.value_str().expect("utf-8 marker").to_owned())
+}
+
+/// The grant under the resource's lock key: (record, mod revision, lease id).
+async fn raw_grant(raw: &mut etcd_client::Client) -> Option<(GrantRecord, i64, i64)> {
+    raw_get(raw, &keys().lock(RESOURCE)).await.map(|kv| {
+        let record: GrantRecord = serde_json::from_slice(kv.value()).expect("record");
+        (record, kv.mod_revision(), kv.lease())
+    })
+}
+
+/// A renew hook from an async closure.
+fn renew_hook<F, Fut>(hook: F) -> RenewHook
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move || Box::pin(hook()))
+}
+
+fn granted(outcome: GrantOutcome) -> Holding {
+    match outcome {
+        GrantOutcome::Granted(h) => h,
+        other => panic!("expected a grant, got {other:?}"),
     }
 }
 
@@ -229,7 +316,10 @@ async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
     assert!(!s.abort("orders/42", "E").await.expect("abort"));
     let state = s.read("orders/42").await.expect("read");
     let holder = state.holder.expect("E still holds the resource");
-    assert_eq!((holder.record.lock_id.as_str(), holder.record.adopted), ("E", true));
+    assert_eq!(
+        (holder.record.lock_id.as_str(), holder.record.adopted),
+        ("E", true)
+    );
     // Its holder still renews and releases it as usual.
     assert!(
         s.renew("orders/42", "E", Some(Duration::from_secs(8)))
@@ -258,5 +348,412 @@ async fn regression_hole1_a_retry_never_adopts_an_aborted_grant() {
     }
     // And a late proposal of E itself is refused by its tombstone.
     let late = s.grant(&proposal("E", 300, "r9")).await.expect("grant");
-    assert!(matches!(late.outcome, GrantOutcome::Aborted | GrantOutcome::Held(_)));
+    assert!(matches!(
+        late.outcome,
+        GrantOutcome::Aborted | GrantOutcome::Held(_)
+    ));
+}
+
+// --- renew never shortens -----------------------------------------------------
+
+#[tokio::test]
+async fn renew_with_a_shorter_ttl_keeps_the_longer_remaining_time_and_writes_nothing() {
+    let clock = manual_clock();
+    let f = fixture_with(clock.clone()).await;
+    let s = &f.store;
+    let mut raw = f.raw().await;
+    let mut p = proposal("L1", 10, "r1");
+    p.ttl = Duration::from_secs(20);
+    let grant = granted(s.grant(&p).await.expect("grant").outcome);
+    assert_eq!(grant.remaining, Duration::from_secs(20));
+    let (_, revision, lease) = raw_grant(&mut raw).await.expect("stored");
+
+    clock.advance(Duration::from_secs(1));
+    // Shorter than the 19 s left, and exactly as long: both keep the grant as is.
+    for ttl in [1, 2, 18, 19].map(Duration::from_secs) {
+        let kept = s
+            .renew(RESOURCE, "L1", Some(ttl))
+            .await
+            .expect("renew")
+            .expect("still held by L1");
+        assert_eq!(kept.record, grant.record, "renew({ttl:?})");
+        assert_eq!(
+            kept.remaining,
+            Duration::from_secs(19),
+            "renew({ttl:?}) must report the longer remaining time"
+        );
+        let (record, now_revision, now_lease) = raw_grant(&mut raw).await.expect("still stored");
+        assert_eq!(record, grant.record);
+        assert_eq!(
+            (now_revision, now_lease),
+            (revision, lease),
+            "renew({ttl:?}) must not move the grant to a shorter lease"
+        );
+    }
+    // The grant's etcd lease still has its ~20 s, not the 2 s asked for.
+    let ttl = raw
+        .lease_time_to_live(lease, None)
+        .await
+        .expect("lease ttl")
+        .ttl();
+    assert!(ttl > 10, "lease ttl {ttl}");
+    let state = s.read(RESOURCE).await.expect("read");
+    let holder = state.holder.expect("held");
+    assert_eq!(holder.record.lock_id, "L1");
+    assert_eq!(holder.remaining, Duration::from_secs(19));
+
+    // Sanity: a longer TTL does extend (and moves the grant to a new lease).
+    let extended = s
+        .renew(RESOURCE, "L1", Some(Duration::from_secs(30)))
+        .await
+        .expect("renew")
+        .expect("held");
+    assert_eq!(extended.remaining, Duration::from_secs(30));
+    let (_, _, new_lease) = raw_grant(&mut raw).await.expect("stored");
+    assert_ne!(new_lease, lease);
+}
+
+// --- renew's compare-and-swap --------------------------------------------------
+
+/// A second store on the same etcd, serving, for a hook to write through.
+async fn concurrent_writer(f: &Fixture, clock: SharedClock) -> Arc<ShardStore> {
+    let other = f.connect(clock).await;
+    other.prepare(false).await.expect("prepare");
+    assert_eq!(other.admit().await.expect("admit"), Ok(0));
+    Arc::new(other)
+}
+
+#[tokio::test]
+async fn renew_does_not_recreate_a_grant_released_between_its_read_and_its_write() {
+    let clock = manual_clock();
+    let mut f = fixture_with(clock.clone()).await;
+    let mut p = proposal("L1", 10, "r1");
+    p.ttl = Duration::from_secs(2);
+    granted(f.store.grant(&p).await.expect("grant").outcome);
+
+    let other = concurrent_writer(&f, clock.clone()).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hook_calls = calls.clone();
+    f.store.set_renew_hook(Some(renew_hook(move || {
+        let other = other.clone();
+        let calls = hook_calls.clone();
+        async move {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                assert!(other.release(RESOURCE, "L1").await.expect("release"));
+            }
+        }
+    })));
+
+    let renewed = f
+        .store
+        .renew(RESOURCE, "L1", Some(Duration::from_secs(20)))
+        .await
+        .expect("renew");
+    assert_eq!(renewed, None, "renew must not extend a released grant");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the release ran between renew's read and its transaction"
+    );
+    let mut raw = f.raw().await;
+    assert!(
+        raw_grant(&mut raw).await.is_none(),
+        "renew must not recreate the released grant"
+    );
+    assert!(f.store.read(RESOURCE).await.expect("read").holder.is_none());
+    // Free indeed: the next lock takes it.
+    let next = f
+        .store
+        .grant(&proposal("L2", 11, "r2"))
+        .await
+        .expect("grant");
+    assert_eq!(granted(next.outcome).record.lock_id, "L2");
+}
+
+#[tokio::test]
+async fn renew_leaves_alone_another_lock_that_took_the_resource_between_its_read_and_its_write() {
+    let clock = manual_clock();
+    let mut f = fixture_with(clock.clone()).await;
+    let mut p = proposal("L1", 10, "r1");
+    p.ttl = Duration::from_secs(2);
+    granted(f.store.grant(&p).await.expect("grant").outcome);
+
+    let other = concurrent_writer(&f, clock.clone()).await;
+    let raw = f.raw().await;
+    // What the other lock's grant looked like right after it was written:
+    // (its holding as granted, and the raw (record, mod revision, lease)).
+    type Taken = (Holding, (GrantRecord, i64, i64));
+    let taken: Arc<Mutex<Option<Taken>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (hook_other, hook_taken, hook_calls) = (other.clone(), taken.clone(), calls.clone());
+    f.store.set_renew_hook(Some(renew_hook(move || {
+        let other = hook_other.clone();
+        let taken = hook_taken.clone();
+        let calls = hook_calls.clone();
+        let mut raw = raw.clone();
+        async move {
+            if calls.fetch_add(1, Ordering::SeqCst) != 0 {
+                return;
+            }
+            assert!(other.release(RESOURCE, "L1").await.expect("release"));
+            let theirs = Proposal {
+                resource: RESOURCE,
+                lock_id: "L2",
+                owner: "bob",
+                token: 11,
+                ttl: Duration::from_secs(3),
+                request_id: "r2",
+            };
+            let holding = granted(other.grant(&theirs).await.expect("grant").outcome);
+            let stored = raw_grant(&mut raw).await.expect("L2 stored");
+            *taken.lock().unwrap() = Some((holding, stored));
+        }
+    })));
+
+    let renewed = f
+        .store
+        .renew(RESOURCE, "L1", Some(Duration::from_secs(20)))
+        .await
+        .expect("renew");
+    assert_eq!(renewed, None, "L1 no longer holds the resource");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let (holding, stored) = taken.lock().unwrap().take().expect("the hook ran");
+    let mut raw = f.raw().await;
+    assert_eq!(
+        raw_grant(&mut raw).await.expect("L2 still stored"),
+        stored,
+        "renew must not write over the other lock's grant (record, revision, lease)"
+    );
+    let state = other.read(RESOURCE).await.expect("read");
+    assert_eq!(state.mark, 11);
+    let holder = state.holder.expect("held by L2");
+    assert_eq!(holder.record, holding.record);
+    assert_eq!(holder.record.owner, "bob");
+    assert_eq!(
+        holder.remaining, holding.remaining,
+        "L2 was not extended by L1's renew"
+    );
+}
+
+// --- abort with another lock's id -----------------------------------------------
+
+#[tokio::test]
+async fn abort_with_another_lock_id_leaves_the_holder_and_tombstones_that_id() {
+    let clock = manual_clock();
+    let f = fixture_with(clock.clone()).await;
+    let s = &f.store;
+    let mut raw = f.raw().await;
+    let holding = granted(
+        s.grant(&proposal("L1", 10, "r1"))
+            .await
+            .expect("grant")
+            .outcome,
+    );
+    let before = raw_grant(&mut raw).await.expect("stored");
+
+    assert!(
+        !s.abort(RESOURCE, "OTHER").await.expect("abort"),
+        "OTHER held nothing here"
+    );
+    assert_eq!(
+        raw_grant(&mut raw).await.expect("L1 still stored"),
+        before,
+        "an abort of another id must not touch L1's grant"
+    );
+    let state = s.read(RESOURCE).await.expect("read");
+    assert_eq!(state.holder, Some(holding));
+    assert!(
+        raw_get(&mut raw, &keys().tombstone("OTHER"))
+            .await
+            .is_some(),
+        "the abort leaves a tombstone for OTHER"
+    );
+
+    // L1 is intact: it releases as usual.
+    assert!(s.release(RESOURCE, "L1").await.expect("release"));
+    // The resource is free and 20 is above the mark: only the tombstone refuses.
+    let late = s.grant(&proposal("OTHER", 20, "r2")).await.expect("grant");
+    assert_eq!(late.outcome, GrantOutcome::Aborted);
+    assert_eq!(late.mark, 10);
+    let fresh = s.grant(&proposal("L3", 21, "r3")).await.expect("grant");
+    assert_eq!(granted(fresh.outcome).record.lock_id, "L3");
+}
+
+// --- quarantine and the token floor ---------------------------------------------
+
+fn assert_quarantined(error: StoreError, remaining: Duration) {
+    match error {
+        StoreError::Quarantined {
+            remaining: left, ..
+        } => assert_eq!(left, remaining),
+        other => panic!("expected a quarantine error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn prepare_without_a_marker_quarantines_until_the_clock_passes_the_quarantine_then_serves_above_the_clock()
+ {
+    let clock = manual_clock();
+    let f = unprepared_fixture(clock.clone()).await;
+    let s = &f.store;
+    let mut raw = f.raw().await;
+    s.prepare(false).await.expect("prepare");
+    assert_eq!(
+        raw_marker(&mut raw).await,
+        None,
+        "prepare(false) writes no marker"
+    );
+
+    assert_eq!(
+        s.admit().await.expect("admit"),
+        Err(Quarantined {
+            remaining: QUARANTINE
+        })
+    );
+    let p = proposal("L1", START_UNIX_MICROS * 2, "r1");
+    assert_quarantined(s.grant(&p).await.unwrap_err(), QUARANTINE);
+    assert_quarantined(s.read(RESOURCE).await.unwrap_err(), QUARANTINE);
+    assert!(raw_grant(&mut raw).await.is_none(), "nothing granted");
+
+    // Just short of the quarantine: still silent.
+    clock.advance(QUARANTINE - Duration::from_millis(1));
+    let left = Duration::from_millis(1);
+    assert_eq!(
+        s.admit().await.expect("admit"),
+        Err(Quarantined { remaining: left })
+    );
+    assert_quarantined(s.grant(&p).await.unwrap_err(), left);
+    assert_eq!(raw_marker(&mut raw).await, None);
+
+    // Past it: serving again, above the clock's wall time now.
+    clock.advance(Duration::from_millis(2));
+    let floor = clock.unix_micros();
+    assert_eq!(floor, START_UNIX_MICROS + 10_001_000);
+    assert_eq!(s.admit().await.expect("admit"), Ok(floor));
+    assert_eq!(raw_marker(&mut raw).await, Some(encode_token(floor)));
+
+    for token in [1, floor - 1, floor] {
+        let low = s.grant(&proposal("L1", token, "r1")).await.expect("grant");
+        assert_eq!(low.outcome, GrantOutcome::TokenTooLow, "token {token}");
+        assert_eq!(low.mark, floor);
+    }
+    assert!(raw_grant(&mut raw).await.is_none());
+    let ok = s
+        .grant(&proposal("L2", floor + 1, "r2"))
+        .await
+        .expect("grant");
+    assert_eq!(ok.mark, floor + 1);
+    assert_eq!(granted(ok.outcome).record.token, floor + 1);
+    // The floor stays put once serving, however the clock moves.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(s.admit().await.expect("admit"), Ok(floor));
+}
+
+#[tokio::test]
+async fn prepare_with_bootstrap_on_an_empty_etcd_serves_at_once_with_floor_zero() {
+    let clock = manual_clock();
+    let f = unprepared_fixture(clock.clone()).await;
+    let s = &f.store;
+    let mut raw = f.raw().await;
+    assert!(
+        s.admit().await.expect("admit").is_err(),
+        "silent before prepare"
+    );
+    s.prepare(true).await.expect("bootstrap");
+    assert_eq!(s.admit().await.expect("admit"), Ok(0));
+    assert_eq!(raw_marker(&mut raw).await, Some(encode_token(0)));
+    let reply = s.grant(&proposal("L1", 1, "r1")).await.expect("grant");
+    assert_eq!(granted(reply.outcome).record.token, 1);
+
+    // Another store on it (without bootstrap) finds the marker and serves at once.
+    let again = f.connect(manual_clock()).await;
+    again.prepare(false).await.expect("prepare");
+    assert_eq!(again.admit().await.expect("admit"), Ok(0));
+}
+
+#[tokio::test]
+async fn prepare_without_bootstrap_on_an_etcd_with_a_marker_serves_at_once_above_its_floor() {
+    let clock = manual_clock();
+    let f = unprepared_fixture(clock.clone()).await;
+    let s = &f.store;
+    let mut raw = f.raw().await;
+    let floor = 5_000;
+    raw.put(keys().incarnation(), encode_token(floor), None)
+        .await
+        .expect("write marker");
+    let written = raw_get(&mut raw, &keys().incarnation())
+        .await
+        .expect("marker")
+        .mod_revision();
+
+    s.prepare(false).await.expect("prepare");
+    assert_eq!(s.admit().await.expect("admit"), Ok(floor));
+    let marker = raw_get(&mut raw, &keys().incarnation())
+        .await
+        .expect("marker");
+    assert_eq!(
+        marker.mod_revision(),
+        written,
+        "the marker is not rewritten"
+    );
+
+    let low = s.grant(&proposal("L1", floor, "r1")).await.expect("grant");
+    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+    assert_eq!(low.mark, floor);
+    let ok = s
+        .grant(&proposal("L2", floor + 1, "r2"))
+        .await
+        .expect("grant");
+    assert_eq!(granted(ok.outcome).record.token, floor + 1);
+}
+
+#[tokio::test]
+async fn token_floor_survives_a_restart_of_the_store_and_of_etcd() {
+    let clock = manual_clock();
+    let mut f = unprepared_fixture(clock.clone()).await;
+    f.store.prepare(false).await.expect("prepare");
+    clock.advance(QUARANTINE + Duration::from_millis(1));
+    let floor = f.store.admit().await.expect("admit").expect("serving");
+    assert_eq!(floor, START_UNIX_MICROS + 10_001_000);
+
+    // The agent restarts: a new store, whose clock reads another wall time, finds
+    // the marker and serves above the same floor (with or without bootstrap).
+    let later = ManualClock::new(START_UNIX_MICROS + 3_600_000_000);
+    f.store = f.connect(later.clone()).await;
+    f.store.prepare(false).await.expect("prepare");
+    assert_eq!(f.store.admit().await.expect("admit"), Ok(floor));
+    let bootstrapped = f.connect(later.clone()).await;
+    bootstrapped.prepare(true).await.expect("prepare");
+    assert_eq!(
+        bootstrapped.admit().await.expect("admit"),
+        Ok(floor),
+        "bootstrap must not reset an existing floor"
+    );
+    let low = f
+        .store
+        .grant(&proposal("L1", floor, "r1"))
+        .await
+        .expect("grant");
+    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+
+    // etcd itself restarts (keeping its data): still the same floor.
+    f.etcd.kill();
+    f.etcd.restart().expect("etcd restarts");
+    f.store = f.connect(later.clone()).await;
+    f.store.prepare(false).await.expect("prepare");
+    assert_eq!(f.store.admit().await.expect("admit"), Ok(floor));
+    let low = f
+        .store
+        .grant(&proposal("L1", floor, "r1"))
+        .await
+        .expect("grant");
+    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+    assert_eq!(low.mark, floor);
+    let ok = f
+        .store
+        .grant(&proposal("L2", floor + 1, "r2"))
+        .await
+        .expect("grant");
+    assert_eq!(granted(ok.outcome).record.token, floor + 1);
 }

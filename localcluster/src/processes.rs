@@ -527,12 +527,15 @@ where
 fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
     let mut text = format!(
         "# Written by globallock-localcluster.\nregion = {:?}\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
-         audit_log = {:?}\ncompaction_interval_s = 60\nquarantine_ms = {}\nbootstrap = {bootstrap}\n",
+         audit_log = {:?}\ncompaction_interval_s = 60\nquarantine_ms = {}\nmax_ttl_ms = {}\n\
+         max_token_lead_ms = {}\nbootstrap = {bootstrap}\n",
         region.name,
         region.agent_addr,
         region.metrics_addr,
         region.dir.join("audit.jsonl").display().to_string(),
         layout.quarantine_ms,
+        layout.max_ttl_ms,
+        layout.quarantine_ms / 2,
     );
     for (s, etcd) in region.etcd.iter().enumerate() {
         let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();

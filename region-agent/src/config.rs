@@ -47,6 +47,21 @@ pub struct AgentConfig {
     /// coordinators' max TTL plus a lock delay.
     #[serde(default = "default_quarantine_ms")]
     pub quarantine_ms: u64,
+    /// Longest TTL this region grants or renews (ms). A grant must never outlive
+    /// the quarantine of a shard that forgot it, so validation requires
+    /// `quarantine_ms >= max_ttl_ms × (1 + drift_rate) + lease_granularity_ms`.
+    #[serde(default = "default_max_ttl_ms")]
+    pub max_ttl_ms: u64,
+    /// Bound on clock-rate differences between machines (assumption A1), e.g.
+    /// 0.01 for 1 %.
+    #[serde(default = "default_drift_rate")]
+    pub drift_rate: f64,
+    /// Fencing tokens more than this far (ms) above this agent's wall clock are
+    /// refused: a coordinator whose clock ran away would otherwise leave marks that
+    /// a rejoining amnesiac shard's floor (taken from the wall clock) stays below.
+    /// Must be below `quarantine_ms`.
+    #[serde(default = "default_max_token_lead_ms")]
+    pub max_token_lead_ms: u64,
     /// Shards without an incarnation marker at start are new (write it) rather than
     /// amnesiac (quarantine). Only for a brand-new deployment.
     #[serde(default)]
@@ -89,6 +104,15 @@ fn default_tombstone_ttl_ms() -> u64 {
 fn default_quarantine_ms() -> u64 {
     330_000
 }
+fn default_max_ttl_ms() -> u64 {
+    300_000
+}
+fn default_drift_rate() -> f64 {
+    0.01
+}
+fn default_max_token_lead_ms() -> u64 {
+    60_000
+}
 fn default_compaction_interval_s() -> u64 {
     300
 }
@@ -113,6 +137,15 @@ pub enum ConfigError {
     Ring(#[from] RingError),
 }
 
+/// The agent's own bounds on what coordinators propose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// Longest TTL granted or renewed.
+    pub max_ttl: Duration,
+    /// How far above this agent's wall clock a fencing token may be.
+    pub max_token_lead: Duration,
+}
+
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
@@ -132,6 +165,8 @@ pub struct ValidConfig {
     pub ring: HashRing,
     /// Write missing incarnation markers at start (brand-new deployment).
     pub bootstrap: bool,
+    /// What the agent refuses before touching etcd.
+    pub limits: AgentLimits,
     /// Compaction period (`None`: never).
     pub compaction_interval: Option<Duration>,
     /// Revisions kept at each compaction.
@@ -174,6 +209,36 @@ impl AgentConfig {
         )?;
         within("tombstone_ttl_ms", self.tombstone_ttl_ms, 1_000, 3_600_000)?;
         within("quarantine_ms", self.quarantine_ms, 1_000, 86_400_000)?;
+        within("max_ttl_ms", self.max_ttl_ms, 100, 86_400_000)?;
+        if !(0.0..0.5).contains(&self.drift_rate) {
+            return Err(invalid(
+                "drift_rate",
+                format!(
+                    "{} is out of bounds: must be at least 0 and below 0.5",
+                    self.drift_rate
+                ),
+            ));
+        }
+        // A shard that lost its data stays silent for the quarantine; every grant
+        // it forgot must have expired by then, measured on any machine's clock.
+        let outlives = (self.max_ttl_ms as f64 * (1.0 + self.drift_rate)).ceil() as u64
+            + self.lease_granularity_ms;
+        if self.quarantine_ms < outlives {
+            return Err(invalid(
+                "quarantine_ms",
+                format!(
+                    "{} is below max_ttl_ms {} × (1 + drift_rate {}) + lease_granularity_ms {} = {outlives}: \
+                     a lock this region forgot could still be valid when it votes again",
+                    self.quarantine_ms, self.max_ttl_ms, self.drift_rate, self.lease_granularity_ms
+                ),
+            ));
+        }
+        within(
+            "max_token_lead_ms",
+            self.max_token_lead_ms,
+            1,
+            self.quarantine_ms - 1,
+        )?;
         if self.metrics_listen == Some(self.listen) {
             return Err(invalid(
                 "metrics_listen",
@@ -236,6 +301,10 @@ impl AgentConfig {
             otlp_endpoint: self.otlp_endpoint,
             audit_log: self.audit_log,
             bootstrap: self.bootstrap,
+            limits: AgentLimits {
+                max_ttl: Duration::from_millis(self.max_ttl_ms),
+                max_token_lead: Duration::from_millis(self.max_token_lead_ms),
+            },
             shards,
             ring,
             compaction_interval: (self.compaction_interval_s > 0)
@@ -284,5 +353,34 @@ mod tests {
                 .to_string()
                 .contains("not an http")
         );
+    }
+
+    #[test]
+    fn regression_a_ttl_that_could_outlive_the_quarantine_is_refused() {
+        // Hole 4: agents accepted TTLs up to 24 h with a 330 s quarantine.
+        let mut c = sample();
+        c.max_ttl_ms = 400_000;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("quarantine_ms: 330000 is below max_ttl_ms 400000"),
+            "{text}"
+        );
+        let mut c = sample();
+        c.quarantine_ms = 303_000; // 300 000 × 1.01 + 1 000 = 304 000
+        assert!(c.validate().is_err());
+        let mut c = sample();
+        c.quarantine_ms = 304_000;
+        assert_eq!(
+            c.validate().expect("just enough").limits.max_ttl,
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn the_token_lead_must_be_below_the_quarantine() {
+        let mut c = sample();
+        c.max_token_lead_ms = c.quarantine_ms;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.starts_with("max_token_lead_ms"), "{text}");
     }
 }

@@ -107,7 +107,13 @@ pub async fn serve(
         metrics::counter!("globallock_agent_expirations_total", "shard" => store.name().to_owned())
             .increment(0);
     }
-    let service = AgentService::new(&config.region, stores, config.ring.clone());
+    let service = AgentService::new(
+        &config.region,
+        stores,
+        config.ring.clone(),
+        config.limits,
+        clock.clone(),
+    );
     info!(region = %config.region, address = %local(&listeners.api), "region agent serving");
     let result = tonic::transport::Server::builder()
         .add_service(RegionAgentServer::new(service))

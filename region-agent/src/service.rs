@@ -13,6 +13,7 @@ use globallock_proto::agent::{
     Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
     RenewResponse, ShardHealth,
 };
+use globallock_protocol::clock::SharedClock;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request;
 use globallock_protocol::ring::HashRing;
@@ -20,9 +21,7 @@ use globallock_telemetry::propagation::adopt_grpc_parent;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, info_span};
 
-/// Longest TTL an agent accepts from a coordinator (a sanity bound; coordinators
-/// enforce the real, configured one).
-const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::config::AgentLimits;
 
 /// How a grant is removed.
 #[derive(Debug, Clone, Copy)]
@@ -42,11 +41,21 @@ pub struct AgentService {
     shards: Arc<HashMap<String, Arc<ShardStore>>>,
     /// The ring over the shard names (to catch coordinators with another shard list).
     ring: Arc<HashRing>,
+    /// Longest TTL and highest token lead this region accepts.
+    limits: AgentLimits,
+    /// This agent's clock (for the token lead).
+    clock: SharedClock,
 }
 
 impl AgentService {
     /// An agent over connected shard stores.
-    pub fn new(region: &str, stores: Vec<Arc<ShardStore>>, ring: HashRing) -> Self {
+    pub fn new(
+        region: &str,
+        stores: Vec<Arc<ShardStore>>,
+        ring: HashRing,
+        limits: AgentLimits,
+        clock: SharedClock,
+    ) -> Self {
         let shards = stores
             .into_iter()
             .map(|s| (s.name().to_owned(), s))
@@ -55,7 +64,45 @@ impl AgentService {
             region: region.into(),
             shards: Arc::new(shards),
             ring: Arc::new(ring),
+            limits,
+            clock,
         }
+    }
+
+    /// A TTL within this region's bounds. The bound keeps every grant shorter than
+    /// the quarantine of a shard that forgets it (configuration checks that).
+    fn ttl(&self, ttl_ms: u64) -> Result<Duration, Status> {
+        let ttl = Duration::from_millis(ttl_ms);
+        if ttl.is_zero() || ttl > self.limits.max_ttl {
+            return Err(Status::invalid_argument(format!(
+                "ttl_ms: {ttl_ms} is out of bounds: region {} accepts 1 to {} \
+                 (its quarantine after data loss must outlast every grant)",
+                self.region,
+                self.limits.max_ttl.as_millis()
+            )));
+        }
+        Ok(ttl)
+    }
+
+    /// Refuse a token far above this agent's wall clock: it comes from a
+    /// coordinator whose clock ran away, and a shard that later forgets it would
+    /// rejoin with a floor (its wall clock) below it.
+    fn token(&self, token: u64) -> Result<u64, Status> {
+        if token == 0 {
+            return Err(Status::invalid_argument("fencing_token: must be above 0"));
+        }
+        let lead = u64::try_from(self.limits.max_token_lead.as_micros()).unwrap_or(u64::MAX);
+        let now = self.clock.unix_micros();
+        let highest = now.saturating_add(lead);
+        if token > highest {
+            return Err(Status::out_of_range(format!(
+                "fencing_token: {token} is more than {} ms above region {}'s clock ({now} µs): \
+                 the proposing coordinator's clock is wrong",
+                self.limits.max_token_lead.as_millis(),
+                self.region
+            )));
+        }
+        Ok(token)
     }
 
     /// The store of the shard the coordinator named, after checking the resource
@@ -102,17 +149,6 @@ impl AgentService {
         }
         Ok(())
     }
-}
-
-fn ttl(ttl_ms: u64) -> Result<Duration, Status> {
-    let ttl = Duration::from_millis(ttl_ms);
-    if ttl.is_zero() || ttl > MAX_TTL {
-        return Err(Status::invalid_argument(format!(
-            "ttl_ms: {ttl_ms} is out of bounds: must be between 1 and {}",
-            MAX_TTL.as_millis()
-        )));
-    }
-    Ok(ttl)
 }
 
 fn holder(h: Holding) -> Holder {
@@ -185,9 +221,7 @@ impl AgentService {
             .record("token", r.fencing_token);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        if r.fencing_token == 0 {
-            return Err(Status::invalid_argument("fencing_token: must be above 0"));
-        }
+        self.token(r.fencing_token)?;
         request::owner(&r.owner).map_err(|e| Status::invalid_argument(e.to_string()))?;
         request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let proposal = Proposal {
@@ -195,7 +229,7 @@ impl AgentService {
             lock_id: &r.lock_id,
             owner: &r.owner,
             token: r.fencing_token,
-            ttl: ttl(r.ttl_ms)?,
+            ttl: self.ttl(r.ttl_ms)?,
             request_id: &r.request_id,
         };
         let reply = store.grant(&proposal).await.map_err(unavailable)?;
@@ -234,7 +268,7 @@ impl AgentService {
         let new_ttl = if r.ttl_ms == 0 {
             None
         } else {
-            Some(ttl(r.ttl_ms)?)
+            Some(self.ttl(r.ttl_ms)?)
         };
         let renewed = store
             .renew(&r.resource, &r.lock_id, new_ttl)

@@ -44,7 +44,9 @@ pub struct ClusterOptions {
     pub max_wait_ms: u64,
     /// Where coordinators and agents write audit records (absent: no audit).
     pub audit_dir: Option<std::path::PathBuf>,
-    /// How long an amnesiac shard stays silent.
+    /// How long an amnesiac shard stays silent. Agents then accept TTLs up to
+    /// about this long (less the drift allowance and a lease granularity) and
+    /// tokens up to half of it above their clock.
     pub quarantine_ms: u64,
     /// Route every coordinator → agent link through its own fault proxy.
     pub proxied: bool,
@@ -66,7 +68,7 @@ impl Default for ClusterOptions {
             three_member_region: None,
             max_wait_ms: 60_000,
             audit_dir: None,
-            quarantine_ms: 10_000,
+            quarantine_ms: 120_000,
             proxied: false,
             proxy_etcd: false,
             proxy_peers: false,
@@ -268,6 +270,15 @@ impl Cluster {
             lease_granularity_ms: self.options.lease_granularity_ms,
             tombstone_ttl_ms: 60_000,
             quarantine_ms: self.options.quarantine_ms,
+            // The longest TTL the quarantine covers (see the agent's validation).
+            max_ttl_ms: (self
+                .options
+                .quarantine_ms
+                .saturating_sub(self.options.lease_granularity_ms)
+                * 100)
+                / 101,
+            drift_rate: 0.01,
+            max_token_lead_ms: self.options.quarantine_ms / 2,
             bootstrap: self.regions[r].bootstrap,
             compaction_interval_s: 0,
             compaction_keep_revisions: 10_000,
