@@ -42,6 +42,9 @@ pub struct ShardConfig {
     /// refuses to take part: at least the longest TTL plus a lock delay, so every
     /// grant it forgot has expired everywhere before it votes again.
     pub quarantine: Duration,
+    /// Bound on clock-rate differences (assumption A1), e.g. 0.01: shared leases
+    /// are padded by it so a fast etcd leader clock cannot end them early.
+    pub drift_rate: f64,
 }
 
 /// A proposal to grant a lock, as a region received it.
@@ -132,8 +135,11 @@ pub struct ShardStore {
     client: Client,
     /// Where keys live.
     keys: KeyLayout,
-    /// Shared lease buckets.
+    /// Shared lease buckets of grants.
     leases: LeaseTable,
+    /// Lease buckets of abort tombstones, never shared with grants: a grant's
+    /// lease is sized for grants only.
+    tombstone_leases: LeaseTable,
     /// The bucket grid.
     grid: BucketGrid,
     /// Time, for lease arithmetic.
@@ -211,8 +217,11 @@ impl ShardStore {
             client,
             keys: KeyLayout::new(&config.prefix),
             leases: LeaseTable::default(),
+            tombstone_leases: LeaseTable::default(),
             grid: BucketGrid {
                 granularity: config.lease_granularity,
+                // Whole parts per million, rounded up (0.01 → 10 000).
+                drift_ppm: (config.drift_rate.clamp(0.0, 1.0) * 1e6).ceil() as u32,
             },
             clock,
             timeout: config.request_timeout,
@@ -563,7 +572,7 @@ impl ShardStore {
             let mut ops = Vec::new();
             let mut bucket = None;
             if tombstone {
-                let (b, lease) = self.lease_for(self.tombstone_ttl).await?;
+                let (b, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
                 bucket = Some(b);
                 ops.push(TxnOp::put(
                     self.keys.tombstone(lock_id),
@@ -611,7 +620,7 @@ impl ShardStore {
             {
                 Err(e) if e.is_lease_not_found() => {
                     if let Some(b) = bucket {
-                        self.leases.forget(b);
+                        self.tombstone_leases.forget(b);
                     }
                 }
                 Err(e) => return Err(e),
@@ -777,9 +786,22 @@ impl ShardStore {
 
     /// The lease of the bucket that outlives a grant of `ttl` made now.
     async fn lease_for(&self, ttl: Duration) -> Result<(Bucket, i64), StoreError> {
+        self.lease_in(&self.leases, ttl).await
+    }
+
+    /// The lease of the tombstone bucket that outlives `ttl` from now.
+    async fn tombstone_lease_for(&self, ttl: Duration) -> Result<(Bucket, i64), StoreError> {
+        self.lease_in(&self.tombstone_leases, ttl).await
+    }
+
+    async fn lease_in(
+        &self,
+        table: &LeaseTable,
+        ttl: Duration,
+    ) -> Result<(Bucket, i64), StoreError> {
         let now = self.clock.monotonic();
         let bucket = self.grid.bucket_for(now, ttl);
-        let cell = self.leases.cell(bucket, now);
+        let cell = table.cell(bucket, now);
         let lease = cell
             .get_or_try_init(|| {
                 async {
@@ -791,7 +813,7 @@ impl ShardStore {
                             async move { leases.grant(seconds, None).await }
                         })
                         .await?;
-                    self.leases.created(bucket, response.id());
+                    table.created(bucket, response.id());
                     debug!(lease = response.id(), seconds, "created lease bucket");
                     Ok::<_, StoreError>(response.id())
                 }

@@ -53,6 +53,7 @@ async fn unprepared_fixture(clock: SharedClock) -> Fixture {
         lease_granularity: Duration::from_millis(500),
         tombstone_ttl: Duration::from_secs(30),
         quarantine: QUARANTINE,
+        drift_rate: 0.01,
     };
     let store = ShardStore::connect(&config, clock).await.expect("connect");
     Fixture {
@@ -259,6 +260,7 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
         lease_granularity: Duration::from_millis(500),
         tombstone_ttl: Duration::from_secs(30),
         quarantine: Duration::from_secs(10),
+        drift_rate: 0.01,
     };
     let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
         .await
@@ -756,4 +758,53 @@ async fn token_floor_survives_a_restart_of_the_store_and_of_etcd() {
         .await
         .expect("grant");
     assert_eq!(granted(ok.outcome).record.token, floor + 1);
+}
+
+/// Hole 2: a shared bucket lease is asked for with the drift allowance on its
+/// whole length, so a grant that reuses it just before its deadline cannot end
+/// early on a fast etcd leader clock (before: exactly the bucket's seconds).
+#[tokio::test]
+async fn regression_hole2_bucket_leases_are_padded_for_a_fast_leader_clock() {
+    let f = fixture().await;
+    let s = &f.store;
+    let mut long = proposal("L1", 10, "r1");
+    long.ttl = Duration::from_secs(300);
+    assert!(matches!(
+        s.grant(&long).await.expect("grant").outcome,
+        GrantOutcome::Granted(_)
+    ));
+    let mut raw = f.raw().await;
+    let kv = raw_get(&mut raw, &keys().lock("orders/42"))
+        .await
+        .expect("grant stored");
+    let lease = raw.lease_time_to_live(kv.lease(), None).await.expect("lease ttl");
+    // 300 s (+ at most one 0.5 s granularity) × 1.01, rounded up.
+    assert!(
+        lease.granted_ttl() >= 303,
+        "lease granted for {} s",
+        lease.granted_ttl()
+    );
+}
+
+/// Hole 2: abort tombstones never share a lease with grants (their buckets are
+/// sized and forgotten on their own).
+#[tokio::test]
+async fn regression_hole2_tombstones_do_not_share_leases_with_grants() {
+    let f = fixture().await;
+    let s = &f.store;
+    // A grant with the tombstone's TTL: same bucket deadline as the tombstone.
+    let mut p = proposal("L1", 10, "r1");
+    p.ttl = Duration::from_secs(30);
+    s.grant(&p).await.expect("grant");
+    assert!(!s.abort("orders/42", "GONE").await.expect("abort"));
+    let mut raw = f.raw().await;
+    let grant = raw_get(&mut raw, &keys().lock("orders/42"))
+        .await
+        .expect("grant stored");
+    let tomb = raw_get(&mut raw, &keys().tombstone("GONE"))
+        .await
+        .expect("tombstone stored");
+    assert_ne!(grant.lease(), 0);
+    assert_ne!(tomb.lease(), 0);
+    assert_ne!(grant.lease(), tomb.lease());
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 pub struct BucketGrid {
     /// Distance between bucket deadlines.
     pub granularity: Duration,
+    /// The clock-rate bound (assumption A1) in parts per million: how much faster
+    /// the etcd leader's clock may run than the agent's.
+    pub drift_ppm: u32,
 }
 
 /// A bucket, identified by its deadline on the agent's monotonic clock.
@@ -38,10 +41,20 @@ impl BucketGrid {
     }
 
     /// Whole seconds of lease TTL to ask etcd for, when asking at `asked_at`, so the
-    /// lease outlives `bucket.deadline`.
+    /// lease outlives `bucket.deadline` even on an etcd leader whose clock runs
+    /// `drift_ppm` fast.
+    ///
+    /// The padding is on the whole lease, not on each grant: a lease is shared by
+    /// every later grant of its bucket, and a grant made just before the deadline
+    /// relies on a lease that has already run almost all of its TTL on the
+    /// leader's clock. A 300 s lease on a 1 % fast leader ends about 3 s early in
+    /// the agent's time, far more than a 5 s grant's own drift allowance (hole 2 in
+    /// `docs/safety.md`). Asked for `left × (1 + drift)`, it ends no earlier than
+    /// `deadline`, whoever reuses it.
     pub fn lease_seconds(&self, bucket: Bucket, asked_at: Duration) -> i64 {
-        let left = bucket.deadline.saturating_sub(asked_at);
-        let secs = left.as_nanos().div_ceil(1_000_000_000);
+        let left = bucket.deadline.saturating_sub(asked_at).as_nanos();
+        let padded = left + (left * u128::from(self.drift_ppm)).div_ceil(1_000_000);
+        let secs = padded.div_ceil(1_000_000_000);
         i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
     }
 }
@@ -52,6 +65,7 @@ mod tests {
 
     const GRID: BucketGrid = BucketGrid {
         granularity: Duration::from_secs(1),
+        drift_ppm: 0,
     };
 
     #[test]
@@ -78,5 +92,35 @@ mod tests {
         assert_eq!(GRID.lease_seconds(bucket, Duration::from_secs(11)), 5);
         // Already past: still at least one second, never zero or negative.
         assert_eq!(GRID.lease_seconds(bucket, Duration::from_secs(20)), 1);
+    }
+
+    #[test]
+    fn regression_hole2_a_shared_lease_is_padded_for_a_fast_leader_clock() {
+        // A 300 s bucket: on a leader 1 % fast, a lease of 300 s ends ~3 s early in
+        // the agent's time, and a 5 s grant that reused it at 295 s would end at
+        // ~297 s. Asked for 303 s, the lease ends at 300 s of agent time at the
+        // earliest, whoever reuses it.
+        let grid = BucketGrid {
+            granularity: Duration::from_secs(1),
+            drift_ppm: 10_000,
+        };
+        let bucket = Bucket {
+            deadline: Duration::from_secs(300),
+        };
+        let seconds = grid.lease_seconds(bucket, Duration::ZERO);
+        assert_eq!(seconds, 303);
+        let leader_lifetime = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+        let in_agent_time = leader_lifetime.div_f64(1.01);
+        assert!(in_agent_time >= bucket.deadline, "{in_agent_time:?}");
+        // Rounds up, never down: 10.3 s left at 1 % is 10.403 s, so 11.
+        assert_eq!(
+            grid.lease_seconds(
+                Bucket {
+                    deadline: Duration::from_millis(20_300)
+                },
+                Duration::from_secs(10)
+            ),
+            11
+        );
     }
 }

@@ -292,6 +292,7 @@ impl AgentConfig {
                 lease_granularity: Duration::from_millis(self.lease_granularity_ms),
                 tombstone_ttl: Duration::from_millis(self.tombstone_ttl_ms),
                 quarantine: Duration::from_millis(self.quarantine_ms),
+                drift_rate: self.drift_rate,
             })
             .collect();
         Ok(ValidConfig {
