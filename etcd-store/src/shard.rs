@@ -323,7 +323,48 @@ impl ShardStore {
                 mark: floor,
             });
         }
-        self.grant_admitted(p).await
+        self.grant_admitted(p, floor).await
+    }
+
+    /// Check the incarnation marker read alongside an operation against the floor
+    /// this store serves with. A marker that vanished (etcd wiped under a running
+    /// agent) or changed (rewritten by someone else) means this store's view of
+    /// the shard is void: quarantine, exactly as if the agent had started on it.
+    fn check_marker(&self, floor: u64, marker: Option<&KeyValue>) -> Result<(), StoreError> {
+        let why = match marker {
+            None => "incarnation marker vanished under a running agent (etcd data lost)",
+            Some(kv) if decode_token(kv.value()) != Some(floor) => {
+                "incarnation marker rewritten under a running agent"
+            }
+            Some(_) => return Ok(()),
+        };
+        self.enter_quarantine(why);
+        Err(StoreError::Quarantined {
+            shard: self.name.clone(),
+            remaining: self.quarantine,
+        })
+    }
+
+    /// The guard every write carries: the marker still holds the floor this store
+    /// serves with (so a wiped or rewritten marker fails the write).
+    fn marker_guard(&self, floor: u64) -> Compare {
+        Compare::value(
+            self.keys.incarnation(),
+            CompareOp::Equal,
+            encode_token(floor),
+        )
+    }
+
+    /// Read `key` and the incarnation marker in one request, and check the marker.
+    async fn get_checked(&self, key: &str, floor: u64) -> Result<Option<KeyValue>, StoreError> {
+        let txn = Txn::new().and_then([
+            TxnOp::get(key, None),
+            TxnOp::get(self.keys.incarnation(), None),
+        ]);
+        let response = self.txn("get", txn).await?;
+        let [value, marker] = first_kvs::<2>(&response);
+        self.check_marker(floor, marker.as_ref())?;
+        Ok(value)
     }
 
     /// The token floor while serving; `Err(Quarantined)` while quarantined.
@@ -334,7 +375,7 @@ impl ShardStore {
         })
     }
 
-    async fn grant_admitted(&self, p: &Proposal<'_>) -> Result<GrantReply, StoreError> {
+    async fn grant_admitted(&self, p: &Proposal<'_>, floor: u64) -> Result<GrantReply, StoreError> {
         let lock_key = self.keys.lock(p.resource);
         let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
@@ -363,7 +404,9 @@ impl ShardStore {
             };
             let txn = Txn::new()
                 .when([
-                    Compare::version(marker.as_str(), CompareOp::Greater, 0),
+                    // The floor is compared inside the transaction: a marker wiped
+                    // or rewritten since this store read it fails the grant.
+                    self.marker_guard(floor),
                     Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
                     Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
                     fence_guard,
@@ -397,7 +440,8 @@ impl ShardStore {
                     mark: p.token,
                 });
             }
-            let [lock, fence, tomb] = first_kvs::<3>(&response);
+            let [lock, fence, tomb, marker] = first_kvs::<4>(&response);
+            self.check_marker(floor, marker.as_ref())?;
             let mark = fence
                 .as_ref()
                 .and_then(|kv| decode_token(kv.value()))
@@ -497,10 +541,10 @@ impl ShardStore {
         lock_id: &str,
         ttl: Option<Duration>,
     ) -> Result<Option<Holding>, StoreError> {
-        self.serving().await?;
+        let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
-            let Some(kv) = self.get(&lock_key).await? else {
+            let Some(kv) = self.get_checked(&lock_key, floor).await? else {
                 return Ok(None);
             };
             let current = self.holding(&kv).await?;
@@ -520,11 +564,10 @@ impl ShardStore {
             // Compare-and-swap on the revision we read: if the grant was released or
             // replaced meanwhile, the write does not happen.
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    lock_key.as_str(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                )])
+                .when([
+                    Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, kv.mod_revision()),
+                    self.marker_guard(floor),
+                ])
                 .and_then([TxnOp::put(
                     lock_key.as_str(),
                     kv.value().to_vec(),
@@ -567,20 +610,10 @@ impl ShardStore {
         lock_id: &str,
         tombstone: bool,
     ) -> Result<bool, StoreError> {
+        let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
-            let mut ops = Vec::new();
-            let mut bucket = None;
-            if tombstone {
-                let (b, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
-                bucket = Some(b);
-                ops.push(TxnOp::put(
-                    self.keys.tombstone(lock_id),
-                    Vec::new(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ));
-            }
-            let ours = match self.get(&lock_key).await? {
+            let ours = match self.get_checked(&lock_key, floor).await? {
                 Some(kv) => {
                     let record = self.decode(&kv)?;
                     if record.lock_id != lock_id {
@@ -600,17 +633,36 @@ impl ShardStore {
                 // So the expiry watcher knows this delete is ours, not an expiry.
                 self.removed.remember(lock_id);
             }
+            // A tombstone refuses a delayed proposal of this lock id afterwards:
+            // always on abort, and on a release that found nothing here, because
+            // the grant may still be in flight to this region and would land after
+            // its own release and linger until its TTL (regression: such a stray
+            // grant made a later acquire "held").
+            let mut ops = Vec::new();
+            let mut bucket = None;
+            if tombstone || ours.is_none() {
+                let (b, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
+                bucket = Some(b);
+                ops.push(TxnOp::put(
+                    self.keys.tombstone(lock_id),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
             let txn = match &ours {
                 None if ops.is_empty() => return Ok(false),
                 None => Txn::new().and_then(ops),
                 Some(kv) => {
                     ops.push(TxnOp::delete(lock_key.as_str(), None));
                     Txn::new()
-                        .when([Compare::mod_revision(
-                            lock_key.as_str(),
-                            CompareOp::Equal,
-                            kv.mod_revision(),
-                        )])
+                        .when([
+                            Compare::mod_revision(
+                                lock_key.as_str(),
+                                CompareOp::Equal,
+                                kv.mod_revision(),
+                            ),
+                            self.marker_guard(floor),
+                        ])
                         .and_then(ops)
                 }
             };
@@ -644,13 +696,15 @@ impl ShardStore {
     /// The grant holding `resource` (if any) and its mark, read atomically.
     #[instrument(skip_all, fields(shard = %self.name, resource))]
     pub async fn read(&self, resource: &str) -> Result<ResourceState, StoreError> {
-        self.serving().await?;
+        let floor = self.serving().await?;
         let txn = Txn::new().and_then([
             TxnOp::get(self.keys.lock(resource), None),
             TxnOp::get(self.keys.fence(resource), None),
+            TxnOp::get(self.keys.incarnation(), None),
         ]);
         let response = self.txn("read", txn).await?;
-        let [lock, fence] = first_kvs::<2>(&response);
+        let [lock, fence, marker] = first_kvs::<3>(&response);
+        self.check_marker(floor, marker.as_ref())?;
         let holder = match lock {
             Some(kv) => Some(self.holding(&kv).await?),
             None => None,
@@ -738,15 +792,11 @@ impl ShardStore {
 
     /// Prove the shard serves linearizable reads (which needs a live Raft leader).
     pub async fn check_health(&self) -> Result<(), StoreError> {
-        self.serving().await?;
-        let key = self.keys.health();
-        self.call("health", || {
-            let mut kv = self.client.kv_client();
-            let key = key.clone();
-            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await
-        .map(|_| ())
+        // Quarantined, or a marker that vanished or changed since: unhealthy, so
+        // coordinators and operators see it (it used to report healthy forever).
+        let floor = self.serving().await?;
+        let marker = self.keys.incarnation();
+        self.get_checked(&marker, floor).await.map(|_| ())
     }
 
     /// Compact history older than `keep` revisions (every acquire and release adds

@@ -777,7 +777,10 @@ async fn regression_hole2_bucket_leases_are_padded_for_a_fast_leader_clock() {
     let kv = raw_get(&mut raw, &keys().lock("orders/42"))
         .await
         .expect("grant stored");
-    let lease = raw.lease_time_to_live(kv.lease(), None).await.expect("lease ttl");
+    let lease = raw
+        .lease_time_to_live(kv.lease(), None)
+        .await
+        .expect("lease ttl");
     // 300 s (+ at most one 0.5 s granularity) × 1.01, rounded up.
     assert!(
         lease.granted_ttl() >= 303,
@@ -807,4 +810,84 @@ async fn regression_hole2_tombstones_do_not_share_leases_with_grants() {
     assert_ne!(grant.lease(), 0);
     assert_ne!(tomb.lease(), 0);
     assert_ne!(grant.lease(), tomb.lease());
+}
+
+fn is_quarantined<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Quarantined { .. }))
+}
+
+/// Hole 6: etcd wiped under a running agent. Before, the grant transaction's
+/// marker compare failed silently (contention forever), renew said "not found"
+/// and health said healthy. Now every path reads the marker, the store
+/// quarantines itself, health reports it, and it serves again only after the
+/// quarantine, above a fresh floor.
+#[tokio::test]
+async fn regression_hole6_an_etcd_wiped_under_a_running_store_quarantines_it() {
+    let clock = manual_clock();
+    let f = fixture_with(clock.clone()).await;
+    let s = &f.store;
+    s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    let mut raw = f.raw().await;
+    raw.delete(
+        PREFIX,
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .expect("wipe");
+
+    let renew = s.renew("orders/42", "L1", None).await;
+    assert!(is_quarantined(&renew), "renew: {renew:?}");
+    let grant = s.grant(&proposal("L2", 20, "r2")).await;
+    assert!(is_quarantined(&grant), "grant: {grant:?}");
+    assert!(is_quarantined(&s.read("orders/42").await));
+    assert!(is_quarantined(&s.check_health().await));
+    assert!(matches!(s.admit().await, Ok(Err(_))));
+
+    clock.advance(QUARANTINE + Duration::from_millis(1));
+    let floor = s.admit().await.expect("etcd").expect("serving again");
+    assert_eq!(floor, clock.unix_micros());
+    s.check_health()
+        .await
+        .expect("healthy after the quarantine");
+    let low = s.grant(&proposal("L3", 30, "r3")).await.expect("grant");
+    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+    let above = s
+        .grant(&proposal("L4", floor + 1, "r4"))
+        .await
+        .expect("grant");
+    assert!(matches!(above.outcome, GrantOutcome::Granted(_)));
+}
+
+/// Hole 6: a marker rewritten under a running agent (another floor) must not let
+/// this store vote with its stale floor: the floor is compared inside the
+/// transaction, and a mismatch quarantines.
+#[tokio::test]
+async fn regression_hole6_a_rewritten_marker_quarantines_instead_of_voting_with_a_stale_floor() {
+    let f = fixture_with(manual_clock()).await;
+    let s = &f.store;
+    s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    let mut raw = f.raw().await;
+    raw.put(keys().incarnation(), encode_token(5_000), None)
+        .await
+        .expect("rewrite marker");
+    let grant = s.grant(&proposal("L2", 20, "r2")).await;
+    assert!(is_quarantined(&grant), "grant: {grant:?}");
+    assert!(is_quarantined(&s.check_health().await));
+}
+
+/// A release that arrives before its own grant (both in flight to one region)
+/// leaves a tombstone, so the grant that lands afterwards is refused instead of
+/// lingering as a stray holder until its TTL.
+#[tokio::test]
+async fn regression_a_release_that_overtook_its_grant_refuses_the_grant_afterwards() {
+    let f = fixture().await;
+    let s = &f.store;
+    assert!(!s.release("orders/42", "L1").await.expect("release first"));
+    let late = s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    assert_eq!(late.outcome, GrantOutcome::Aborted);
+    let state = s.read("orders/42").await.expect("read");
+    assert_eq!(state.holder, None);
+    // Other locks are not affected.
+    let other = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
+    assert!(matches!(other.outcome, GrantOutcome::Granted(_)));
 }

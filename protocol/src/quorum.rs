@@ -237,6 +237,24 @@ impl AcquireRound {
         }) {
             return Loss::RequestConflict(grant);
         }
+        // Regions that said "token too low" are free: when they alone make a
+        // majority, a re-proposal above their marks wins whatever a minority
+        // holds (regression: a stray grant in one region, e.g. one that landed
+        // after its release, made the whole round "held").
+        let too_low = replies()
+            .filter(|r| matches!(r, GrantReply::TokenTooLow { .. }))
+            .count();
+        let highest_mark = replies()
+            .filter_map(|r| match r {
+                GrantReply::TokenTooLow { mark } => Some(*mark),
+                _ => None,
+            })
+            .max();
+        if too_low >= majority
+            && let Some(mark) = highest_mark
+        {
+            return Loss::TokenTooLow { mark };
+        }
         if let Some(grant) = replies()
             .filter_map(|r| match r {
                 GrantReply::Held(g) => Some(g),
@@ -246,13 +264,7 @@ impl AcquireRound {
         {
             return Loss::Held(grant.clone());
         }
-        if let Some(mark) = replies()
-            .filter_map(|r| match r {
-                GrantReply::TokenTooLow { mark } => Some(*mark),
-                _ => None,
-            })
-            .max()
-        {
+        if let Some(mark) = highest_mark {
             return Loss::TokenTooLow { mark };
         }
         Loss::Split
@@ -664,6 +676,19 @@ mod tests {
     }
 
     #[test]
+    fn regression_token_too_low_at_a_majority_outranks_a_minority_holder() {
+        // Two free regions refused only the token; one still holds a stray grant.
+        // Re-proposing above the marks wins: the answer is not "held".
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::TokenTooLow { mark: 40 });
+        round.record(1, GrantReply::Held(grant("H", 5, 1)));
+        assert_eq!(
+            round.record(2, GrantReply::TokenTooLow { mark: 45 }),
+            AcquireDecision::Lost(Loss::TokenTooLow { mark: 45 })
+        );
+    }
+
+    #[test]
     fn request_conflict_is_reported() {
         let mut round = AcquireRound::new(3);
         round.record(0, GrantReply::RequestConflict(grant("E", 3, 1)));
@@ -831,5 +856,49 @@ mod tests {
         assert!(!g.answers("request-2", "owner", 10_000));
         assert!(!g.answers("request-1", "mallory", 10_000));
         assert!(!g.answers("request-1", "owner", 9_999));
+    }
+
+    #[test]
+    fn an_unavailable_release_names_the_failed_regions_as_unreachable() {
+        let mut tally = ReleaseTally::new(3);
+        tally.record(0, RemoveReply::Removed);
+        tally.record(1, RemoveReply::NotFound);
+        assert_eq!(
+            tally.record(2, RemoveReply::Failed),
+            ReleaseDecision::Unavailable(RegionSplit {
+                reachable: vec![0, 1],
+                unreachable: vec![2],
+            })
+        );
+    }
+
+    #[test]
+    fn a_read_held_by_a_majority_reports_its_regions_and_the_majority_th_largest_remaining() {
+        let mut tally = ReadTally::new(3);
+        tally.record(2, ReadReply::Holding(grant("L", 7, 5_000)));
+        tally.record(1, ReadReply::Free);
+        match tally.record(0, ReadReply::Holding(grant("L", 7, 4_000))) {
+            ReadDecision::Held(held) => {
+                assert_eq!((held.grant.lock_id.as_str(), held.grant.token), ("L", 7));
+                assert_eq!(held.regions, vec![0, 2]);
+                // Held while a majority (both holders) holds it: the smaller remaining.
+                assert_eq!(held.held_for, Duration::from_millis(4_000));
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unavailable_read_names_the_failed_regions_as_unreachable() {
+        let mut tally = ReadTally::new(3);
+        tally.record(0, ReadReply::Holding(grant("L", 7, 5_000)));
+        tally.record(1, ReadReply::Free);
+        assert_eq!(
+            tally.record(2, ReadReply::Failed),
+            ReadDecision::Unavailable(RegionSplit {
+                reachable: vec![0, 1],
+                unreachable: vec![2],
+            })
+        );
     }
 }
