@@ -53,6 +53,17 @@ pub enum StoreError {
         /// How long until it serves.
         remaining: Duration,
     },
+    /// The shard's watermark file could not be read.
+    #[error("shard {shard}: cannot read its etcd watermark {}", path.display())]
+    State {
+        /// The shard.
+        shard: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The endpoint list was unusable.
     #[error("shard {shard}: cannot use endpoints {endpoints:?}")]
     Endpoints {

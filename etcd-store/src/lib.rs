@@ -11,6 +11,8 @@
 //! - [`keys`] — the key layout and the order-preserving token encoding.
 //! - [`record`] — the stored grant record.
 //! - `leases`: the table of shared lease buckets.
+//! - [`watermark`] — the etcd history an agent saw (cluster id, highest
+//!   revision), kept on disk to notice an etcd restored to older data.
 //! - [`error`] — [`StoreError`].
 
 pub mod error;
@@ -18,6 +20,7 @@ pub mod keys;
 mod leases;
 pub mod record;
 pub mod shard;
+pub mod watermark;
 
 pub use error::StoreError;
 pub use record::GrantRecord;

@@ -18,6 +18,7 @@ use crate::error::StoreError;
 use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
 use crate::record::GrantRecord;
+use crate::watermark::{Seen, Watermark};
 
 /// How many times an operation re-reads and retries after losing a race with a
 /// concurrent writer on the same key (or finding its lease bucket gone).
@@ -45,6 +46,9 @@ pub struct ShardConfig {
     /// Bound on clock-rate differences (assumption A1), e.g. 0.01: shared leases
     /// are padded by it so a fast etcd leader clock cannot end them early.
     pub drift_rate: f64,
+    /// Where the agent keeps this shard's etcd watermark (cluster id and highest
+    /// revision seen) across restarts; `None` keeps it in memory only.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A proposal to grant a lock, as a region received it.
@@ -154,6 +158,8 @@ pub struct ShardStore {
     membership: std::sync::Mutex<Membership>,
     /// Quarantine length.
     quarantine: Duration,
+    /// The etcd history seen so far (to notice a restore from an older snapshot).
+    watermark: Watermark,
     /// Test hook inside `renew` (always `None` in production).
     renew_hook: Option<RenewHook>,
 }
@@ -232,6 +238,13 @@ impl ShardStore {
                 until: Duration::MAX,
             }),
             quarantine: config.quarantine,
+            watermark: Watermark::load(config.state_file.clone()).map_err(|source| {
+                StoreError::State {
+                    shard: config.name.clone(),
+                    path: config.state_file.clone().unwrap_or_default(),
+                    source,
+                }
+            })?,
             renew_hook: None,
         })
     }
@@ -252,7 +265,13 @@ impl ShardStore {
     /// serves (above the marker's token floor); without it, it is new (with
     /// `bootstrap`: write the marker now) or its data was lost (quarantine).
     pub async fn prepare(&self, bootstrap: bool) -> Result<(), StoreError> {
-        match self.get(&self.keys.incarnation()).await? {
+        let marker = match self.get(&self.keys.incarnation()).await {
+            // etcd's history went back since this agent last saw it: the
+            // watermark check quarantined the shard already.
+            Err(StoreError::Quarantined { .. }) => return Ok(()),
+            other => other?,
+        };
+        match marker {
             Some(kv) => {
                 let floor = decode_token(kv.value()).unwrap_or(0);
                 self.set_membership(Membership::Serving { floor });
@@ -294,7 +313,18 @@ impl ShardStore {
             encode_token(floor),
             None,
         )]);
-        self.txn("incarnation", txn).await?;
+        // A new incarnation starts on whatever history etcd holds now: accept it
+        // as the watermark (a rolled-back etcd would otherwise never serve again).
+        let response = self
+            .call("incarnation", || {
+                let mut kv = self.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        if let Some(header) = response.header() {
+            self.watermark.reset(header.cluster_id(), header.revision());
+        }
         self.set_membership(Membership::Serving { floor });
         Ok(floor)
     }
@@ -914,6 +944,7 @@ impl ShardStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let before = self.watermark.before_request();
         let mut response = self
             .call("get", || {
                 let mut kv = self.client.kv_client();
@@ -921,16 +952,48 @@ impl ShardStore {
                 async move { kv.get(key, None).await }
             })
             .await?;
+        self.check_history(before, response.header())?;
         Ok(response.take_kvs().into_iter().next())
     }
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
-        self.call(op, || {
-            let mut kv = self.client.kv_client();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
-        .await
+        let before = self.watermark.before_request();
+        let response = self
+            .call(op, || {
+                let mut kv = self.client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        self.check_history(before, response.header())?;
+        Ok(response)
+    }
+
+    /// Quarantine when a response shows etcd's history went back (hole 5 in
+    /// `docs/safety.md`): another cluster id, or a revision below one seen before
+    /// the request was sent.
+    fn check_history(
+        &self,
+        before: Seen,
+        header: Option<&etcd_client::ResponseHeader>,
+    ) -> Result<(), StoreError> {
+        let Some(header) = header else {
+            return Ok(());
+        };
+        let now = self.clock.monotonic();
+        match self
+            .watermark
+            .observe(before, header.cluster_id(), header.revision(), now)
+        {
+            Ok(()) => Ok(()),
+            Err(rollback) => {
+                self.enter_quarantine(&rollback.to_string());
+                Err(StoreError::Quarantined {
+                    shard: self.name.clone(),
+                    remaining: self.quarantine,
+                })
+            }
+        }
     }
 
     /// Run one etcd request under the request deadline. A failure to reach a

@@ -54,6 +54,7 @@ async fn unprepared_fixture(clock: SharedClock) -> Fixture {
         tombstone_ttl: Duration::from_secs(30),
         quarantine: QUARANTINE,
         drift_rate: 0.01,
+        state_file: None,
     };
     let store = ShardStore::connect(&config, clock).await.expect("connect");
     Fixture {
@@ -261,6 +262,7 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
         tombstone_ttl: Duration::from_secs(30),
         quarantine: Duration::from_secs(10),
         drift_rate: 0.01,
+        state_file: None,
     };
     let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
         .await
@@ -890,4 +892,82 @@ async fn regression_a_release_that_overtook_its_grant_refuses_the_grant_afterwar
     // Other locks are not affected.
     let other = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
     assert!(matches!(other.outcome, GrantOutcome::Granted(_)));
+}
+
+/// Hole 5: an etcd restored to older data (here: its data directory put back to
+/// a copy taken earlier) keeps the incarnation marker but lost recent grants and
+/// marks. The store notices the revision going back, quarantines, and so does a
+/// restarted store that reads the watermark from disk. Before, both voted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hole5_an_etcd_restored_to_older_data_is_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut etcd = EtcdCluster::start("rolled", 1, dir.path()).expect("etcd starts");
+    let state_file = dir.path().join("agent-state").join("s0.watermark.json");
+    let config = ShardConfig {
+        name: "s0".into(),
+        endpoints: etcd.endpoints(),
+        prefix: PREFIX.into(),
+        request_timeout: Duration::from_secs(3),
+        lease_granularity: Duration::from_millis(500),
+        tombstone_ttl: Duration::from_secs(30),
+        quarantine: QUARANTINE,
+        drift_rate: 0.01,
+        state_file: Some(state_file.clone()),
+    };
+    let clock = manual_clock();
+    let store = ShardStore::connect(&config, clock.clone())
+        .await
+        .expect("connect");
+    store.prepare(true).await.expect("bootstrap");
+    store.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+
+    // The "snapshot": a copy of the data directory as it is now.
+    etcd.kill();
+    let data = etcd.members()[0].data_dir().to_path_buf();
+    let snapshot = dir.path().join("snapshot");
+    copy_dir(&data, &snapshot);
+    etcd.restart().expect("etcd restarts");
+    // More history after the snapshot: a release and new grants and marks.
+    assert!(store.release("orders/42", "L1").await.expect("release"));
+    for (i, lock_id) in ["L2", "L3", "L4"].into_iter().enumerate() {
+        let token = 20 + u64::try_from(i).expect("small");
+        store
+            .grant(&proposal(lock_id, token, lock_id))
+            .await
+            .expect("grant");
+        assert!(store.release("orders/42", lock_id).await.expect("release"));
+    }
+    clock.advance(Duration::from_secs(2)); // lets the watermark reach the disk
+
+    // Restore: the older data comes back under the same endpoints.
+    store.read("orders/42").await.expect("read");
+    etcd.kill();
+    std::fs::remove_dir_all(&data).expect("remove data");
+    copy_dir(&snapshot, &data);
+    etcd.restart().expect("etcd restarts");
+
+    let grant = store.grant(&proposal("L9", 99, "r9")).await;
+    assert!(
+        matches!(grant, Err(StoreError::Quarantined { .. })),
+        "{grant:?}"
+    );
+    // A restarted agent remembers the watermark from its disk.
+    let restarted = ShardStore::connect(&config, manual_clock())
+        .await
+        .expect("connect");
+    restarted.prepare(false).await.expect("prepare");
+    assert!(matches!(restarted.admit().await, Ok(Err(_))));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

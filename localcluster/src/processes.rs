@@ -528,7 +528,7 @@ fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
     let mut text = format!(
         "# Written by globallock-localcluster.\nregion = {:?}\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
          audit_log = {:?}\ncompaction_interval_s = 60\nquarantine_ms = {}\nmax_ttl_ms = {}\n\
-         max_token_lead_ms = {}\nbootstrap = {bootstrap}\n",
+         max_token_lead_ms = {}\nstate_dir = {:?}\nbootstrap = {bootstrap}\n",
         region.name,
         region.agent_addr,
         region.metrics_addr,
@@ -536,6 +536,7 @@ fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
         layout.quarantine_ms,
         layout.max_ttl_ms,
         layout.quarantine_ms / 2,
+        region.dir.join("agent-state").display().to_string(),
     );
     for (s, etcd) in region.etcd.iter().enumerate() {
         let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();

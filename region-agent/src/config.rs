@@ -72,6 +72,12 @@ pub struct AgentConfig {
     /// Revisions of history kept at each compaction.
     #[serde(default = "default_compaction_keep_revisions")]
     pub compaction_keep_revisions: i64,
+    /// Where the agent keeps what it must remember across restarts (per shard:
+    /// the etcd cluster id and highest revision seen, to notice an etcd restored
+    /// to older data). Absent: memory only, and a restore while the agent was
+    /// down goes unnoticed (a warning at start says so).
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
     /// Points per shard on the hash ring (must match the coordinators').
     #[serde(default = "default_vnodes")]
     pub ring_vnodes: u32,
@@ -285,6 +291,10 @@ impl AgentConfig {
             .shards
             .into_iter()
             .map(|s| ShardConfig {
+                state_file: self
+                    .state_dir
+                    .as_ref()
+                    .map(|dir| dir.join(format!("{}.watermark.json", s.name))),
                 name: s.name,
                 endpoints: s.endpoints,
                 prefix: self.key_prefix.clone(),

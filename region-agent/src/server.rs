@@ -107,6 +107,12 @@ pub async fn serve(
         metrics::counter!("globallock_agent_expirations_total", "shard" => store.name().to_owned())
             .increment(0);
     }
+    if config.shards.iter().any(|s| s.state_file.is_none()) {
+        tracing::warn!(
+            region = %config.region,
+            "no state_dir configured: an etcd restored to older data while this agent is down will not be noticed"
+        );
+    }
     let service = AgentService::new(
         &config.region,
         stores,

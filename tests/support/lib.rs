@@ -279,6 +279,7 @@ impl Cluster {
                 / 101,
             drift_rate: 0.01,
             max_token_lead_ms: self.options.quarantine_ms / 2,
+            state_dir: Some(self.dir.path().join(&region.name).join("agent-state")),
             bootstrap: self.regions[r].bootstrap,
             compaction_interval_s: 0,
             compaction_keep_revisions: 10_000,
@@ -637,5 +638,48 @@ impl Cluster {
             })
             .await?
             .into_inner())
+    }
+}
+
+impl Cluster {
+    /// Region `r`'s agent's own health answer, asked directly (not through any
+    /// coordinator or fault proxy).
+    pub async fn agent_health(
+        &self,
+        r: usize,
+    ) -> anyhow::Result<globallock_proto::agent::HealthResponse> {
+        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
+            format!("http://{}", self.regions[r].agent_addr),
+        )
+        .await?;
+        Ok(agent
+            .health(globallock_proto::agent::HealthRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// The detail of shard `shard-0` in region `r`'s health answer when the agent
+    /// says that shard is quarantined (its data was lost); `None` when it serves,
+    /// fails for another reason, or the agent does not answer.
+    pub async fn agent_quarantine(&self, r: usize) -> Option<String> {
+        let health = self.agent_health(r).await.ok()?;
+        health
+            .shards
+            .into_iter()
+            .find(|s| s.shard == "shard-0" && !s.healthy && s.detail.contains("quarantined"))
+            .map(|s| s.detail)
+    }
+
+    /// How many times agents entered quarantine (`globallock_agent_quarantines_total`
+    /// for `shard-0`). Agents and coordinators of this in-process cluster share the
+    /// test process's metrics recorder, so coordinator 0's `/metrics` shows every
+    /// agent's count, summed over regions.
+    pub async fn quarantines(&self) -> anyhow::Result<f64> {
+        self.coordinator_metric(
+            0,
+            "globallock_agent_quarantines_total",
+            &[("shard", "shard-0")],
+        )
+        .await
     }
 }
