@@ -159,4 +159,39 @@ mod tests {
         assert_eq!(holder_at(&t, 10_000).map(|t| t.token), Some(3));
         assert!(tenures(&records, "other").is_empty());
     }
+
+    #[test]
+    fn a_lock_granted_twice_has_one_tenure_from_the_first_grant() {
+        let records = vec![
+            record(100, AuditEvent::Granted, "A", 1),
+            // The same grant logged again (an idempotent retry answered with it).
+            record(130, AuditEvent::Granted, "A", 1),
+            record(200, AuditEvent::Released, "A", 1),
+        ];
+        let t = tenures(&records, "r");
+        assert_eq!(
+            t,
+            vec![Tenure {
+                lock_id: "A".into(),
+                owner: "owner-A".into(),
+                token: 1,
+                from_unix_ms: 100,
+                until_unix_ms: Some(200),
+                ended_by: Some(AuditEvent::Released),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_tenure_covers_its_start_but_not_its_end() {
+        let records = vec![
+            record(100, AuditEvent::Granted, "A", 1),
+            record(200, AuditEvent::Released, "A", 1),
+        ];
+        let t = tenures(&records, "r");
+        assert_eq!(holder_at(&t, 99), None);
+        assert_eq!(holder_at(&t, 100).map(|t| t.token), Some(1));
+        assert_eq!(holder_at(&t, 199).map(|t| t.token), Some(1));
+        assert_eq!(holder_at(&t, 200), None, "released at 200: not held at 200");
+    }
 }

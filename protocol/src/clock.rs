@@ -188,3 +188,168 @@ impl Clock for SkewedClock {
         self.system.unix_micros().saturating_add_signed(offset)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2020-01-01T00:00:00Z in microseconds since the Unix epoch.
+    const START_OF_2020_US: u64 = 1_577_836_800_000_000;
+    const ONE_HOUR_US: i64 = 3_600_000_000;
+
+    #[test]
+    fn system_clock_unix_time_is_after_2020() {
+        assert!(SystemClock::new().unix_micros() > START_OF_2020_US);
+    }
+
+    #[test]
+    fn system_clock_monotonic_time_advances_with_real_time() {
+        let clock = SystemClock::new();
+        let before = clock.monotonic();
+        std::thread::sleep(Duration::from_millis(5));
+        let after = clock.monotonic();
+        assert!(
+            after >= before + Duration::from_millis(5),
+            "{before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn manual_clock_starts_at_monotonic_zero_and_the_given_wall_time() {
+        let clock = ManualClock::new(START_OF_2020_US);
+        assert_eq!(clock.monotonic(), Duration::ZERO);
+        assert_eq!(clock.unix_micros(), START_OF_2020_US);
+    }
+
+    #[test]
+    fn manual_clock_advance_moves_both_monotonic_and_unix_time_by_the_same_amount() {
+        let clock = ManualClock::new(START_OF_2020_US);
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
+        assert_eq!(clock.unix_micros(), START_OF_2020_US + 1_500_000);
+        clock.advance(Duration::from_micros(7));
+        assert_eq!(clock.monotonic(), Duration::from_micros(1_500_007));
+        assert_eq!(clock.unix_micros(), START_OF_2020_US + 1_500_007);
+    }
+
+    #[test]
+    fn manual_clock_set_unix_micros_jumps_the_wall_clock_either_way_but_not_monotonic_time() {
+        let clock = ManualClock::new(START_OF_2020_US);
+        clock.advance(Duration::from_secs(3));
+        clock.set_unix_micros(42);
+        assert_eq!(clock.unix_micros(), 42);
+        assert_eq!(clock.monotonic(), Duration::from_secs(3));
+        clock.set_unix_micros(START_OF_2020_US * 2);
+        assert_eq!(clock.unix_micros(), START_OF_2020_US * 2);
+        assert_eq!(clock.monotonic(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn skewed_clock_without_faults_follows_the_system_clock() {
+        let clock = SkewedClock::new();
+        let system = SystemClock::new();
+        let (skewed_us, system_us) = (clock.unix_micros(), system.unix_micros());
+        assert!(skewed_us > START_OF_2020_US);
+        assert!(
+            skewed_us.abs_diff(system_us) < 60_000_000,
+            "{skewed_us} vs {system_us}"
+        );
+        let before = clock.monotonic();
+        std::thread::sleep(Duration::from_millis(5));
+        let after = clock.monotonic();
+        assert!(
+            after >= before + Duration::from_millis(5),
+            "{before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn skewed_clock_jump_wall_shifts_unix_time_forward_and_back() {
+        let clock = SkewedClock::new();
+        let system = SystemClock::new();
+        // Generous slack: the two clocks are read a few instructions apart.
+        let slack = 60_000_000;
+        clock.jump_wall(ONE_HOUR_US);
+        let (skewed, real) = (clock.unix_micros(), system.unix_micros());
+        assert!(
+            skewed.abs_diff(real + ONE_HOUR_US as u64) < slack,
+            "{skewed} vs {real}"
+        );
+        clock.jump_wall(-3 * ONE_HOUR_US);
+        let (skewed, real) = (clock.unix_micros(), system.unix_micros());
+        assert!(
+            skewed.abs_diff(real - 2 * ONE_HOUR_US as u64) < slack,
+            "{skewed} vs {real}"
+        );
+    }
+
+    #[test]
+    fn skewed_clock_jump_monotonic_moves_monotonic_time_forward_and_it_keeps_running() {
+        let clock = SkewedClock::new();
+        let before = clock.monotonic();
+        clock.jump_monotonic(Duration::from_secs(3_600));
+        let jumped = clock.monotonic();
+        assert!(
+            jumped >= before + Duration::from_secs(3_600),
+            "{before:?} -> {jumped:?}"
+        );
+        assert!(
+            jumped < before + Duration::from_secs(3_660),
+            "{before:?} -> {jumped:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let later = clock.monotonic();
+        assert!(
+            later >= jumped + Duration::from_millis(5),
+            "{jumped:?} -> {later:?}"
+        );
+    }
+
+    #[test]
+    fn skewed_clock_set_rate_zero_stops_monotonic_time_and_keeps_what_had_elapsed() {
+        let clock = SkewedClock::new();
+        let start = clock.monotonic();
+        std::thread::sleep(Duration::from_millis(10));
+        clock.set_rate(0.0);
+        let stopped = clock.monotonic();
+        assert!(
+            stopped >= start + Duration::from_millis(10),
+            "{start:?} -> {stopped:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(clock.monotonic(), stopped, "a stopped clock does not move");
+        // A negative rate is treated as stopped too, never as running backwards.
+        clock.set_rate(-5.0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.monotonic(), stopped);
+    }
+
+    #[test]
+    fn skewed_clock_set_rate_runs_monotonic_time_fast_from_then_on() {
+        let clock = SkewedClock::new();
+        clock.set_rate(0.0);
+        let stopped = clock.monotonic();
+        clock.set_rate(1_000.0);
+        std::thread::sleep(Duration::from_millis(10));
+        let fast = clock.monotonic();
+        // 10 ms of real time at 1000x is at least 10 s.
+        assert!(
+            fast >= stopped + Duration::from_secs(10),
+            "{stopped:?} -> {fast:?}"
+        );
+        // Back to normal speed: the time gained is kept, and it runs on at 1x.
+        clock.set_rate(1.0);
+        let normal = clock.monotonic();
+        assert!(normal >= fast, "{fast:?} -> {normal:?}");
+        std::thread::sleep(Duration::from_millis(5));
+        let later = clock.monotonic();
+        assert!(
+            later >= normal + Duration::from_millis(5),
+            "{normal:?} -> {later:?}"
+        );
+        assert!(
+            later < normal + Duration::from_secs(5),
+            "{normal:?} -> {later:?}"
+        );
+    }
+}

@@ -105,4 +105,66 @@ mod tests {
             Err(TokensExhausted { mark: MAX_TOKEN })
         );
     }
+
+    #[test]
+    fn max_token_is_exactly_two_to_the_53_minus_one() {
+        assert_eq!(MAX_TOKEN, 9_007_199_254_740_991);
+        // The largest integer a JSON/JavaScript double represents exactly.
+        assert_eq!(MAX_TOKEN as f64 as u64, MAX_TOKEN);
+        assert_ne!(
+            (MAX_TOKEN + 2) as f64 as u64,
+            MAX_TOKEN + 2,
+            "2^53 + 1 is the first integer a double cannot hold"
+        );
+    }
+
+    #[test]
+    fn a_proposal_of_exactly_max_token_is_allowed_and_one_above_is_refused() {
+        let mut ratchet = TokenRatchet::new();
+        assert_eq!(ratchet.propose("r", MAX_TOKEN), Ok(MAX_TOKEN));
+        // The next token would be MAX_TOKEN + 1, whatever the clock says.
+        assert_eq!(
+            ratchet.propose("r", 1),
+            Err(TokensExhausted { mark: MAX_TOKEN })
+        );
+        let mut ratchet = TokenRatchet::new();
+        assert_eq!(
+            ratchet.propose("r", MAX_TOKEN + 1),
+            Err(TokensExhausted { mark: MAX_TOKEN })
+        );
+    }
+
+    #[test]
+    fn observing_one_resource_keeps_the_marks_of_others() {
+        let mut ratchet = TokenRatchet::new();
+        ratchet.observe("a", 9_000_000);
+        ratchet.observe("b", 5_000_000);
+        assert_eq!(ratchet.propose("a", 1), Ok(9_000_001));
+    }
+
+    #[test]
+    fn at_capacity_observing_a_known_resource_forgets_nothing() {
+        let mut ratchet = TokenRatchet::new();
+        for i in 0..MAX_REMEMBERED {
+            ratchet.observe(&format!("r{i}"), 9_000_000);
+        }
+        assert_eq!(ratchet.marks.len(), MAX_REMEMBERED);
+        ratchet.observe("r0", 9_500_000);
+        assert_eq!(ratchet.marks.len(), MAX_REMEMBERED);
+        assert_eq!(ratchet.propose("r1", 1), Ok(9_000_001));
+        assert_eq!(ratchet.propose("r0", 1), Ok(9_500_001));
+    }
+
+    #[test]
+    fn at_capacity_observing_a_new_resource_forgets_the_old_marks() {
+        let mut ratchet = TokenRatchet::new();
+        for i in 0..MAX_REMEMBERED {
+            ratchet.observe(&format!("r{i}"), 9_000_000);
+        }
+        ratchet.observe("new", 7_000_000);
+        assert_eq!(ratchet.marks.len(), 1, "memory stays bounded");
+        assert_eq!(ratchet.propose("new", 1), Ok(7_000_001));
+        // The forgotten mark is only a hint: the ratchet still never goes back.
+        assert_eq!(ratchet.propose("r1", 1), Ok(7_000_002));
+    }
 }

@@ -103,4 +103,30 @@ mod tests {
             assert!(bad.parse::<LockId>().is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_lock_id_carries_its_resource_through_text_and_back() {
+        let id = LockId::new(7, "orders/42");
+        assert_eq!(id.resource(), "orders/42");
+        let parsed: LockId = id.to_string().parse().expect("round trip");
+        assert_eq!(parsed.resource(), "orders/42");
+    }
+
+    #[test]
+    fn the_nonce_must_be_exactly_32_lowercase_hex_digits() {
+        let resource = URL_SAFE_NO_PAD.encode("orders/42");
+        let ok = format!("{}.{resource}", "0".repeat(32));
+        assert!(ok.parse::<LockId>().is_ok());
+        for nonce in [
+            "1".to_owned(),
+            "0".repeat(31),
+            "0".repeat(33),
+            "A".repeat(32),
+            format!("+{}", "0".repeat(31)),
+        ] {
+            let text = format!("{nonce}.{resource}");
+            let err = text.parse::<LockId>().expect_err(&text);
+            assert_eq!(err.field, "lock_id");
+        }
+    }
 }

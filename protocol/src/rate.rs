@@ -123,4 +123,75 @@ mod tests {
             assert_eq!(wait, Duration::MAX, "rate {per_second}");
         }
     }
+
+    #[test]
+    fn the_wait_is_the_time_until_the_missing_fraction_of_a_token_refills() {
+        let mut limiter = RateLimiter::new(Rate {
+            per_second: 2.0,
+            burst: 1.0,
+        });
+        let t0 = Duration::from_secs(100);
+        assert_eq!(limiter.take("c", t0), Ok(()));
+        // A quarter of a second refills half a token: the other half takes 250 ms.
+        assert_eq!(
+            limiter.take("c", t0 + Duration::from_millis(250)),
+            Err(Duration::from_millis(250))
+        );
+        assert_eq!(limiter.take("c", t0 + Duration::from_millis(500)), Ok(()));
+    }
+
+    #[test]
+    fn a_negative_or_infinite_rate_neither_drains_nor_refills_the_bucket() {
+        for per_second in [-1.0, f64::NEG_INFINITY, f64::INFINITY] {
+            let mut limiter = RateLimiter::new(Rate {
+                per_second,
+                burst: 2.0,
+            });
+            let t0 = Duration::from_secs(1);
+            assert_eq!(limiter.take("c", t0), Ok(()), "rate {per_second}");
+            // Time passing neither takes the second burst token away...
+            let later = t0 + Duration::from_secs(10);
+            assert_eq!(limiter.take("c", later), Ok(()), "rate {per_second}");
+            // ...nor adds any back.
+            let much_later = t0 + Duration::from_secs(1_000);
+            assert_eq!(
+                limiter.take("c", much_later),
+                Err(Duration::MAX),
+                "rate {per_second}"
+            );
+        }
+    }
+
+    #[test]
+    fn at_capacity_a_known_client_keeps_its_bucket() {
+        let mut limiter = RateLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 1.0,
+        });
+        let t0 = Duration::from_secs(1);
+        assert_eq!(limiter.take("flood", t0), Ok(()));
+        for i in 1..MAX_CLIENTS {
+            assert_eq!(limiter.take(&format!("c{i}"), t0), Ok(()));
+        }
+        assert_eq!(limiter.buckets.len(), MAX_CLIENTS);
+        // Forgetting its empty bucket would hand the flooding client a fresh burst.
+        assert!(limiter.take("flood", t0).is_err());
+        assert_eq!(limiter.buckets.len(), MAX_CLIENTS);
+    }
+
+    #[test]
+    fn at_capacity_a_new_client_makes_the_limiter_forget_the_old_buckets() {
+        let mut limiter = RateLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 1.0,
+        });
+        let t0 = Duration::from_secs(1);
+        for i in 0..MAX_CLIENTS {
+            assert_eq!(limiter.take(&format!("c{i}"), t0), Ok(()));
+        }
+        assert_eq!(limiter.take("new", t0), Ok(()));
+        assert_eq!(limiter.buckets.len(), 1, "memory stays bounded");
+        // A forgotten bucket is a full one: that only ever lets a client through.
+        assert_eq!(limiter.take("c0", t0), Ok(()));
+    }
 }

@@ -216,4 +216,35 @@ mod tests {
         assert!(request_id("ünï").is_err());
         assert!(request_id(&"r".repeat(129)).is_err());
     }
+
+    #[test]
+    fn wait_of_exactly_the_maximum_is_allowed() {
+        let limits = Limits::default();
+        assert_eq!(limits.wait(60_000), Ok(Duration::from_secs(60)));
+        let err = limits.wait(60_001).expect_err("above the maximum");
+        assert_eq!(err.field, "wait_ms");
+        assert!(err.problem.contains("60000"), "{err}");
+    }
+
+    #[test]
+    fn owners_are_1_to_128_characters_without_control_characters() {
+        for good in ["alice", "a", "naïve owner", "ü".repeat(128).as_str()] {
+            assert_eq!(owner(good), Ok(()), "{good}");
+        }
+        for bad in ["", &"o".repeat(129), "new\nline", "nul\0"] {
+            let err = owner(bad).expect_err(bad);
+            assert_eq!(err.field, "owner", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_id_of_exactly_128_bytes_is_allowed_and_129_is_not() {
+        assert_eq!(request_id(&"r".repeat(128)), Ok(()));
+        let err = request_id(&"r".repeat(129)).expect_err("too long");
+        assert_eq!(err.field, "request_id");
+        assert!(
+            err.problem.contains("129") && err.problem.contains("128"),
+            "{err}"
+        );
+    }
 }

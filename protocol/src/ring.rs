@@ -183,4 +183,24 @@ mod tests {
             RingError::Duplicate("a".into())
         );
     }
+
+    #[test]
+    fn a_resource_hashing_exactly_onto_a_point_belongs_to_that_points_shard() {
+        // A point is the hash of "<shard>#<vnode>", so a resource with that very
+        // name lands exactly on it, and "at or after" means it is that shard's.
+        let ring = ring(3);
+        for shard in names(3) {
+            for vnode in 0..DEFAULT_VNODES {
+                let resource = format!("{shard}#{vnode}");
+                assert_eq!(ring.shard_for(&resource), shard, "{resource}");
+            }
+        }
+    }
+
+    #[test]
+    fn shards_lists_the_configured_names_in_configuration_order() {
+        let configured = vec!["zeta".to_owned(), "alpha".to_owned(), "mu".to_owned()];
+        let ring = HashRing::new(&configured, 4).expect("valid");
+        assert_eq!(ring.shards(), configured.as_slice());
+    }
 }
