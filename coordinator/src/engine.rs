@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::agent::{
-    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, Holder, LockRef, REGION_METADATA,
-    ReadRequest, ReadResponse, RemoveResponse, RenewRequest, RenewResponse,
+    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
+    RenewResponse,
 };
 use globallock_protocol::audit::{AuditEvent, AuditRecord};
 use globallock_protocol::backoff::Backoff;
@@ -25,9 +25,8 @@ use globallock_protocol::clock::SharedClock;
 use globallock_protocol::fence::TokenRatchet;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::quorum::{
-    AcquireDecision, AcquireRound, Grant, GrantReply, Loss, MajorityGrant, ReadDecision, ReadReply,
-    ReadTally, RegionSplit, ReleaseDecision, ReleaseTally, RemoveReply, RenewDecision, RenewReply,
-    RenewTally,
+    Grant, MajorityGrant, ReadDecision, ReadReply, ReadTally, RegionSplit, ReleaseDecision,
+    ReleaseTally, RemoveReply, RenewDecision, RenewReply, RenewTally,
 };
 use globallock_protocol::rate::{Rate, RateLimiter};
 use globallock_protocol::request::{self, Limits};
@@ -42,9 +41,6 @@ use tracing::{Instrument, Span, debug, info_span, instrument, warn};
 use crate::contention::TopContended;
 use crate::error::{LockError, Reachability, RegionFailure};
 use crate::regions::Regions;
-
-/// How many times one attempt re-proposes after regions said the token was too low.
-const TOKEN_ROUNDS: usize = 3;
 
 /// What an acquire asks for.
 #[derive(Debug, Clone)]
@@ -119,23 +115,23 @@ pub struct HolderView {
 #[derive(Debug)]
 pub struct LockEngine {
     /// The regions.
-    regions: Arc<Regions>,
+    pub(crate) regions: Arc<Regions>,
     /// Resource → shard.
     ring: HashRing,
     /// Input bounds.
     limits: Limits,
     /// Clock drift allowance.
-    drift: DriftAllowance,
+    pub(crate) drift: DriftAllowance,
     /// Delays while waiting.
-    backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// Time.
-    clock: SharedClock,
+    pub(crate) clock: SharedClock,
     /// Token choice hints.
-    ratchet: Mutex<TokenRatchet>,
+    pub(crate) ratchet: Arc<Mutex<TokenRatchet>>,
     /// Per-owner acquire rate.
     limiter: Mutex<RateLimiter>,
     /// Most contended resources (for the admin endpoint, never for labels).
-    contention: TopContended,
+    pub(crate) contention: TopContended,
     /// Where audit records go.
     audit: AuditLog,
 }
@@ -155,17 +151,6 @@ pub struct EngineOptions {
 
 type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
 
-/// The outcome of one proposal round, before it becomes an answer.
-enum RoundResult {
-    Won(Acquired),
-    /// Lost, with each region's failure (for UNAVAILABLE's message).
-    Lost(Loss, Vec<Option<Status>>),
-    TooSlow {
-        elapsed: Duration,
-        ttl: Duration,
-    },
-}
-
 impl LockEngine {
     /// An engine over `regions`.
     pub fn new(
@@ -181,7 +166,7 @@ impl LockEngine {
             drift: options.drift,
             backoff: Backoff::default(),
             clock,
-            ratchet: Mutex::new(TokenRatchet::new()),
+            ratchet: Arc::new(Mutex::new(TokenRatchet::new())),
             limiter: Mutex::new(RateLimiter::new(options.acquire_rate)),
             contention: TopContended::default(),
             audit: options.audit,
@@ -259,60 +244,7 @@ impl LockEngine {
         };
         Span::current().record("request_id", request_id.as_str());
         let shard = self.ring.shard_for(&p.resource).to_owned();
-        let started = self.clock.monotonic();
-        let mut attempt = 0u32;
-        let result = loop {
-            self.regions
-                .require_majority(&shard)
-                .map_err(LockError::Unavailable)?;
-            let (holder, error) = match self.acquire_attempt(&p, &shard, ttl, &request_id).await? {
-                RoundResult::Won(acquired) => break Ok(acquired),
-                RoundResult::TooSlow { elapsed, ttl } => {
-                    break Err(LockError::TooSlow { elapsed, ttl });
-                }
-                RoundResult::Lost(Loss::Unavailable(split), failures) => {
-                    break Err(LockError::Unavailable(self.reachability(&split, &failures)));
-                }
-                RoundResult::Lost(Loss::RequestConflict(_), _) => {
-                    break Err(LockError::RequestIdReused { request_id });
-                }
-                RoundResult::Lost(Loss::Held(g), _) => (
-                    Some((g.owner.clone(), g.remaining)),
-                    LockError::Held {
-                        resource: p.resource.clone(),
-                        owner: g.owner,
-                        remaining: g.remaining,
-                    },
-                ),
-                RoundResult::Lost(Loss::Split | Loss::TokenTooLow { .. }, _) => (
-                    None,
-                    LockError::Contended {
-                        resource: p.resource.clone(),
-                    },
-                ),
-            };
-            // Every refused attempt is contention, including those while waiting.
-            metrics::counter!("globallock_contention_total").increment(1);
-            self.contention.record(&p.resource);
-            let waited = self.clock.monotonic().saturating_sub(started);
-            if wait.is_zero() {
-                break Err(error);
-            }
-            let Some(left) = wait.checked_sub(waited).filter(|l| !l.is_zero()) else {
-                break Err(LockError::WaitExpired {
-                    resource: p.resource.clone(),
-                    waited,
-                    holder,
-                });
-            };
-            let delay = self
-                .backoff
-                .delay(attempt, rand::random::<f64>(), holder.as_ref().map(|h| h.1))
-                .min(left);
-            debug!(?delay, attempt, "resource busy; waiting");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        };
+        let result = self.drive_acquire(&p, shard, ttl, wait, request_id).await;
         let span = Span::current();
         match &result {
             Ok(a) => {
@@ -346,155 +278,13 @@ impl LockEngine {
         result
     }
 
-    /// One attempt: propose, and re-propose above the regions' marks when the
-    /// token was too low.
-    async fn acquire_attempt(
+    /// The answer for a lock a majority holds.
+    pub(crate) fn acquired(
         &self,
         p: &AcquireParams,
-        shard: &str,
-        ttl: Duration,
-        request_id: &str,
-    ) -> Result<RoundResult, LockError> {
-        let mut last = RoundResult::Lost(Loss::Split, Vec::new());
-        for _ in 0..TOKEN_ROUNDS {
-            let token = self
-                .ratchet
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .propose(&p.resource, self.clock.unix_micros())?;
-            let lock_id = LockId::new(rand::random::<u128>(), p.resource.clone()).to_string();
-            let result = self
-                .propose(p, shard, ttl, request_id, &lock_id, token)
-                .await;
-            match result {
-                RoundResult::Lost(Loss::TokenTooLow { .. }, _) => last = result,
-                other => return Ok(other),
-            }
-        }
-        Ok(last)
-    }
-
-    /// One round: propose (lock id, token) to every region and decide.
-    #[instrument(skip_all, fields(lock_id, token))]
-    async fn propose(
-        &self,
-        p: &AcquireParams,
-        shard: &str,
-        ttl: Duration,
-        request_id: &str,
-        lock_id: &str,
-        token: u64,
-    ) -> RoundResult {
-        Span::current()
-            .record("lock_id", lock_id)
-            .record("token", token);
-        let request = GrantRequest {
-            shard: shard.to_owned(),
-            resource: p.resource.clone(),
-            lock_id: lock_id.to_owned(),
-            owner: p.owner.clone(),
-            fencing_token: token,
-            ttl_ms: p.ttl_ms,
-            request_id: request_id.to_owned(),
-        };
-        // Validity is measured from before the first proposal leaves.
-        let started = self.clock.monotonic();
-        let mut replies = self.fan_out(shard, "grant", request, |mut c, r| async move {
-            c.grant(r).await
-        });
-        let mut round = AcquireRound::new(self.regions.len());
-        // Which regions may hold a grant of *this* proposal (to abort if we lose).
-        let mut maybe_ours = vec![true; self.regions.len()];
-        let mut record = |i: usize, result: Result<GrantResponse, Status>| {
-            let reply = self.grant_reply(p, request_id, result);
-            maybe_ours[i] = matches!(&reply, GrantReply::Failed)
-                || matches!(&reply, GrantReply::Granted(g) if g.lock_id == lock_id);
-            round.record(i, reply)
-        };
-        let (decision, mut failures) = self
-            .gather(shard, &mut replies, |i, result| {
-                Some(record(i, result)).filter(|d| *d != AcquireDecision::Pending)
-            })
-            .await;
-        let mut decision = decision.unwrap_or(AcquireDecision::Pending);
-        if matches!(decision, AcquireDecision::Lost(Loss::Unavailable(_))) && !replies.is_empty() {
-            // Too many regions failed for a majority, but the rest may still answer:
-            // wait for them (bounded by the region deadline) so the answer names
-            // reachable and unreachable regions truthfully.
-            let (_, late) = self
-                .gather(shard, &mut replies, |i, result| {
-                    record(i, result);
-                    None::<()>
-                })
-                .await;
-            for (slot, failure) in failures.iter_mut().zip(late) {
-                if failure.is_some() {
-                    *slot = failure;
-                }
-            }
-            decision = round.decide();
-        }
-        match decision {
-            AcquireDecision::Won(won) => {
-                let elapsed = self.clock.monotonic().saturating_sub(started);
-                let winner_is_ours = won.grant.lock_id == lock_id;
-                // An idempotent retry may find the earlier lock of the same request
-                // holding a majority: then this proposal's own grants are aborted.
-                let abort_now: Vec<usize> = if winner_is_ours {
-                    Vec::new()
-                } else {
-                    (0..maybe_ours.len())
-                        .filter(|&i| maybe_ours[i] && !won.regions.contains(&i))
-                        .collect()
-                };
-                self.finish_in_background(
-                    shard,
-                    &p.resource,
-                    lock_id,
-                    replies,
-                    abort_now,
-                    !winner_is_ours,
-                );
-                let relied = ttl.min(won.held_for);
-                match self.drift.validity(relied, elapsed) {
-                    Some(validity) => RoundResult::Won(self.acquired(p, won, validity)),
-                    None => {
-                        if winner_is_ours {
-                            self.abort_everywhere(shard, &p.resource, lock_id);
-                        }
-                        RoundResult::TooSlow { elapsed, ttl }
-                    }
-                }
-            }
-            AcquireDecision::Lost(loss) => {
-                let abort: Vec<usize> = (0..maybe_ours.len()).filter(|&i| maybe_ours[i]).collect();
-                if matches!(loss, Loss::TokenTooLow { .. }) {
-                    // The next round needs these regions free of this proposal.
-                    self.abort_at(shard, &p.resource, lock_id, &abort).await;
-                    self.finish_in_background(
-                        shard,
-                        &p.resource,
-                        lock_id,
-                        replies,
-                        Vec::new(),
-                        true,
-                    );
-                } else {
-                    self.finish_in_background(shard, &p.resource, lock_id, replies, abort, true);
-                }
-                RoundResult::Lost(loss, failures)
-            }
-            AcquireDecision::Pending => {
-                // Every region replied and no decision: impossible by the tally's
-                // construction; treat it as a split vote rather than guess.
-                warn!("acquire round ended undecided");
-                self.abort_everywhere(shard, &p.resource, lock_id);
-                RoundResult::Lost(Loss::Split, failures)
-            }
-        }
-    }
-
-    fn acquired(&self, p: &AcquireParams, won: MajorityGrant, validity: Duration) -> Acquired {
+        won: MajorityGrant,
+        validity: Duration,
+    ) -> Acquired {
         Acquired {
             lock_id: won.grant.lock_id,
             resource: p.resource.clone(),
@@ -503,55 +293,6 @@ impl LockEngine {
             ttl_ms: won.grant.ttl_ms,
             validity,
             granted_regions: self.regions.names(&won.regions),
-        }
-    }
-
-    /// Let the calls still in flight finish off the critical path: abort the regions
-    /// in `abort_now`, and, when `abort_late` is set, any late grant of this
-    /// proposal.
-    fn finish_in_background(
-        &self,
-        shard: &str,
-        resource: &str,
-        lock_id: &str,
-        mut replies: Replies<GrantResponse>,
-        abort_now: Vec<usize>,
-        abort_late: bool,
-    ) {
-        let engine = self.background_handle(shard, resource, lock_id);
-        tokio::spawn(
-            async move {
-                engine.abort(&abort_now).await;
-                while let Some((i, result)) = replies.next().await {
-                    let late_grant = matches!(&result, Ok(r) if r.outcome == WireOutcome::Granted as i32
-                        && r.holder.as_ref().is_some_and(|h| h.lock_id == engine.lock_id));
-                    if abort_late && late_grant {
-                        engine.abort(&[i]).await;
-                    }
-                }
-            }
-            .instrument(Span::current()),
-        );
-    }
-
-    fn abort_everywhere(&self, shard: &str, resource: &str, lock_id: &str) {
-        let engine = self.background_handle(shard, resource, lock_id);
-        let all: Vec<usize> = (0..self.regions.len()).collect();
-        tokio::spawn(async move { engine.abort(&all).await }.instrument(Span::current()));
-    }
-
-    async fn abort_at(&self, shard: &str, resource: &str, lock_id: &str, regions: &[usize]) {
-        self.background_handle(shard, resource, lock_id)
-            .abort(regions)
-            .await;
-    }
-
-    fn background_handle(&self, shard: &str, resource: &str, lock_id: &str) -> Aborter {
-        Aborter {
-            regions: self.regions.clone(),
-            shard: shard.to_owned(),
-            resource: resource.to_owned(),
-            lock_id: lock_id.to_owned(),
         }
     }
 
@@ -830,43 +571,49 @@ impl LockEngine {
         F: Fn(RegionAgentClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
-        let timeout = self.regions.timeout();
         (0..self.regions.len())
-            .map(|i| {
-                let region = self.regions.get(i);
-                let span = info_span!("region_call", region = %region.name, shard, op);
-                let mut request = tonic::Request::new(message.clone());
-                request.set_timeout(timeout);
-                inject_grpc_from(&span, request.metadata_mut());
-                let call = call(region.client(), request);
-                let name = region.name.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let result = match tokio::time::timeout(timeout, call).await {
-                        Ok(result) => result.and_then(|r| answered_by(&name, r)),
-                        Err(_) => Err(Status::deadline_exceeded(format!(
-                            "no answer within {} ms",
-                            timeout.as_millis()
-                        ))),
-                    };
-                    let outcome = match &result {
-                        Ok(_) => "ok",
-                        Err(s) if matches!(s.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled) => "timeout",
-                        Err(_) => "error",
-                    };
-                    metrics::counter!("globallock_region_requests_total", "region" => name.clone(), "op" => op, "outcome" => outcome)
-                        .increment(1);
-                    metrics::histogram!("globallock_region_request_duration_seconds", "region" => name, "op" => op)
-                        .record(started.elapsed().as_secs_f64());
-                    if let Err(status) = &result {
-                        debug!(code = ?status.code(), message = status.message(), "region call failed");
-                    }
-                    (i, result)
-                }
-                .instrument(span)
-                .boxed()
-            })
+            .map(|i| self.call_region(i, shard, op, message.clone(), &call))
             .collect()
+    }
+
+    /// Send `message` to region `i` with `call`, bounded by the region deadline
+    /// (also sent as the gRPC timeout, so the agent can give up too), counted and
+    /// timed per region; only an answer naming region `i` counts.
+    pub(crate) fn call_region<M, T, F, Fut>(
+        &self,
+        i: usize,
+        shard: &str,
+        op: &'static str,
+        message: M,
+        call: F,
+    ) -> BoxFuture<'static, (usize, Result<T, Status>)>
+    where
+        T: Send + 'static,
+        F: Fn(RegionAgentClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
+    {
+        let timeout = self.regions.timeout();
+        let region = self.regions.get(i);
+        let span = info_span!("region_call", region = %region.name, shard, op);
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        inject_grpc_from(&span, request.metadata_mut());
+        let call = call(region.client(), request);
+        let name = region.name.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result.and_then(|r| answered_by(&name, r)),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            };
+            record_region_call(&name, op, started, &result);
+            (i, result)
+        }
+        .instrument(span)
+        .boxed()
     }
 
     /// Feed replies to `record` as they arrive (updating region health) until it
@@ -890,45 +637,11 @@ impl LockEngine {
         (None, failures)
     }
 
-    /// A grant answer as the quorum rule sees it; also feeds the token ratchet.
-    fn grant_reply(
+    pub(crate) fn reachability(
         &self,
-        p: &AcquireParams,
-        request_id: &str,
-        result: Result<GrantResponse, Status>,
-    ) -> GrantReply {
-        let resource = p.resource.as_str();
-        let response = match result {
-            Ok(response) => response,
-            Err(_) => return GrantReply::Failed,
-        };
-        self.ratchet
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(resource, response.high_water_mark);
-        let holder = response.holder.map(grant_of);
-        match (WireOutcome::try_from(response.outcome), holder) {
-            (Ok(WireOutcome::Granted), Some(g)) if g.answers(request_id, &p.owner, p.ttl_ms) => {
-                GrantReply::Granted(g)
-            }
-            (Ok(WireOutcome::Granted), Some(g)) => {
-                warn!(lock_id = %g.lock_id, granted_request = %g.request_id, "a grant for another request or owner; counting it as no vote");
-                GrantReply::Failed
-            }
-            (Ok(WireOutcome::Held), Some(g)) => GrantReply::Held(g),
-            (Ok(WireOutcome::RequestConflict), Some(g)) => GrantReply::RequestConflict(g),
-            (Ok(WireOutcome::TokenTooLow), _) => GrantReply::TokenTooLow {
-                mark: response.high_water_mark,
-            },
-            (Ok(WireOutcome::Aborted), _) => GrantReply::Aborted,
-            (outcome, _) => {
-                warn!(?outcome, "malformed grant reply; counting it as no vote");
-                GrantReply::Failed
-            }
-        }
-    }
-
-    fn reachability(&self, split: &RegionSplit, failures: &[Option<Status>]) -> Reachability {
+        split: &RegionSplit,
+        failures: &[Option<Status>],
+    ) -> Reachability {
         Reachability {
             reachable: self.regions.names(&split.reachable),
             unreachable: split
@@ -947,35 +660,31 @@ impl LockEngine {
     }
 }
 
-/// Aborts one proposal's grants, from a background task.
-#[derive(Debug)]
-struct Aborter {
-    regions: Arc<Regions>,
-    shard: String,
-    resource: String,
-    lock_id: String,
-}
-
-impl Aborter {
-    async fn abort(&self, at: &[usize]) {
-        let calls = at.iter().map(|&i| {
-            let mut client = self.regions.get(i).client();
-            let mut request = tonic::Request::new(LockRef {
-                shard: self.shard.clone(),
-                resource: self.resource.clone(),
-                lock_id: self.lock_id.clone(),
-            });
-            let timeout = self.regions.timeout();
-            request.set_timeout(timeout);
-            async move {
-                if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await
-                {
-                    // The grant (if any) expires with its TTL.
-                    debug!(region = i, code = ?status.code(), "abort failed");
-                }
-            }
-        });
-        futures::future::join_all(calls).await;
+/// Count and time one call to a region (bounded labels only).
+fn record_region_call<T>(
+    region: &str,
+    op: &'static str,
+    started: std::time::Instant,
+    result: &Result<T, Status>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            "timeout"
+        }
+        Err(_) => "error",
+    };
+    metrics::counter!("globallock_region_requests_total", "region" => region.to_owned(), "op" => op, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("globallock_region_request_duration_seconds", "region" => region.to_owned(), "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(status) = result {
+        debug!(code = ?status.code(), message = status.message(), "region call failed");
     }
 }
 
@@ -997,7 +706,7 @@ fn answered_by<T>(region: &str, response: Response<T>) -> Result<T, Status> {
     )))
 }
 
-fn grant_of(h: Holder) -> Grant {
+pub(crate) fn grant_of(h: Holder) -> Grant {
     Grant {
         lock_id: h.lock_id,
         owner: h.owner,

@@ -8,6 +8,8 @@
 //! - [`config`] — settings, loaded from TOML + environment, validated before binding.
 //! - [`engine`] — acquire, renew, release, describe, validate: fan-out to the
 //!   regions and the decisions of `globallock_protocol::quorum`.
+//! - `acquire` — carries out the acquire state machine's commands
+//!   (`globallock_protocol::acquire`): mint, send, abort, back off, answer.
 //! - [`regions`] — channels to the region agents and their health (for the fast
 //!   minority-side rejection).
 //! - [`error`] — [`LockError`], every way a request can fail.
@@ -17,6 +19,7 @@
 //! - [`rest`] — the REST API (axum) and its OpenAPI document.
 //! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
 
+mod acquire;
 pub mod config;
 pub mod contention;
 pub mod engine;

@@ -3,6 +3,8 @@
 //! sockets, etcd or sleeps.
 //!
 //! # Layout
+//! - [`acquire`] — the acquire as a state machine: replies, aborts, time in;
+//!   commands (mint, send, abort, back off, answer) out.
 //! - [`quorum`] — the majority rule. Tallies of region replies for acquire, renew,
 //!   release and read that decide as soon as the outcome is certain.
 //! - [`fence`] — the fencing-token ratchet (how a coordinator picks a token that
@@ -17,6 +19,7 @@
 //! - [`clock`] — the only way the services read time, so tests can move it.
 //! - [`audit`] — audit records, and "who held this resource, when" from them.
 
+pub mod acquire;
 pub mod audit;
 pub mod backoff;
 pub mod clock;

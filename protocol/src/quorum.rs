@@ -179,6 +179,11 @@ impl AcquireRound {
         self.decide()
     }
 
+    /// Whether region `region` already replied in this round.
+    pub fn has_replied(&self, region: usize) -> bool {
+        self.replies.get(region).is_some_and(Option::is_some)
+    }
+
     /// The decision given the replies so far.
     pub fn decide(&self) -> AcquireDecision {
         let n = self.replies.len();

@@ -68,7 +68,7 @@ impl Default for ClusterOptions {
             three_member_region: None,
             max_wait_ms: 60_000,
             audit_dir: None,
-            quarantine_ms: 120_000,
+            quarantine_ms: 310_000,
             proxied: false,
             proxy_etcd: false,
             proxy_peers: false,
@@ -253,6 +253,17 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The longest TTL the agents' quarantine covers (see the agent's
+    /// validation: quarantine ≥ max TTL × 1.01 + lease granularity).
+    fn agent_max_ttl_ms(&self) -> u64 {
+        (self
+            .options
+            .quarantine_ms
+            .saturating_sub(self.options.lease_granularity_ms)
+            * 100)
+            / 101
+    }
+
     fn agent_config(&self, r: usize) -> region_agent::AgentConfig {
         let region = &self.regions[r];
         region_agent::AgentConfig {
@@ -270,13 +281,7 @@ impl Cluster {
             lease_granularity_ms: self.options.lease_granularity_ms,
             tombstone_ttl_ms: 60_000,
             quarantine_ms: self.options.quarantine_ms,
-            // The longest TTL the quarantine covers (see the agent's validation).
-            max_ttl_ms: (self
-                .options
-                .quarantine_ms
-                .saturating_sub(self.options.lease_granularity_ms)
-                * 100)
-                / 101,
+            max_ttl_ms: self.agent_max_ttl_ms(),
             drift_rate: 0.01,
             max_token_lead_ms: self.options.quarantine_ms / 2,
             state_dir: Some(self.dir.path().join(&region.name).join("agent-state")),
@@ -346,7 +351,9 @@ impl Cluster {
             health_interval_ms: 200,
             health_timeout_ms: 150,
             min_ttl_ms: 1_000,
-            max_ttl_ms: 300_000,
+            // The service's default bound, or less if the agents accept less
+            // (their quarantine must cover every TTL).
+            max_ttl_ms: self.agent_max_ttl_ms().min(300_000),
             max_wait_ms: self.options.max_wait_ms,
             drift_rate: 0.01,
             drift_margin_ms: 10,

@@ -1,0 +1,378 @@
+//! Carries out the acquire state machine's commands
+//! (`globallock_protocol::acquire`): mints lock ids and tokens, sends proposals,
+//! aborts, sleeps, and feeds back what happened. Every decision is the
+//! machine's; nothing here decides which region to abort or when to answer.
+//!
+//! The driver runs on the caller's task until the machine answers, then hands
+//! the machine and whatever is still in flight (late replies, aborts) to a
+//! background task, off the caller's critical path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use globallock_proto::agent::{GrantOutcome as WireOutcome, GrantRequest, GrantResponse, LockRef};
+use globallock_protocol::acquire::{
+    AcquireConfig, AcquireMachine, Answer, Command, Event, RoundId,
+};
+use globallock_protocol::fence::TokenRatchet;
+use globallock_protocol::lock_id::LockId;
+use globallock_protocol::quorum::{GrantReply, Loss};
+use tonic::Status;
+use tracing::{Instrument, Span, debug, info_span, warn};
+
+use crate::engine::{AcquireParams, Acquired, LockEngine, grant_of};
+use crate::error::LockError;
+use crate::regions::Regions;
+
+/// Events still to come, each from one in-flight call, sleep or abort.
+type InFlight = FuturesUnordered<BoxFuture<'static, Event>>;
+
+/// One acquire being carried out.
+struct Drive<'a> {
+    engine: &'a LockEngine,
+    p: &'a AcquireParams,
+    shard: String,
+    request_id: String,
+    /// Each round's lock id and token, once minted.
+    minted: HashMap<RoundId, (String, u64)>,
+    /// Why minting failed, if it did (the engine's own error for the caller).
+    mint_error: Option<LockError>,
+    /// Each region's failure in each round (for UNAVAILABLE's message).
+    failures: Arc<Mutex<HashMap<(RoundId, usize), Status>>>,
+}
+
+impl LockEngine {
+    /// Acquire through the state machine: run it to its answer, then let what is
+    /// still in flight finish in the background.
+    pub(crate) async fn drive_acquire(
+        &self,
+        p: &AcquireParams,
+        shard: String,
+        ttl: Duration,
+        wait: Duration,
+        request_id: String,
+    ) -> Result<Acquired, LockError> {
+        let config = AcquireConfig {
+            regions: self.regions.len(),
+            ttl,
+            wait,
+            drift: self.drift,
+        };
+        let (mut machine, first) = AcquireMachine::start(config, self.clock.monotonic());
+        let mut drive = Drive {
+            engine: self,
+            p,
+            shard,
+            request_id,
+            minted: HashMap::new(),
+            mint_error: None,
+            failures: Arc::default(),
+        };
+        let mut in_flight = InFlight::new();
+        let mut commands = first;
+        let answer = loop {
+            if let Some(answer) = drive.execute(&mut machine, commands, &mut in_flight) {
+                break answer;
+            }
+            let Some(event) = in_flight.next().await else {
+                break Answer::MintFailed;
+            };
+            commands = machine.handle(event);
+        };
+        drive.finish_in_background(machine, in_flight);
+        drive.result(answer, ttl)
+    }
+}
+
+impl Drive<'_> {
+    /// Carry out `commands` (and those that synchronous events lead to); the
+    /// answer, when one is among them.
+    fn execute(
+        &mut self,
+        machine: &mut AcquireMachine,
+        commands: Vec<Command>,
+        in_flight: &mut InFlight,
+    ) -> Option<Answer> {
+        let mut queue = std::collections::VecDeque::from(commands);
+        let mut answer = None;
+        while let Some(command) = queue.pop_front() {
+            match command {
+                Command::Mint { round } => queue.extend(machine.handle(self.mint(round))),
+                Command::Send { round, region } => in_flight.push(self.send(round, region)),
+                Command::Abort { round, region } => in_flight.push(self.abort(round, region)),
+                Command::Contended => {
+                    // Every refused attempt is contention, including while waiting.
+                    metrics::counter!("globallock_contention_total").increment(1);
+                    self.engine.contention.record(&self.p.resource);
+                }
+                Command::Backoff {
+                    attempt,
+                    holder_left,
+                    left,
+                } => in_flight.push(self.backoff(attempt, holder_left, left)),
+                Command::Answer(a) => answer = Some(a),
+            }
+        }
+        answer
+    }
+
+    /// Check for a healthy majority and mint round `round`'s lock id and token.
+    fn mint(&mut self, round: RoundId) -> Event {
+        let engine = self.engine;
+        let token = engine
+            .regions
+            .require_majority(&self.shard)
+            .map_err(LockError::Unavailable)
+            .and_then(|()| {
+                let now = engine.clock.unix_micros();
+                let mut ratchet = engine.ratchet.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(ratchet.propose(&self.p.resource, now)?)
+            });
+        match token {
+            Ok(token) => {
+                let lock_id =
+                    LockId::new(rand::random::<u128>(), self.p.resource.clone()).to_string();
+                debug!(round, %lock_id, token, "proposing");
+                self.minted.insert(round, (lock_id.clone(), token));
+                Event::Minted {
+                    round,
+                    lock_id,
+                    token,
+                    now: engine.clock.monotonic(),
+                }
+            }
+            Err(error) => {
+                self.mint_error = Some(error);
+                Event::MintFailed { round }
+            }
+        }
+    }
+
+    /// Round `round`'s proposal to `region`, as a future of its reply event.
+    fn send(&self, round: RoundId, region: usize) -> BoxFuture<'static, Event> {
+        let (lock_id, token) = self.minted[&round].clone();
+        let request = GrantRequest {
+            shard: self.shard.clone(),
+            resource: self.p.resource.clone(),
+            lock_id: lock_id.clone(),
+            owner: self.p.owner.clone(),
+            fencing_token: token,
+            ttl_ms: self.p.ttl_ms,
+            request_id: self.request_id.clone(),
+        };
+        let span = info_span!("propose", round, lock_id = %lock_id, token);
+        let call = self.engine.call_region(
+            region,
+            &self.shard,
+            "grant",
+            request,
+            |mut c, r| async move { c.grant(r).await },
+        );
+        let regions = self.engine.regions.clone();
+        let shard = self.shard.clone();
+        let expect = Expected {
+            resource: self.p.resource.clone(),
+            request_id: self.request_id.clone(),
+            owner: self.p.owner.clone(),
+            ttl_ms: self.p.ttl_ms,
+            ratchet: self.engine.ratchet.clone(),
+        };
+        let failures = self.failures.clone();
+        let clock = self.engine.clock.clone();
+        async move {
+            let (region, result) = call.await;
+            regions.observe(region, &shard, result.as_ref().map(|_| ()));
+            if let Err(status) = &result {
+                failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((round, region), status.clone());
+            }
+            Event::Reply {
+                round,
+                region,
+                reply: expect.classify(result),
+                now: clock.monotonic(),
+            }
+        }
+        .instrument(span)
+        .boxed()
+    }
+
+    /// Abort round `round`'s lock id at `region`, as a future of its event.
+    fn abort(&self, round: RoundId, region: usize) -> BoxFuture<'static, Event> {
+        let lock_id = self.minted[&round].0.clone();
+        abort_at(
+            self.engine.regions.clone(),
+            region,
+            LockRef {
+                shard: self.shard.clone(),
+                resource: self.p.resource.clone(),
+                lock_id,
+            },
+        )
+        .map(move |()| Event::Aborted { round, region })
+        .boxed()
+    }
+
+    /// Sleep a jittered backoff (at most `left`), as a future of the wake-up.
+    fn backoff(
+        &self,
+        attempt: u32,
+        holder_left: Option<Duration>,
+        left: Duration,
+    ) -> BoxFuture<'static, Event> {
+        let delay = self
+            .engine
+            .backoff
+            .delay(attempt, rand::random::<f64>(), holder_left)
+            .min(left);
+        debug!(?delay, attempt, "resource busy; waiting");
+        let clock = self.engine.clock.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            Event::Woke {
+                now: clock.monotonic(),
+            }
+        }
+        .boxed()
+    }
+
+    /// Late replies and aborts still in flight run to completion off the caller's
+    /// path; the machine decides which late grants to abort.
+    fn finish_in_background(&self, mut machine: AcquireMachine, mut in_flight: InFlight) {
+        if machine.is_done() {
+            return;
+        }
+        let regions = self.engine.regions.clone();
+        let shard = self.shard.clone();
+        let resource = self.p.resource.clone();
+        let minted = self.minted.clone();
+        tokio::spawn(
+            async move {
+                while let Some(event) = in_flight.next().await {
+                    for command in machine.handle(event) {
+                        if let Command::Abort { round, region } = command {
+                            let lock_ref = LockRef {
+                                shard: shard.clone(),
+                                resource: resource.clone(),
+                                lock_id: minted[&round].0.clone(),
+                            };
+                            in_flight.push(
+                                abort_at(regions.clone(), region, lock_ref)
+                                    .map(move |()| Event::Aborted { round, region })
+                                    .boxed(),
+                            );
+                        }
+                    }
+                    if machine.is_done() {
+                        break;
+                    }
+                }
+            }
+            .instrument(Span::current()),
+        );
+    }
+
+    /// The machine's answer as the caller sees it.
+    fn result(&mut self, answer: Answer, ttl: Duration) -> Result<Acquired, LockError> {
+        let resource = self.p.resource.clone();
+        match answer {
+            Answer::Won { won, validity, .. } => Ok(self.engine.acquired(self.p, won, validity)),
+            Answer::TooSlow { elapsed, .. } => Err(LockError::TooSlow { elapsed, ttl }),
+            Answer::WaitExpired { waited, holder } => Err(LockError::WaitExpired {
+                resource,
+                waited,
+                holder,
+            }),
+            Answer::MintFailed => Err(self
+                .mint_error
+                .take()
+                .unwrap_or_else(|| LockError::Internal("acquire ended without an answer".into()))),
+            Answer::Lost { round, loss } => Err(self.loss(round, loss)),
+        }
+    }
+
+    fn loss(&self, round: RoundId, loss: Loss) -> LockError {
+        match loss {
+            Loss::Unavailable(split) => {
+                let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+                let of_round: Vec<Option<Status>> = (0..self.engine.regions.len())
+                    .map(|i| failures.get(&(round, i)).cloned())
+                    .collect();
+                LockError::Unavailable(self.engine.reachability(&split, &of_round))
+            }
+            Loss::RequestConflict(_) => LockError::RequestIdReused {
+                request_id: self.request_id.clone(),
+            },
+            Loss::Held(g) => LockError::Held {
+                resource: self.p.resource.clone(),
+                owner: g.owner,
+                remaining: g.remaining,
+            },
+            Loss::Split | Loss::TokenTooLow { .. } => LockError::Contended {
+                resource: self.p.resource.clone(),
+            },
+        }
+    }
+}
+
+/// What a grant reply must match to count for this acquire.
+struct Expected {
+    resource: String,
+    request_id: String,
+    owner: String,
+    ttl_ms: u64,
+    ratchet: Arc<Mutex<TokenRatchet>>,
+}
+
+impl Expected {
+    /// A region's answer as the quorum rule sees it; also feeds the token ratchet.
+    fn classify(&self, result: Result<GrantResponse, Status>) -> GrantReply {
+        let Ok(response) = result else {
+            return GrantReply::Failed;
+        };
+        self.ratchet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&self.resource, response.high_water_mark);
+        let holder = response.holder.map(grant_of);
+        match (WireOutcome::try_from(response.outcome), holder) {
+            (Ok(WireOutcome::Granted), Some(g))
+                if g.answers(&self.request_id, &self.owner, self.ttl_ms) =>
+            {
+                GrantReply::Granted(g)
+            }
+            (Ok(WireOutcome::Granted), Some(g)) => {
+                warn!(lock_id = %g.lock_id, granted_request = %g.request_id, "a grant for another request or owner; counting it as no vote");
+                GrantReply::Failed
+            }
+            (Ok(WireOutcome::Held), Some(g)) => GrantReply::Held(g),
+            (Ok(WireOutcome::RequestConflict), Some(g)) => GrantReply::RequestConflict(g),
+            (Ok(WireOutcome::TokenTooLow), _) => GrantReply::TokenTooLow {
+                mark: response.high_water_mark,
+            },
+            (Ok(WireOutcome::Aborted), _) => GrantReply::Aborted,
+            (outcome, _) => {
+                warn!(?outcome, "malformed grant reply; counting it as no vote");
+                GrantReply::Failed
+            }
+        }
+    }
+}
+
+/// Abort `lock.lock_id` at `region` (bounded by the region deadline; a failed
+/// abort leaves the grant to expire with its TTL).
+async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
+    let mut client = regions.get(region).client();
+    let timeout = regions.timeout();
+    let mut request = tonic::Request::new(lock);
+    request.set_timeout(timeout);
+    if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await {
+        debug!(region, code = ?status.code(), "abort failed");
+    }
+}
