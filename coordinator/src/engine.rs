@@ -262,7 +262,7 @@ impl LockEngine {
                 );
             }
             Err(e) => {
-                let kind = crate::status::present(e).kind;
+                let kind = e.kind();
                 span.record("outcome", kind);
                 self.audit(
                     AuditEvent::Rejected,
@@ -351,49 +351,10 @@ impl LockEngine {
             })
             .await;
         tokio::spawn(replies.collect::<Vec<_>>());
+        let elapsed = self.clock.monotonic().saturating_sub(started);
         let outcome = match decision.unwrap_or(RenewDecision::Pending) {
-            RenewDecision::Renewed(won) => {
-                let elapsed = self.clock.monotonic().saturating_sub(started);
-                let applied = ttl.unwrap_or(Duration::from_millis(won.grant.ttl_ms));
-                match self.drift.validity(applied.min(won.held_for), elapsed) {
-                    Some(validity) => {
-                        self.audit(
-                            AuditEvent::Renewed,
-                            id.resource(),
-                            &won.grant.owner,
-                            lock_id,
-                            won.grant.token,
-                            self.regions.names(&won.regions),
-                            "renewed",
-                        );
-                        Ok(Renewed {
-                            fencing_token: won.grant.token,
-                            ttl_ms: millis(applied),
-                            validity,
-                        })
-                    }
-                    None => Err(LockError::TooSlow {
-                        elapsed,
-                        ttl: applied,
-                    }),
-                }
-            }
-            RenewDecision::Lost => {
-                // Remove whatever minority of grants remains, so it cannot linger.
-                self.release_in_background(&shard, id.resource(), lock_id);
-                self.audit(
-                    AuditEvent::Lost,
-                    id.resource(),
-                    "",
-                    lock_id,
-                    0,
-                    Vec::new(),
-                    "not-found",
-                );
-                Err(LockError::NotFound {
-                    lock_id: lock_id.to_owned(),
-                })
-            }
+            RenewDecision::Renewed(won) => self.renewed(&id, lock_id, ttl, won, elapsed),
+            RenewDecision::Lost => Err(self.renewal_lost(&shard, &id, lock_id)),
             RenewDecision::Unavailable(split) => {
                 Err(LockError::Unavailable(self.reachability(&split, &failures)))
             }
@@ -401,6 +362,57 @@ impl LockEngine {
         };
         record_outcome(&outcome);
         outcome
+    }
+
+    /// A majority extended the lock: what the caller may rely on, from before
+    /// the renewal was sent.
+    fn renewed(
+        &self,
+        id: &LockId,
+        lock_id: &str,
+        ttl: Option<Duration>,
+        won: MajorityGrant,
+        elapsed: Duration,
+    ) -> Result<Renewed, LockError> {
+        let applied = ttl.unwrap_or(Duration::from_millis(won.grant.ttl_ms));
+        let Some(validity) = self.drift.validity(applied.min(won.held_for), elapsed) else {
+            return Err(LockError::TooSlow {
+                elapsed,
+                ttl: applied,
+            });
+        };
+        self.audit(
+            AuditEvent::Renewed,
+            id.resource(),
+            &won.grant.owner,
+            lock_id,
+            won.grant.token,
+            self.regions.names(&won.regions),
+            "renewed",
+        );
+        Ok(Renewed {
+            fencing_token: won.grant.token,
+            ttl_ms: millis(applied),
+            validity,
+        })
+    }
+
+    /// A majority no longer holds the lock: remove whatever minority of grants
+    /// remains, so it cannot linger, and record the loss.
+    fn renewal_lost(&self, shard: &str, id: &LockId, lock_id: &str) -> LockError {
+        self.release_in_background(shard, id.resource(), lock_id);
+        self.audit(
+            AuditEvent::Lost,
+            id.resource(),
+            "",
+            lock_id,
+            0,
+            Vec::new(),
+            "not-found",
+        );
+        LockError::NotFound {
+            lock_id: lock_id.to_owned(),
+        }
     }
 
     fn release_in_background(&self, shard: &str, resource: &str, lock_id: &str) {
@@ -720,7 +732,7 @@ pub(crate) fn grant_of(h: Holder) -> Grant {
 fn record_outcome<T>(outcome: &Result<T, LockError>) {
     let kind = match outcome {
         Ok(_) => "ok",
-        Err(e) => crate::status::present(e).kind,
+        Err(e) => e.kind(),
     };
     Span::current().record("outcome", kind);
 }
@@ -771,7 +783,7 @@ fn outcome_label<T>(result: &Result<T, LockError>) -> &'static str {
 
 /// The bounded `outcome` label of an error.
 fn error_label(error: &LockError) -> &'static str {
-    match crate::status::present(error).kind {
+    match error.kind() {
         "held" => "held",
         "contended" => "contended",
         "no-quorum" => "no_quorum",

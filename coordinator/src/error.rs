@@ -137,3 +137,21 @@ fn holder_text(holder: Option<&(String, Duration)>) -> String {
         None => String::new(),
     }
 }
+
+impl LockError {
+    /// A stable slug naming the problem: the `outcome` of audit records and
+    /// metrics, and the problem+json `type` (see [`crate::status`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid-argument",
+            Self::RequestIdReused { .. } => "request-id-reused",
+            Self::Held { .. } | Self::WaitExpired { .. } => "held",
+            Self::Contended { .. } => "contended",
+            Self::NotFound { .. } => "not-found",
+            Self::Unavailable(_) | Self::TooSlow { .. } => "no-quorum",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::TokensExhausted(_) => "tokens-exhausted",
+            Self::Internal(_) => "internal",
+        }
+    }
+}

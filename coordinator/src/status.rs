@@ -21,38 +21,39 @@ pub struct Presentation {
 
 /// The table.
 pub fn present(error: &LockError) -> Presentation {
-    let p = |grpc, http, kind| Presentation {
+    let kind = error.kind();
+    let p = |grpc, http| Presentation {
         grpc,
         http,
         kind,
         retry_after: None,
     };
     match error {
-        LockError::Invalid(_) => p(Code::InvalidArgument, 400, "invalid-argument"),
-        LockError::RequestIdReused { .. } => p(Code::InvalidArgument, 422, "request-id-reused"),
+        LockError::Invalid(_) => p(Code::InvalidArgument, 400),
+        LockError::RequestIdReused { .. } => p(Code::InvalidArgument, 422),
         LockError::Held { remaining, .. } => Presentation {
             retry_after: Some(*remaining),
-            ..p(Code::Aborted, 409, "held")
+            ..p(Code::Aborted, 409)
         },
         LockError::WaitExpired { holder, .. } => Presentation {
             retry_after: holder.as_ref().map(|(_, remaining)| *remaining),
-            ..p(Code::Aborted, 409, "held")
+            ..p(Code::Aborted, 409)
         },
         LockError::Contended { .. } => Presentation {
             retry_after: Some(Duration::from_millis(100)),
-            ..p(Code::Aborted, 409, "contended")
+            ..p(Code::Aborted, 409)
         },
-        LockError::NotFound { .. } => p(Code::NotFound, 404, "not-found"),
+        LockError::NotFound { .. } => p(Code::NotFound, 404),
         LockError::Unavailable(_) | LockError::TooSlow { .. } => Presentation {
             retry_after: Some(Duration::from_secs(1)),
-            ..p(Code::Unavailable, 503, "no-quorum")
+            ..p(Code::Unavailable, 503)
         },
         LockError::RateLimited { retry_after, .. } => Presentation {
             retry_after: Some(*retry_after),
-            ..p(Code::ResourceExhausted, 429, "rate-limited")
+            ..p(Code::ResourceExhausted, 429)
         },
-        LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409, "tokens-exhausted"),
-        LockError::Internal(_) => p(Code::Internal, 500, "internal"),
+        LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409),
+        LockError::Internal(_) => p(Code::Internal, 500),
     }
 }
 
