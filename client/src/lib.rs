@@ -65,17 +65,25 @@ pub enum ClientError {
     /// The request was invalid (the message names the field and its bounds).
     #[error("{}", .0.message())]
     InvalidArgument(#[source] tonic::Status),
-    /// Any other status from the coordinator, or no coordinator reachable.
-    #[error("transport: {}", .0.message())]
+    /// This owner acquires faster than its rate allows (the message says when
+    /// to retry).
+    #[error("rate limited: {}", .0.message())]
+    RateLimited(#[source] tonic::Status),
+    /// Any other status a coordinator answered with (internal error, fencing
+    /// tokens exhausted, ...).
+    #[error("coordinator error ({:?}): {}", .0.code(), .0.message())]
     Transport(#[source] tonic::Status),
+    /// No coordinator could be reached: what went wrong at each endpoint, in the
+    /// order they were tried.
+    #[error("cannot reach any coordinator: {}", join_failures(.0))]
+    Unreachable(Vec<EndpointFailure>),
     /// An endpoint URL was unusable.
-    #[error("bad endpoint {endpoint:?}")]
+    #[error("bad endpoint {endpoint:?}: {reason}")]
     Endpoint {
-        /// The endpoint.
+        /// The endpoint as given.
         endpoint: String,
-        /// Why.
-        #[source]
-        source: tonic::transport::Error,
+        /// What is wrong with it, and what to write instead when that is known.
+        reason: String,
     },
     /// No endpoints were given.
     #[error("no coordinator endpoints given")]
@@ -93,8 +101,12 @@ impl ClientError {
             | Self::NoQuorum(s)
             | Self::Lost(s)
             | Self::InvalidArgument(s)
+            | Self::RateLimited(s)
             | Self::Transport(s) => Some(s),
-            Self::Endpoint { .. } | Self::NoEndpoints | Self::LockLost(_) => None,
+            Self::Unreachable(_)
+            | Self::Endpoint { .. }
+            | Self::NoEndpoints
+            | Self::LockLost(_) => None,
         }
     }
 
@@ -104,9 +116,60 @@ impl ClientError {
             Code::Unavailable => Self::NoQuorum(status),
             Code::NotFound => Self::Lost(status),
             Code::InvalidArgument => Self::InvalidArgument(status),
+            Code::ResourceExhausted => Self::RateLimited(status),
             _ => Self::Transport(status),
         }
     }
+}
+
+/// Why one endpoint could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum EndpointProblem {
+    /// Nothing listens there: the connection was refused.
+    Refused,
+    /// The host name does not resolve.
+    Dns,
+    /// No connection within the connect timeout.
+    Timeout,
+    /// Something answered, but not gRPC: an HTTP/1 server, or an HTTP/2 one
+    /// such as the coordinator's REST port.
+    NotGrpc,
+    /// Any other transport failure.
+    Other,
+}
+
+/// One endpoint that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointFailure {
+    /// The endpoint.
+    pub endpoint: String,
+    /// What went wrong, classified.
+    pub problem: EndpointProblem,
+    /// What went wrong, in the transport's words (the whole error chain).
+    pub detail: String,
+}
+
+impl std::fmt::Display for EndpointFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.problem {
+            EndpointProblem::Refused => "connection refused",
+            EndpointProblem::Dns => "the host name does not resolve",
+            EndpointProblem::Timeout => "no connection within the connect timeout",
+            EndpointProblem::NotGrpc => "it answered, but not with gRPC",
+            EndpointProblem::Other => "transport failure",
+        };
+        write!(f, "{}: {what} ({})", self.endpoint, self.detail)
+    }
+}
+
+fn join_failures(failures: &[EndpointFailure]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A granted lock.
@@ -199,18 +262,21 @@ struct Inner {
 }
 
 impl Client {
-    /// A client of these coordinators (URLs like `http://127.0.0.1:7400`).
+    /// A client of these coordinators: their gRPC URLs, scheme included, like
+    /// `http://127.0.0.1:7400` (an endpoint without `http://` or `https://` is an
+    /// [`ClientError::Endpoint`] that shows the URL to write).
     /// Nothing is dialled until the first call.
     pub fn connect<S: AsRef<str>>(
         endpoints: impl IntoIterator<Item = S>,
     ) -> Result<Self, ClientError> {
         let mut channels = Vec::new();
         for endpoint in endpoints {
-            let endpoint = endpoint.as_ref().to_owned();
+            let endpoint = endpoint.as_ref().trim().to_owned();
+            check_scheme(&endpoint)?;
             let channel = Endpoint::from_shared(endpoint.clone())
                 .map_err(|source| ClientError::Endpoint {
                     endpoint: endpoint.clone(),
-                    source,
+                    reason: error_chain(&source),
                 })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
@@ -240,7 +306,7 @@ impl Client {
     {
         let n = self.inner.channels.len();
         let start = self.inner.preferred.load(Ordering::Relaxed);
-        let mut last = None;
+        let mut failures = Vec::new();
         for k in 0..n {
             let i = (start + k) % n;
             let (endpoint, channel) = &self.inner.channels[i];
@@ -252,20 +318,29 @@ impl Client {
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok(response.into_inner());
                 }
-                Err(status) if is_unreachable(&status) => {
-                    tracing::debug!(
-                        endpoint,
-                        message = status.message(),
-                        "coordinator unreachable; failing over"
-                    );
-                    last = Some(status);
-                }
-                Err(status) => return Err(ClientError::from_status(status)),
+                Err(status) => match unreachable(endpoint, &status) {
+                    Some(failure)
+                        if failure.problem != EndpointProblem::Other
+                            || status.code() == Code::Unavailable =>
+                    {
+                        tracing::debug!(
+                            endpoint,
+                            problem = %failure,
+                            "coordinator unreachable; failing over"
+                        );
+                        failures.push(failure);
+                    }
+                    // The connection failed in the middle of the call: the
+                    // coordinator may have acted on it, so it is not re-sent.
+                    Some(failure) => {
+                        failures.push(failure);
+                        return Err(ClientError::Unreachable(failures));
+                    }
+                    None => return Err(ClientError::from_status(status)),
+                },
             }
         }
-        Err(ClientError::Transport(last.unwrap_or_else(|| {
-            tonic::Status::unavailable("no coordinator reachable")
-        })))
+        Err(ClientError::Unreachable(failures))
     }
 
     /// Acquire `resource` for `ttl`, waiting up to `wait` while it is held.
@@ -400,12 +475,182 @@ impl Client {
     }
 }
 
-/// True when the status comes from failing to reach the coordinator at all
-/// (rather than from the coordinator itself).
-fn is_unreachable(status: &tonic::Status) -> bool {
-    status.code() == Code::Unavailable && status.metadata().get("content-type").is_none()
+/// Refuse an endpoint without an `http://` or `https://` scheme: tonic would
+/// accept `127.0.0.1:7400` and fail every call with a bare "transport error".
+fn check_scheme(endpoint: &str) -> Result<(), ClientError> {
+    let lower = endpoint.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(());
+    }
+    let reason = match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "unsupported scheme {scheme:?}: coordinator endpoints are http:// URLs, e.g. \"http://{rest}\""
+        ),
+        None if endpoint.is_empty() => {
+            "empty: coordinator endpoints are URLs like \"http://127.0.0.1:7400\"".to_owned()
+        }
+        None => format!(
+            "missing the scheme: coordinator endpoints are URLs, write \"http://{endpoint}\""
+        ),
+    };
+    Err(ClientError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    })
+}
+
+/// If `status` comes from failing to reach a coordinator (rather than from a
+/// coordinator's own answer), what went wrong. A coordinator always answers with
+/// a gRPC content type; a transport failure has none, and a server that is not
+/// a coordinator (the REST port, any HTTP/1 server) answers with another one or
+/// breaks HTTP/2.
+fn unreachable(endpoint: &str, status: &tonic::Status) -> Option<EndpointFailure> {
+    let content_type = status
+        .metadata()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    let failure = |problem, detail| {
+        Some(EndpointFailure {
+            endpoint: endpoint.to_owned(),
+            problem,
+            detail,
+        })
+    };
+    if let Some(content_type) = content_type {
+        if content_type.starts_with("application/grpc") {
+            return None;
+        }
+        let http =
+            http_status(status.message()).map_or_else(String::new, |code| format!("HTTP {code}, "));
+        return failure(
+            EndpointProblem::NotGrpc,
+            format!("{http}content-type {content_type}"),
+        );
+    }
+    let detail = status_chain(status);
+    let io_kind = io_error_kind(status);
+    let message = status.message();
+    if io_kind == Some(std::io::ErrorKind::ConnectionRefused) {
+        failure(EndpointProblem::Refused, detail)
+    } else if message.contains("dns error") {
+        failure(EndpointProblem::Dns, detail)
+    } else if io_kind == Some(std::io::ErrorKind::TimedOut)
+        || detail.contains("timed out")
+        || message.contains("timeout")
+    {
+        failure(EndpointProblem::Timeout, detail)
+    } else if message.contains("grpc-status header missing") {
+        let http = http_status(message).map_or_else(String::new, |code| format!("HTTP {code}, "));
+        failure(EndpointProblem::NotGrpc, format!("{http}no gRPC status"))
+    } else if message.contains("h2 protocol error") || message.contains("http2 error") {
+        failure(
+            EndpointProblem::NotGrpc,
+            format!("{detail} (an HTTP/1 server does not speak gRPC)"),
+        )
+    } else {
+        // No gRPC content type: the call failed in transport, not at a coordinator.
+        failure(EndpointProblem::Other, detail)
+    }
+}
+
+/// `... status code 404` / `... status: 404 Not Found` in tonic's messages.
+fn http_status(message: &str) -> Option<u16> {
+    ["status code ", "status: "].iter().find_map(|marker| {
+        let at = message.find(marker)? + marker.len();
+        message[at..].get(..3)?.parse().ok()
+    })
+}
+
+/// The error and its sources, joined with ": ", without repeats or tonic's
+/// uninformative "transport error".
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    chain_from(error.to_string(), error.source())
+}
+
+/// A status's message and the error chain under it.
+fn status_chain(status: &tonic::Status) -> String {
+    chain_from(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
+}
+
+fn chain_from(first: String, mut next: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts = vec![first];
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.len() > 1 && parts[0] == "transport error" {
+        parts.remove(0);
+    }
+    parts.join(": ")
+}
+
+fn io_error_kind(status: &tonic::Status) -> Option<std::io::ErrorKind> {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_endpoint_without_a_scheme_is_refused_with_the_url_to_write() {
+        let error = Client::connect(["127.0.0.1:7420"]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("\"http://127.0.0.1:7420\""), "{text}");
+        let error = Client::connect(["grpc://127.0.0.1:7420"]).unwrap_err();
+        assert!(
+            error.to_string().contains("http://127.0.0.1:7420"),
+            "{error}"
+        );
+        assert!(Client::connect(["http://127.0.0.1:7400"]).is_ok());
+        assert!(Client::connect(["HTTPS://coordinator:7400"]).is_ok());
+    }
+
+    #[test]
+    fn a_non_grpc_answer_is_an_unreachable_endpoint_not_a_coordinator_answer() {
+        let mut rest = tonic::Status::internal(
+            "protocol error: received message with invalid compression flag: 123 (valid flags \
+             are 0 and 1) while receiving response with status: 404 Not Found",
+        );
+        rest.metadata_mut().insert(
+            "content-type",
+            tonic::metadata::MetadataValue::from_static("application/problem+json"),
+        );
+        let failure = unreachable("http://h:7480", &rest).expect("not a coordinator");
+        assert_eq!(failure.problem, EndpointProblem::NotGrpc);
+        assert_eq!(
+            failure.detail,
+            "HTTP 404, content-type application/problem+json"
+        );
+
+        let mut answer = tonic::Status::unavailable("no majority of regions reachable");
+        answer.metadata_mut().insert(
+            "content-type",
+            tonic::metadata::MetadataValue::from_static("application/grpc"),
+        );
+        assert_eq!(unreachable("http://h:7400", &answer), None);
+
+        let dns = tonic::Status::unavailable("dns error");
+        assert_eq!(
+            unreachable("http://h:7400", &dns).map(|f| f.problem),
+            Some(EndpointProblem::Dns)
+        );
+    }
 }

@@ -5,15 +5,33 @@ use std::process::ExitCode;
 
 use globallock_protocol::audit::{Tenure, holder_at, tenures};
 
-/// Print every tenure of `resource` (or only the one covering `at`).
-pub fn audit(resource: &str, logs: &[PathBuf], at: Option<u64>, json: bool) -> ExitCode {
-    let records = match globallock_telemetry::audit::read(logs) {
-        Ok(records) => records,
-        Err(error) => {
-            eprintln!("lockctl: cannot read audit logs: {error}");
-            return ExitCode::from(66);
+use crate::Output;
+use crate::failure::{EXIT_NO_INPUT, Failure};
+
+/// Print every tenure of `resource` (or only the one covering `at`). A log that
+/// cannot be read fails with exit 66 (EX_NOINPUT), naming the file.
+pub fn audit(resource: &str, logs: &[PathBuf], at: Option<u64>, output: Output) -> ExitCode {
+    let json = output == Output::Json;
+    let mut records = Vec::new();
+    for log in logs {
+        match globallock_telemetry::audit::read(std::slice::from_ref(log)) {
+            Ok(read) => records.extend(read),
+            Err(error) => {
+                return Failure::new(
+                    "audit-log-unreadable",
+                    EXIT_NO_INPUT,
+                    format!("cannot read audit log {}: {error}", log.display()),
+                )
+                .with("path", log.display().to_string())
+                .hint(
+                    "audit logs are the files named by `audit_log` in the coordinator's and \
+                     agents' configs (with `make dev`: .dev-cluster/coordinator-audit.jsonl and \
+                     .dev-cluster/<region>/audit.jsonl)",
+                )
+                .report(output);
+            }
         }
-    };
+    }
     let all = tenures(&records, resource);
     let shown: Vec<&Tenure> = match at {
         Some(at) => holder_at(&all, at).into_iter().collect(),

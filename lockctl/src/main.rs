@@ -1,38 +1,52 @@
 //! `lockctl`: acquire, renew, release, describe and validate global locks from a
-//! shell. Output is a readable table or, with `--output json`, one JSON object.
+//! shell. Output is a readable table or, with `--output json`, one JSON object
+//! (errors too: `{"error": {"kind", "message", "exit_code", ...}}` on stdout).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use globallock_client::{Client, ClientError};
+use globallock_client::Client;
 use serde::Serialize;
 
+use duration::parse_duration;
+use failure::{EXIT_USAGE, Failure};
+
 mod audit;
+mod duration;
+mod failure;
+mod hold;
 mod run;
 
 const EXIT_CODES: &str = "\
+Durations (--ttl, --wait, --grace): a number and a unit, repeatable: 30s, 1500ms,
+1.5s, 1m30s, 2h (units ns, us, ms, s, m, h, d; case-insensitive). A bare number
+other than 0 is refused: write 10s, not 10.
+
+Errors: a line on stderr; with --output json, one object on stdout:
+  {\"error\": {\"kind\": \"held\", \"message\": \"...\", \"exit_code\": 75, \"holder\": \"...\", \"retry_after_ms\": 30831}}
+
 Exit status:
-  0   success (for `validate`: the token is current)
+  0   success (for `validate`: the token is current; `lock`: released on Ctrl-C/SIGTERM)
   N   `run`: the command's own exit status (128+signal if it was killed by one)
   1   `validate`: the token is not current; renew/release: the lock is not held
       (unknown, expired, released or superseded)
-  64  usage error or invalid argument (EX_USAGE)
+  64  usage error or invalid argument, including a bad --endpoint (EX_USAGE)
+  66  `audit`: an audit log cannot be read; the message names the file (EX_NOINPUT)
   69  no quorum: a majority of regions is unreachable (EX_UNAVAILABLE)
-  75  the resource is held by another lock (EX_TEMPFAIL): retry later or use --wait
-  76  cannot reach any coordinator (EX_PROTOCOL)
-  79  `run`: the lock was lost while the command ran; it was sent SIGTERM, then
-      SIGKILL after --grace
+  75  the resource is held by another lock, or the owner is rate limited
+      (EX_TEMPFAIL): retry later or use --wait
+  76  cannot reach any coordinator, or it failed (EX_PROTOCOL)
+  79  `run`/`lock`: the lock was lost while held; `run` sent the command SIGTERM,
+      then SIGKILL after --grace
   126 `run`: the command could not be executed; 127: it was not found";
-
-/// `run`: the lock was lost while the command ran.
-const EXIT_LOCK_LOST: u8 = 79;
 
 /// Command-line client of the global lock coordinator.
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
-    /// Coordinator URL(s); repeat or separate with commas to fail over.
+    /// Coordinator gRPC URL(s), e.g. http://127.0.0.1:7400 (not the REST port);
+    /// repeat or separate with commas to fail over.
     #[arg(
         long,
         env = "GLOBALLOCK_ENDPOINT",
@@ -41,7 +55,7 @@ struct Cli {
         global = true
     )]
     endpoint: Vec<String>,
-    /// Output format.
+    /// Output format (errors too: with json, they are an object on stdout).
     #[arg(long, short, value_enum, default_value = "text", global = true)]
     output: Output,
     #[command(subcommand)]
@@ -49,7 +63,7 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub enum Output {
     Text,
     Json,
 }
@@ -60,24 +74,30 @@ enum Command {
     Acquire {
         /// The resource to lock.
         resource: String,
-        /// Who is asking (shown to other contenders).
-        #[arg(long, env = "GLOBALLOCK_OWNER", default_value_t = default_owner())]
-        owner: String,
-        /// TTL, e.g. 30s, 1500ms, 2m.
+        /// Who is asking (shown to other contenders). Default: lockctl@HOST:PID,
+        /// or lockctl@HOST with --request-id, so that retrying the same command
+        /// from this machine is recognised as the same request.
+        #[arg(long, env = "GLOBALLOCK_OWNER")]
+        owner: Option<String>,
+        /// TTL, e.g. 30s, 1500ms, 1.5s, 1m30s (a bare number is refused).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
-        /// Keep trying this long while the resource is held (0: try once).
+        /// Keep trying this long while the resource is held (0: try once), e.g. 10s.
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         wait: Duration,
-        /// Idempotency key: retrying with the same id returns the same lock.
+        /// Idempotency key: retrying with the same id (and the same --owner and
+        /// --ttl) returns the same lock.
         #[arg(long, default_value = "")]
         request_id: String,
     },
-    /// Extend a held lock.
+    /// Extend a held lock. Prints what the coordinator says is in force: the TTL
+    /// applied, how long the lock may be relied on (validity_ms), and how long it
+    /// stays held at least (expires_in_ms; renewal never shortens a lock).
     Renew {
         /// The lock id printed by `acquire`.
         lock_id: String,
-        /// New TTL from now (default: the TTL it was granted with).
+        /// New TTL from now, e.g. 60s, 1m30s (a bare number is refused; default: the
+        /// TTL it was granted with). Renewal never shortens a lock.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
@@ -91,26 +111,50 @@ enum Command {
         /// The resource.
         resource: String,
     },
-    /// Run a command while holding the lock (like flock(1)): renews the lock while
-    /// the command runs, passes GLOBALLOCK_RESOURCE, GLOBALLOCK_LOCK_ID and
-    /// GLOBALLOCK_FENCING_TOKEN in its environment, exits with its status, and
-    /// stops it (SIGTERM, then SIGKILL) if the lock is lost.
-    Run {
+    /// Hold a lock until Ctrl-C or SIGTERM, then release it (like `etcdctl lock`
+    /// without a command): prints the lock id and fencing token once acquired and
+    /// renews the lock meanwhile. Exits 79 if the lock is lost.
+    Lock {
         /// The resource to lock.
         resource: String,
-        /// Who is asking (shown to other contenders).
-        #[arg(long, env = "GLOBALLOCK_OWNER", default_value_t = default_owner())]
-        owner: String,
-        /// TTL; the lock is renewed at about a third of it.
+        /// Who is asking (shown to other contenders) [default: lockctl@HOST:PID].
+        #[arg(long, env = "GLOBALLOCK_OWNER")]
+        owner: Option<String>,
+        /// TTL, e.g. 30s, 1.5s, 1m30s (a bare number is refused); the lock is renewed
+        /// at about a third of it.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
-        /// Wait this long for the lock while another holds it.
+        /// Wait this long for the lock while another holds it, e.g. 5m.
         #[arg(long, default_value = "60s", value_parser = parse_duration, conflicts_with = "no_wait")]
         wait: Duration,
         /// Do not wait: exit 75 at once if the lock is held.
         #[arg(long)]
         no_wait: bool,
-        /// After SIGTERM on lock loss, wait this long before SIGKILL.
+    },
+    /// Run a command while holding the lock (like flock(1)): renews the lock while
+    /// the command runs, passes GLOBALLOCK_RESOURCE, GLOBALLOCK_LOCK_ID and
+    /// GLOBALLOCK_FENCING_TOKEN in its environment, exits with its status, and
+    /// stops it (SIGTERM, then SIGKILL) if the lock is lost. The command dies with
+    /// lockctl (even on kill -9). Ctrl-C/SIGTERM is passed to the command; a
+    /// second one sends SIGTERM and SIGKILL after --grace; a third, SIGKILL.
+    Run {
+        /// The resource to lock.
+        resource: String,
+        /// Who is asking (shown to other contenders) [default: lockctl@HOST:PID].
+        #[arg(long, env = "GLOBALLOCK_OWNER")]
+        owner: Option<String>,
+        /// TTL, e.g. 30s, 1.5s, 1m30s (a bare number is refused); the lock is renewed
+        /// at about a third of it.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Wait this long for the lock while another holds it, e.g. 5m.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, conflicts_with = "no_wait")]
+        wait: Duration,
+        /// Do not wait: exit 75 at once if the lock is held.
+        #[arg(long)]
+        no_wait: bool,
+        /// After SIGTERM (on lock loss or a second Ctrl-C), wait this long before
+        /// SIGKILL, e.g. 10s.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         grace: Duration,
         /// The command and its arguments (after `--`).
@@ -138,49 +182,74 @@ enum Command {
     },
 }
 
-fn default_owner() -> String {
+fn hostname() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    format!(
-        "lockctl@{}:{}",
-        if host.is_empty() { "localhost" } else { &host },
-        std::process::id()
-    )
+    if host.is_empty() {
+        "localhost".to_owned()
+    } else {
+        host
+    }
 }
 
-/// Parse `1500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 1500ms, 30s, 2m"))?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "" | "s" => number.checked_mul(1_000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ));
+/// The owner when `--owner` is not given: `lockctl@HOST:PID`, or, for an
+/// idempotent acquire (`--request-id`), `lockctl@HOST`: the coordinator accepts a
+/// retry only with the same owner, and a retry is another process.
+fn default_owner(owner: Option<&String>, request_id: &str) -> String {
+    match owner {
+        Some(owner) => owner.clone(),
+        None if request_id.is_empty() => format!("lockctl@{}:{}", hostname(), std::process::id()),
+        None => format!("lockctl@{}", hostname()),
+    }
+}
+
+/// `--output json` as written on the command line, for reporting errors of a
+/// command line clap refused.
+fn json_requested(args: &[String]) -> bool {
+    let mut args = args.iter().skip(1).take_while(|a| a.as_str() != "--");
+    while let Some(arg) = args.next() {
+        let value = match arg.as_str() {
+            "--output" | "-o" => args.next().map(String::as_str),
+            other => other
+                .strip_prefix("--output=")
+                .or_else(|| other.strip_prefix("-o="))
+                .or_else(|| other.strip_prefix("-o")),
+        };
+        if value == Some("json") {
+            return true;
         }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    }
+    false
+}
+
+/// Help and version exit 0; every other command-line error exits 64 (EX_USAGE).
+fn usage_error(error: &clap::Error, args: &[String]) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        _ if json_requested(args) => Failure::usage(error).report(Output::Json),
+        _ => {
+            let _ = error.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error, &args),
+    };
+    let output = cli.output;
     let client = match Client::connect(&cli.endpoint) {
         Ok(client) => client,
-        Err(error) => return fail(&error),
+        Err(error) => return Failure::client(&error).report(output),
     };
     let result = match &cli.command {
         Command::Acquire {
@@ -189,14 +258,14 @@ async fn main() -> ExitCode {
             ttl,
             wait,
             request_id,
-        } => client
-            .acquire_with_id(resource, owner, *ttl, *wait, request_id)
-            .await
-            .map(|lock| print(cli.output, &lock, ExitCode::SUCCESS)),
-        Command::Renew { lock_id, ttl } => client
-            .renew(lock_id, ttl.unwrap_or(Duration::ZERO))
-            .await
-            .map(|renewal| print(cli.output, &renewal, ExitCode::SUCCESS)),
+        } => {
+            let owner = default_owner(owner.as_ref(), request_id);
+            client
+                .acquire_with_id(resource, &owner, *ttl, *wait, request_id)
+                .await
+                .map(|lock| print(output, &lock, ExitCode::SUCCESS))
+        }
+        Command::Renew { lock_id, ttl } => renew(&client, lock_id, *ttl, output).await,
         Command::Release { lock_id } => client.release(lock_id).await.map(|regions| {
             #[derive(Serialize)]
             struct Released {
@@ -204,7 +273,7 @@ async fn main() -> ExitCode {
                 released_regions: Vec<String>,
             }
             print(
-                cli.output,
+                output,
                 &Released {
                     released: true,
                     released_regions: regions,
@@ -215,9 +284,20 @@ async fn main() -> ExitCode {
         Command::Describe { resource } => client
             .describe(resource)
             .await
-            .map(|description| print(cli.output, &description, ExitCode::SUCCESS)),
+            .map(|description| print(output, &description, ExitCode::SUCCESS)),
         Command::Audit { resource, logs, at } => {
-            return audit::audit(resource, logs, *at, cli.output == Output::Json);
+            return audit::audit(resource, logs, *at, output);
+        }
+        Command::Lock {
+            resource,
+            owner,
+            ttl,
+            wait,
+            no_wait,
+        } => {
+            let wait = if *no_wait { Duration::ZERO } else { *wait };
+            let owner = default_owner(owner.as_ref(), "");
+            return hold::hold(&client, resource, &owner, *ttl, wait, output).await;
         }
         Command::Run {
             resource,
@@ -229,18 +309,20 @@ async fn main() -> ExitCode {
             command,
         } => {
             let wait = if *no_wait { Duration::ZERO } else { *wait };
-            return run::run(
+            let owner = default_owner(owner.as_ref(), "");
+            run::run(
                 &client,
-                resource,
-                owner,
-                *ttl,
-                wait,
-                *grace,
-                command,
-                EXIT_LOCK_LOST,
+                run::Options {
+                    resource,
+                    owner: &owner,
+                    ttl: *ttl,
+                    wait,
+                    grace: *grace,
+                    command,
+                    output,
+                },
             )
             .await
-            .unwrap_or_else(|error| fail(&error));
         }
         Command::Validate {
             resource,
@@ -251,22 +333,78 @@ async fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             };
-            print(cli.output, &v, code)
+            print(output, &v, code)
         }),
     };
-    result.unwrap_or_else(|error| fail(&error))
+    result.unwrap_or_else(|error| Failure::client(&error).report(output))
 }
 
-/// Print `value` as JSON or as aligned `key  value` lines.
-fn print<T: Serialize>(output: Output, value: &T, code: ExitCode) -> ExitCode {
+/// `renew`: what the coordinator says is in force after the renewal.
+async fn renew(
+    client: &Client,
+    lock_id: &str,
+    ttl: Option<Duration>,
+    output: Output,
+) -> Result<ExitCode, globallock_client::ClientError> {
+    #[derive(Serialize)]
+    struct Renewed {
+        lock_id: String,
+        fencing_token: u64,
+        /// The TTL the coordinator applied.
+        ttl_ms: u64,
+        /// How long the lock may be relied on, from when the renewal was sent.
+        validity_ms: u64,
+        /// How long the lock stays held at least, as the coordinator describes it
+        /// right after the renewal (renewal never shortens a lock, so this can
+        /// exceed ttl_ms). Absent if that description failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_in_ms: Option<u64>,
+    }
+    let renewal = client.renew(lock_id, ttl.unwrap_or(Duration::ZERO)).await?;
+    let resource = lock_id
+        .parse::<globallock_protocol::lock_id::LockId>()
+        .ok()
+        .map(|id| id.resource().to_owned());
+    let expires_in_ms = match resource {
+        Some(resource) => match client.describe(&resource).await {
+            Ok(d) if d.held && d.lock_id == lock_id => Some(d.expires_in_ms),
+            _ => None,
+        },
+        None => None,
+    };
+    let renewed = Renewed {
+        lock_id: lock_id.to_owned(),
+        fencing_token: renewal.fencing_token,
+        ttl_ms: renewal.ttl_ms,
+        validity_ms: u64::try_from(renewal.validity.as_millis()).unwrap_or(u64::MAX),
+        expires_in_ms,
+    };
+    if output == Output::Text
+        && let Some(expires) = expires_in_ms
+        && expires > renewed.ttl_ms
+    {
+        eprintln!(
+            "lockctl: note: renewal never shortens a lock: it stays held for at least another \
+             {expires} ms; rely on it for validity_ms ({} ms)",
+            renewed.validity_ms
+        );
+    }
+    Ok(print(output, &renewed, ExitCode::SUCCESS))
+}
+
+/// Print `value` as JSON or as aligned `key  value` lines. A closed stdout (e.g.
+/// `lockctl lock ... | head -1`) is not an error: the lock matters, not the echo.
+pub fn print<T: Serialize>(output: Output, value: &T, code: ExitCode) -> ExitCode {
+    use std::io::Write;
     let json = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    let mut text = String::new();
     match output {
-        Output::Json => println!("{json}"),
+        Output::Json => text = format!("{json}\n"),
         Output::Text => {
             if let serde_json::Value::Object(fields) = &json {
                 let width = fields.keys().map(String::len).max().unwrap_or(0);
                 for (key, value) in fields {
-                    let text = match value {
+                    let value = match value {
                         serde_json::Value::String(s) => s.clone(),
                         serde_json::Value::Array(items) => items
                             .iter()
@@ -275,39 +413,52 @@ fn print<T: Serialize>(output: Output, value: &T, code: ExitCode) -> ExitCode {
                             .join(", "),
                         other => other.to_string(),
                     };
-                    println!("{key:<width$}  {text}");
+                    text.push_str(&format!("{key:<width$}  {value}\n"));
                 }
             }
         }
     }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
     code
-}
-
-fn fail(error: &ClientError) -> ExitCode {
-    eprintln!("lockctl: {error}");
-    ExitCode::from(match error {
-        ClientError::InvalidArgument(_)
-        | ClientError::Endpoint { .. }
-        | ClientError::NoEndpoints => 64,
-        ClientError::NoQuorum(_) => 69,
-        ClientError::Held(_) => 75,
-        ClientError::Lost(_) => 1,
-        _ => 76,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1_500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("3 days").is_err());
+    fn json_output_is_found_in_a_refused_command_line() {
+        assert!(json_requested(&args("lockctl aquire x --output json")));
+        assert!(json_requested(&args("lockctl -o json acquire")));
+        assert!(json_requested(&args("lockctl acquire --output=json")));
+        assert!(json_requested(&args("lockctl acquire -ojson")));
+        assert!(!json_requested(&args("lockctl acquire x")));
+        assert!(!json_requested(&args("lockctl run x -- cmd -o json")));
+    }
+
+    #[test]
+    fn the_default_owner_has_no_pid_for_an_idempotent_acquire() {
+        let plain = default_owner(None, "");
+        assert!(
+            plain.ends_with(&format!(":{}", std::process::id())),
+            "{plain}"
+        );
+        let idempotent = default_owner(None, "job-1");
+        assert!(idempotent.starts_with("lockctl@") && !idempotent.contains(':'));
+        let given = "bob".to_owned();
+        assert_eq!(default_owner(Some(&given), "job-1"), "bob");
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -1,25 +1,56 @@
 //! `lockctl run`: a command that runs only while the lock is held.
+//!
+//! The command never outlives its supervisor's hold on the lock:
+//! - lock lost: the command's process group gets SIGTERM, then SIGKILL after
+//!   `--grace`, and lockctl exits 79;
+//! - lockctl dies, even by `kill -9`: on Linux the command (lockctl's direct child)
+//!   gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`, set between fork and exec);
+//! - Ctrl-C / SIGTERM: passed to the command, which keeps the lock until it exits;
+//!   a second one sends SIGTERM and SIGKILL after `--grace`; a third, SIGKILL.
+//!
+//! What remains possible: PDEATHSIG reaches only the direct child. A process the
+//! command started (a grandchild) survives lockctl's SIGKILL unless the command
+//! itself dies with its parent; and if the whole machine stops (or lockctl and the
+//! command are paused together), nothing here runs. For those the lock's TTL and
+//! the fencing token are the protection: the protected resource must reject
+//! writes carrying a token older than the newest it has seen.
 
 use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
 use globallock_client::{Client, ClientError};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
-/// Acquire, run `command` with the lock in its environment, and keep the lock
-/// renewed until it exits. Returns the command's exit status, or `lost_code` if the
-/// lock was lost (the command is then stopped with SIGTERM, SIGKILL after `grace`).
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    client: &Client,
-    resource: &str,
-    owner: &str,
-    ttl: Duration,
-    wait: Duration,
-    grace: Duration,
-    command: &[String],
-    lost_code: u8,
-) -> Result<ExitCode, ClientError> {
+use crate::Output;
+use crate::failure::{EXIT_LOCK_LOST, Failure};
+
+/// What to run, and how.
+#[derive(Debug)]
+pub struct Options<'a> {
+    pub resource: &'a str,
+    pub owner: &'a str,
+    pub ttl: Duration,
+    pub wait: Duration,
+    /// After SIGTERM, how long before SIGKILL.
+    pub grace: Duration,
+    pub command: &'a [String],
+    pub output: Output,
+}
+
+/// Acquire, run the command with the lock in its environment, and keep the lock
+/// renewed until it exits. Returns the command's exit status, or 79 if the lock
+/// was lost (the command is then stopped with SIGTERM, SIGKILL after `grace`).
+pub async fn run(client: &Client, options: Options<'_>) -> Result<ExitCode, ClientError> {
+    let Options {
+        resource,
+        owner,
+        ttl,
+        wait,
+        grace,
+        command,
+        output,
+    } = options;
     let guard = client
         .lock(resource)
         .owner(owner)
@@ -27,8 +58,13 @@ pub async fn run(
         .wait(wait)
         .acquire()
         .await?;
+    // Our own signals are handled (passed on) from before the command exists, so
+    // none can kill lockctl (and with it, the command) by its default action.
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
     let (program, args) = command.split_first().expect("clap requires a command");
-    let spawned = tokio::process::Command::new(program)
+    let mut spawn = tokio::process::Command::new(program);
+    spawn
         .args(args)
         .env("GLOBALLOCK_RESOURCE", resource)
         .env("GLOBALLOCK_LOCK_ID", guard.lock_id())
@@ -39,24 +75,28 @@ pub async fn run(
         // Its own process group, so that on loss every process it started is
         // stopped too (workers left running would act without the lock).
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
+        .kill_on_drop(true);
+    die_with_parent(&mut spawn);
+    let mut child = match spawn.spawn() {
         Ok(child) => child,
         Err(error) => {
-            eprintln!("lockctl: cannot run {program:?}: {error}");
             let _ = guard.release().await;
-            let code = if error.kind() == std::io::ErrorKind::NotFound {
-                127
+            let (kind, code) = if error.kind() == std::io::ErrorKind::NotFound {
+                ("command-not-found", 127)
             } else {
-                126
+                ("command-not-executable", 126)
             };
-            return Ok(ExitCode::from(code));
+            return Ok(
+                Failure::new(kind, code, format!("cannot run {program:?}: {error}"))
+                    .with("command", program.clone())
+                    .report(output),
+            );
         }
     };
     let pid = child.id();
-    let mut interrupt = signal(SignalKind::interrupt()).ok();
-    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut signals_seen = 0u32;
+    // Set by the second Ctrl-C/SIGTERM: when the command gets SIGKILL.
+    let mut kill_at: Option<Instant> = None;
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -67,9 +107,12 @@ pub async fn run(
                 return Ok(ExitCode::from(code));
             }
             reason = guard.lost() => {
-                eprintln!(
-                    "lockctl: lock on {resource:?} lost ({reason}); stopping the command (SIGTERM, SIGKILL after {grace:?})"
+                let message = format!(
+                    "lock on {resource:?} lost ({reason}); stopping the command (SIGTERM, SIGKILL after {grace:?})"
                 );
+                if output == Output::Text {
+                    eprintln!("lockctl: {message}");
+                }
                 send(pid, libc::SIGTERM);
                 if tokio::time::timeout(grace, child.wait()).await.is_err() {
                     send(pid, libc::SIGKILL);
@@ -77,12 +120,72 @@ pub async fn run(
                 }
                 // Whatever the command left behind in its group goes too.
                 send(pid, libc::SIGKILL);
-                return Ok(ExitCode::from(lost_code));
+                if output == Output::Json {
+                    Failure::new("lock-lost", EXIT_LOCK_LOST, message)
+                        .with("resource", resource)
+                        .report(output);
+                }
+                return Ok(ExitCode::from(EXIT_LOCK_LOST));
             }
-            // Our own signals go to the command; we keep the lock until it exits.
-            Some(()) = recv(&mut interrupt) => send(pid, libc::SIGINT),
-            Some(()) = recv(&mut terminate) => send(pid, libc::SIGTERM),
+            () = sleep_until(kill_at) => {
+                eprintln!("lockctl: the command did not stop within {grace:?}: SIGKILL");
+                send(pid, libc::SIGKILL);
+                kill_at = None;
+            }
+            Some(()) = recv(&mut interrupt) => {
+                signals_seen += 1;
+                escalate(pid, libc::SIGINT, signals_seen, grace, &mut kill_at);
+            }
+            Some(()) = recv(&mut terminate) => {
+                signals_seen += 1;
+                escalate(pid, libc::SIGTERM, signals_seen, grace, &mut kill_at);
+            }
         }
+    }
+}
+
+/// Our `nth` Ctrl-C or SIGTERM: the first is passed to the command (which keeps
+/// the lock until it exits); the second sends SIGTERM and schedules SIGKILL after
+/// `grace`, so a command that ignores both signals is still stopped; a third
+/// sends SIGKILL at once.
+fn escalate(
+    pid: Option<u32>,
+    signal: i32,
+    nth: u32,
+    grace: Duration,
+    kill_at: &mut Option<Instant>,
+) {
+    match nth {
+        1 => {
+            send(pid, signal);
+            eprintln!(
+                "lockctl: passed {} to the command; the lock is held until it exits \
+                 (again: SIGTERM, then SIGKILL after {grace:?})",
+                if signal == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                }
+            );
+        }
+        2 => {
+            send(pid, libc::SIGTERM);
+            *kill_at = Some(Instant::now() + grace);
+            eprintln!(
+                "lockctl: stopping the command: SIGTERM, SIGKILL in {grace:?} (again: SIGKILL now)"
+            );
+        }
+        _ => {
+            send(pid, libc::SIGKILL);
+            *kill_at = None;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -92,6 +195,39 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
         None => std::future::pending().await,
     }
 }
+
+/// Make the command die with lockctl: on Linux, the kernel sends it SIGKILL when
+/// the thread that forked it exits, which for the current-thread runtime `main`
+/// uses is lockctl's main thread, so: when lockctl exits or is killed, `kill -9`
+/// included. Set between fork and exec; if lockctl already died in between (the
+/// command would have been reparented and never get the signal), the command
+/// exits at once instead.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    // Read before fork: the pid of the process that must stay the parent.
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // prctl(2), getppid(2) and _exit(2), which are async-signal-safe; it
+    // allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let death_signal = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// No parent-death signal outside Linux: the TTL and the fencing token are the
+/// protection there if lockctl is killed.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut tokio::process::Command) {}
 
 /// The shell's convention: the exit code, or 128 + the signal that killed it.
 fn exit_code(status: ExitStatus) -> u8 {

@@ -424,3 +424,195 @@ async fn a_holder_paused_past_its_ttl_has_its_stale_writes_rejected_and_is_stopp
     }
     Ok(())
 }
+
+/// True once `pid` no longer runs: `kill -0` fails, or it is a zombie waiting for
+/// init to reap it (dead: it cannot act any more).
+fn gone(pid: i32) -> bool {
+    let signalable = Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false);
+    !signalable || zombie
+}
+
+/// Kills a process the test started indirectly if the test fails before it is
+/// gone (a command that outlived lockctl must not outlive the test).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A child process that is killed (and reaped) if the test fails while it runs.
+struct Supervised(Option<std::process::Child>);
+
+impl Supervised {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn read_pid(path: &std::path::Path) -> i32 {
+    harness::eventually(Duration::from_secs(10), "the command wrote its pid", || {
+        let path = path.to_path_buf();
+        async move { std::fs::read_to_string(&path).ok()?.trim().parse().ok() }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_lockctl_kills_the_command_before_another_owner_gets_the_lock()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("command.pid");
+    let mut run = lockctl(&cluster);
+    run.args(["run", "orphan/res", "--ttl", "3s", "--", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}; while true; do sleep 0.1; done",
+            pid_file.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut supervisor = run.spawn()?;
+    let command = read_pid(&pid_file).await;
+    let _cleanup = KillOnDrop(command);
+
+    // SIGKILL: lockctl can neither release the lock nor stop the command itself.
+    supervisor.kill()?;
+    supervisor.wait()?;
+
+    // Another owner keeps trying; the lock frees when its TTL runs out. Whenever
+    // it gets the lock, the command must already be gone.
+    let acquired = harness::eventually(
+        Duration::from_secs(20),
+        "another owner acquires after the TTL",
+        || {
+            let cluster = &cluster;
+            async move {
+                let mut acquire = lockctl(cluster);
+                acquire.args([
+                    "acquire",
+                    "orphan/res",
+                    "--owner",
+                    "next",
+                    "--ttl",
+                    "5s",
+                    "-o",
+                    "json",
+                ]);
+                let out = output(acquire).await;
+                out.status.success().then(|| gone(command))
+            }
+        },
+    )
+    .await;
+    assert!(
+        acquired,
+        "another owner acquired the lock while the command {command} still ran"
+    );
+    // And it is gone for good (polled: the kernel's SIGKILL, then init's reaping).
+    harness::eventually(
+        Duration::from_secs(10),
+        "the command is gone",
+        || async move { gone(command).then_some(()) },
+    )
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_interrupt_stops_a_command_that_ignores_sigint_and_sigterm() -> anyhow::Result<()>
+{
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("command.pid");
+    let mut run = lockctl(&cluster);
+    run.args([
+        "run",
+        "stubborn/int",
+        "--ttl",
+        "5s",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(
+        "trap '' INT TERM; echo $$ > {}; while true; do sleep 0.1; done",
+        pid_file.display()
+    ))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut supervisor = Supervised(Some(run.spawn()?));
+    let supervisor_pid = supervisor.get().id().to_string();
+    let command = read_pid(&pid_file).await;
+    let _cleanup = KillOnDrop(command);
+    let interrupt = || {
+        Command::new("kill")
+            .args(["-INT", &supervisor_pid])
+            .status()
+            .unwrap()
+    };
+
+    // The first Ctrl-C is passed on; the command ignores it and keeps the lock.
+    interrupt();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        supervisor.get().try_wait()?.is_none(),
+        "one Ctrl-C only passes it on"
+    );
+    assert!(!gone(command));
+
+    // The second: SIGTERM (ignored too), then SIGKILL after --grace.
+    interrupt();
+    let status = harness::eventually(Duration::from_secs(15), "lockctl exits", || {
+        let status = supervisor.get().try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert_eq!(status.code(), Some(128 + 9), "the command was killed");
+    harness::eventually(
+        Duration::from_secs(10),
+        "the command is gone",
+        || async move { gone(command).then_some(()) },
+    )
+    .await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut supervisor.get().stderr.take().unwrap(), &mut stderr)?;
+    assert!(stderr.contains("SIGKILL"), "{stderr}");
+
+    // And the lock was released.
+    let mut describe = lockctl(&cluster);
+    describe.args(["describe", "stubborn/int", "--output", "json"]);
+    let out = output(describe).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"held\":false"),
+        "{out:?}"
+    );
+    Ok(())
+}

@@ -219,10 +219,10 @@ impl AcquireRound {
         if can_still_win {
             return AcquireDecision::Pending;
         }
-        AcquireDecision::Lost(self.loss(majority))
+        AcquireDecision::Lost(self.loss(majority, pending))
     }
 
-    fn loss(&self, majority: usize) -> Loss {
+    fn loss(&self, majority: usize, pending: usize) -> Loss {
         let n = self.replies.len();
         // Only regions that actually failed count as unreachable; a region that has
         // not answered yet may still answer (regression: an early loss once counted
@@ -242,10 +242,11 @@ impl AcquireRound {
         }) {
             return Loss::RequestConflict(grant);
         }
-        // Regions that said "token too low" are free: when they alone make a
-        // majority, a re-proposal above their marks wins whatever a minority
-        // holds (regression: a stray grant in one region, e.g. one that landed
-        // after its release, made the whole round "held").
+        // Regions that said "token too low" are free: when they (with those yet
+        // to answer) can make a majority, a re-proposal above their marks may win
+        // whatever a minority holds (regression: a stray grant in one region,
+        // e.g. one that landed after its release, made the whole round "held",
+        // also when the loss was decided before the last region answered).
         let too_low = replies()
             .filter(|r| matches!(r, GrantReply::TokenTooLow { .. }))
             .count();
@@ -255,7 +256,7 @@ impl AcquireRound {
                 _ => None,
             })
             .max();
-        if too_low >= majority
+        if too_low + pending >= majority
             && let Some(mark) = highest_mark
         {
             return Loss::TokenTooLow { mark };
@@ -691,6 +692,25 @@ mod tests {
             round.record(2, GrantReply::TokenTooLow { mark: 45 }),
             AcquireDecision::Lost(Loss::TokenTooLow { mark: 45 })
         );
+    }
+
+    #[test]
+    fn regression_token_too_low_with_a_reply_pending_re_proposes_rather_than_report_a_minority_holder()
+     {
+        // Decided after two replies: a stray holder and one free region. The
+        // third (pending) region may be free too: re-propose above the mark.
+        let mut round = AcquireRound::new(3);
+        round.record(0, GrantReply::Held(grant("H", 5, 1)));
+        assert_eq!(
+            round.record(1, GrantReply::TokenTooLow { mark: 40 }),
+            AcquireDecision::Lost(Loss::TokenTooLow { mark: 40 })
+        );
+        // With every region answered and only one free, the holder is reported.
+        round.record(2, GrantReply::Held(grant("H", 5, 1)));
+        assert!(matches!(
+            round.decide(),
+            AcquireDecision::Lost(Loss::Held(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,404 @@
+//! The promises of README's lockctl sections, against the real binary (and a
+//! real cluster where the service takes part).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use harness::{Cluster, ClusterOptions};
+use serde_json::Value;
+
+fn bare_lockctl() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lockctl"));
+    command.env_remove("GLOBALLOCK_ENDPOINT");
+    command.env_remove("GLOBALLOCK_OWNER");
+    command
+}
+
+fn lockctl(cluster: &Cluster) -> Command {
+    let mut command = bare_lockctl();
+    command.env(
+        "GLOBALLOCK_ENDPOINT",
+        format!("http://{}", cluster.coordinator_addrs[0]),
+    );
+    command
+}
+
+async fn output(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON value ({e}): {:?} / stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A local port nothing listens on.
+fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn usage_errors_exit_64_and_help_and_version_exit_0() {
+    for (line, expect) in [
+        (&["aquire", "x"][..], "unrecognized subcommand"),
+        (&["acquire", "x", "--tll", "5s"], "--tll"),
+        (&["acquire"], "<RESOURCE>"),
+        (&["acquire", "x", "--ttl", "5parsecs"], "unknown unit"),
+        (&["acquire", "x", "--ttl", "10"], "add a unit, e.g. 10s"),
+        (&["run", "x", "--grace", "1m30"], "add a unit"),
+        (&[], "Usage"),
+    ] {
+        let mut command = bare_lockctl();
+        command.args(line);
+        let out = output(command).await;
+        assert_eq!(out.status.code(), Some(64), "{line:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{line:?}: {}", stderr(&out));
+    }
+    for line in [
+        &["--help"][..],
+        &["--version"],
+        &["acquire", "--help"],
+        &["help", "run"],
+    ] {
+        let mut command = bare_lockctl();
+        command.args(line);
+        let out = output(command).await;
+        assert_eq!(out.status.code(), Some(0), "{line:?}: {}", stderr(&out));
+        assert!(!out.stdout.is_empty(), "{line:?}");
+    }
+    // --help says what a duration is, and that a bare number is refused.
+    let mut help = bare_lockctl();
+    help.args(["acquire", "--help"]);
+    let text = String::from_utf8_lossy(&output(help).await.stdout).into_owned();
+    assert!(
+        text.contains("1m30s") && text.contains("bare number"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_audit_log_exits_66_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-audit.jsonl");
+    let present = dir.path().join("audit.jsonl");
+    std::fs::write(&present, "").unwrap();
+    let mut audit = bare_lockctl();
+    audit
+        .args(["audit", "orders/42", "--log"])
+        .arg(&present)
+        .arg("--log")
+        .arg(&missing);
+    let out = output(audit).await;
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&missing.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut json = bare_lockctl();
+    json.args(["audit", "orders/42", "-o", "json", "--log"])
+        .arg(&missing);
+    let out = output(json).await;
+    assert_eq!(out.status.code(), Some(66));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "audit-log-unreadable");
+    assert_eq!(error["exit_code"], 66);
+    assert_eq!(error["path"], missing.display().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_with_the_default_owner_returns_the_same_lock() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut locks = Vec::new();
+    for _ in 0..2 {
+        let mut acquire = lockctl(&cluster);
+        acquire.args(["acquire", "idem/1", "--request-id", "job-1", "-o", "json"]);
+        let out = output(acquire).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        locks.push(stdout_json(&out));
+    }
+    assert_eq!(locks[0]["lock_id"], locks[1]["lock_id"]);
+    assert_eq!(locks[0]["fencing_token"], locks[1]["fencing_token"]);
+    assert_eq!(locks[0]["owner"], locks[1]["owner"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_have_one_humantime_syntax() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    for (i, (ttl, ttl_ms)) in [("1.5s", 1_500), ("10S", 10_000), ("1m30s", 90_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut acquire = lockctl(&cluster);
+        acquire.args([
+            "acquire",
+            &format!("durations/{i}"),
+            "--ttl",
+            ttl,
+            "--wait",
+            "1.5s",
+            "-o",
+            "json",
+        ]);
+        let out = output(acquire).await;
+        assert!(out.status.success(), "--ttl {ttl}: {}", stderr(&out));
+        assert_eq!(stdout_json(&out)["ttl_ms"], ttl_ms, "--ttl {ttl}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_reports_what_the_coordinator_says_is_in_force() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut acquire = lockctl(&cluster);
+    acquire.args(["acquire", "renew/1", "--ttl", "30s", "-o", "json"]);
+    let out = output(acquire).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = stdout_json(&out);
+    let lock_id = lock["lock_id"].as_str().unwrap().to_owned();
+
+    let mut renew = lockctl(&cluster);
+    renew.args(["renew", &lock_id, "--ttl", "5s", "-o", "json"]);
+    let out = output(renew).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let renewed = stdout_json(&out);
+    assert_eq!(renewed["lock_id"], lock_id.as_str());
+    assert_eq!(renewed["fencing_token"], lock["fencing_token"]);
+    let validity = renewed["validity_ms"].as_u64().unwrap();
+    assert!(validity > 0 && validity <= 5_000, "{renewed}");
+    // Renewal never shortens: the lock stays held about 30 s, and the CLI says so.
+    let expires = renewed["expires_in_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("renew must report how long the lock stays held: {renewed}"));
+    assert!(expires > 20_000, "{renewed}");
+    let mut describe = lockctl(&cluster);
+    describe.args(["describe", "renew/1", "-o", "json"]);
+    let described = stdout_json(&output(describe).await);
+    assert!(
+        described["expires_in_ms"].as_u64().unwrap() > 20_000,
+        "{described}"
+    );
+
+    // In text, a note says so too.
+    let mut renew = lockctl(&cluster);
+    renew.args(["renew", &lock_id, "--ttl", "5s"]);
+    let out = output(renew).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("never shortens"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_errors_say_what_is_wrong_and_what_to_do() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let grpc = cluster.coordinator_addrs[0];
+
+    // No scheme: a usage error that shows the URL to write.
+    let mut no_scheme = bare_lockctl();
+    no_scheme.args(["describe", "x", "--endpoint", &grpc.to_string()]);
+    let out = output(no_scheme).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("http://{grpc}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // The REST port given as the gRPC endpoint.
+    let rest = format!("http://{}", cluster.rest_addrs[0]);
+    let mut wrong_port = bare_lockctl();
+    wrong_port.args(["describe", "x", "--endpoint", &rest]);
+    let out = output(wrong_port).await;
+    assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("REST port") && text.contains("7400"),
+        "{text}"
+    );
+    assert!(!text.contains("compression flag"), "{text}");
+
+    // Nothing listening: name the endpoint and what to check.
+    let refused = format!("http://127.0.0.1:{}", refused_port());
+    let mut down = bare_lockctl();
+    down.args(["describe", "x", "--endpoint", &refused]);
+    let out = output(down).await;
+    assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&refused) && text.contains("refused") && text.contains("make dev"),
+        "{text}"
+    );
+
+    // Failing over past a dead endpoint still works.
+    let mut failover = bare_lockctl();
+    failover.args([
+        "describe",
+        "x",
+        "--endpoint",
+        &format!("{refused},http://{grpc}"),
+    ]);
+    let out = output(failover).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_on_stdout_with_output_json() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut first = lockctl(&cluster);
+    first.args(["acquire", "json/held", "--owner", "alice", "--ttl", "30s"]);
+    assert!(output(first).await.status.success());
+
+    let mut second = lockctl(&cluster);
+    second.args(["acquire", "json/held", "--owner", "bob", "-o", "json"]);
+    let out = output(second).await;
+    assert_eq!(out.status.code(), Some(75));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "held");
+    assert_eq!(error["exit_code"], 75);
+    assert_eq!(error["holder"], "alice");
+    assert!(error["retry_after_ms"].as_u64().unwrap() > 0, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("alice"));
+
+    // Not held: exit 1.
+    let mut renew = lockctl(&cluster);
+    renew.args([
+        "renew",
+        "0123456789abcdef0123456789abcdef.anNvbi9ub25l",
+        "-o",
+        "json",
+    ]);
+    let out = output(renew).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["error"]["kind"], "not-held");
+
+    // A usage error.
+    let mut usage = lockctl(&cluster);
+    usage.args(["acquire", "--output", "json", "--ttl", "10"]);
+    let out = output(usage).await;
+    assert_eq!(out.status.code(), Some(64));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "usage");
+    assert_eq!(error["exit_code"], 64);
+
+    // No coordinator.
+    let refused = format!("http://127.0.0.1:{}", refused_port());
+    let mut down = bare_lockctl();
+    down.args(["describe", "x", "-o", "json", "--endpoint", &refused]);
+    let out = output(down).await;
+    assert_eq!(out.status.code(), Some(76));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "unreachable");
+    assert_eq!(error["endpoints"][0]["endpoint"], refused.as_str());
+    assert_eq!(error["endpoints"][0]["problem"], "refused");
+    Ok(())
+}
+
+/// A child process that is killed (and reaped) if the test fails while it runs.
+struct Supervised(Option<std::process::Child>);
+
+impl Supervised {
+    fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+
+    fn take(&mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn describe_json(cluster: &Cluster, resource: &str) -> Value {
+    let mut describe = lockctl(cluster);
+    describe.args(["describe", resource, "-o", "json"]);
+    let out = output(describe).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout_json(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_holds_until_a_signal_then_releases() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut previous_token = 0;
+    for (signal, output_format) in [("-TERM", "json"), ("-INT", "text")] {
+        let mut lock = lockctl(&cluster);
+        lock.args(["lock", "held/by-lock", "--ttl", "2s", "-o", output_format])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut holder = Supervised(Some(lock.spawn()?));
+        let stdout = holder.get().stdout.take().unwrap();
+        // The lock id and token are printed as soon as the lock is held.
+        let printed = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if output_format == "json" {
+                let value: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+                (
+                    value["lock_id"].as_str().unwrap().to_owned(),
+                    value["fencing_token"].as_u64().unwrap(),
+                )
+            } else {
+                let mut lock_id = String::new();
+                let mut token = 0;
+                for line in lines {
+                    let line = line.unwrap();
+                    let (key, value) = line.split_once(' ').unwrap();
+                    match key {
+                        "lock_id" => lock_id = value.trim().to_owned(),
+                        "fencing_token" => token = value.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                    if key == "validity_ms" {
+                        break;
+                    }
+                }
+                (lock_id, token)
+            }
+        });
+        let (lock_id, token) = tokio::time::timeout(Duration::from_secs(20), printed).await??;
+        assert!(token > previous_token);
+        previous_token = token;
+
+        // Renewed past its TTL.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let described = describe_json(&cluster, "held/by-lock").await;
+        assert_eq!(described["held"], true, "{described}");
+        assert_eq!(described["lock_id"], lock_id.as_str());
+
+        Command::new("kill")
+            .args([signal, &holder.get().id().to_string()])
+            .status()?;
+        let holder = holder.take();
+        let out = tokio::task::spawn_blocking(move || holder.wait_with_output()).await??;
+        assert_eq!(out.status.code(), Some(0), "{signal}: {}", stderr(&out));
+        // Released at once, not left to expire.
+        let described = describe_json(&cluster, "held/by-lock").await;
+        assert_eq!(described["held"], false, "{signal}: {described}");
+    }
+    Ok(())
+}
