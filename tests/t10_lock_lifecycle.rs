@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use globallock_proto::v1::{DescribeRequest, ReleaseRequest, RenewRequest, ValidateRequest};
-use harness::{Cluster, ClusterOptions, acquire};
+use harness::history::{Recorded, Recorder, check};
+use harness::{Cluster, ClusterOptions, acquire, eventually};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,22 +161,33 @@ async fn retry_with_the_same_request_id_returns_the_same_lock() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_acquire_gets_the_lock_when_it_is_released() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let mut client = cluster.client(0).await?;
+    let history = Arc::new(Recorder::new());
+    let mut client = Recorded::new(cluster.client(0).await?, history.clone(), "a");
     let first = client
         .acquire(acquire("queue/1", "a", 30_000, 0))
         .await?
         .into_inner();
 
-    let mut waiter_client = cluster.client(0).await?;
+    // Every refused attempt, including those of a waiting acquire, counts as
+    // contention: once the counter moves, the waiter has been refused and waits.
+    let contention = || cluster.coordinator_metric(0, "globallock_contention_total", &[]);
+    let before = contention().await?;
+    let mut waiter_client = Recorded::new(cluster.client(0).await?, history.clone(), "b");
     let waiter = tokio::spawn(async move {
         waiter_client
             .acquire(acquire("queue/1", "b", 5_000, 20_000))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the waiter was refused once and is waiting",
+        || async { contention().await.ok().filter(|&n| n > before) },
+    )
+    .await;
+    assert!(!waiter.is_finished(), "the waiter gave up while held");
     client
         .release(ReleaseRequest {
-            lock_id: first.lock_id,
+            lock_id: first.lock_id.clone(),
         })
         .await?;
     let second = waiter.await??.into_inner();
@@ -182,8 +195,9 @@ async fn waiting_acquire_gets_the_lock_when_it_is_released() -> anyhow::Result<(
     assert!(second.fencing_token > first.fencing_token);
 
     // A wait that runs out while the resource stays held answers ABORTED.
+    let mut other = Recorded::new(cluster.client(0).await?, history.clone(), "c");
     let started = std::time::Instant::now();
-    let status = client
+    let status = other
         .acquire(acquire("queue/1", "c", 5_000, 400))
         .await
         .unwrap_err();
@@ -194,5 +208,11 @@ async fn waiting_acquire_gets_the_lock_when_it_is_released() -> anyhow::Result<(
         status.message()
     );
     assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(
+        check(&history.history(), None),
+        vec![],
+        "{}",
+        history.to_json_lines()
+    );
     Ok(())
 }

@@ -1,17 +1,20 @@
 //! Eight contenders on one resource through two coordinators never overlap, as
-//! checked by a fenced counter that rejects stale tokens.
+//! checked by a fenced counter that rejects stale tokens (each holder stays inside
+//! its critical section across an `.await`) and by the history checker.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use globallock_proto::v1::ReleaseRequest;
+use harness::history::{Recorded, Recorder, check};
 use harness::oracle::FencedCounter;
 use harness::{Cluster, ClusterOptions, acquire};
 
 const CONTENDERS: usize = 8;
 const ROUNDS: usize = 5;
+const RESOURCE: &str = "inventory/sku-1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
@@ -20,29 +23,37 @@ async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
         ..ClusterOptions::default()
     })
     .await?;
+    let history = Arc::new(Recorder::new());
     let counter = Arc::new(FencedCounter::new());
     let mut tasks = Vec::new();
     for c in 0..CONTENDERS {
-        let mut client = cluster.client(c % 2).await?;
-        let counter = counter.clone();
+        let process = format!("contender-{c}");
+        let mut client = Recorded::new(cluster.client(c % 2).await?, history.clone(), &process);
+        let (history, counter) = (history.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
+                let sent = Instant::now();
                 let granted = client
-                    .acquire(acquire(
-                        "inventory/sku-1",
-                        &format!("contender-{c}"),
-                        5_000,
-                        30_000,
-                    ))
+                    .acquire(acquire(RESOURCE, &process, 5_000, 30_000))
                     .await?
                     .into_inner();
-                counter.enter(granted.fencing_token);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                assert!(
-                    counter.write(granted.fencing_token),
-                    "a current holder's write was rejected"
+                let valid_until = sent + Duration::from_millis(granted.validity_ms);
+                let wrote = counter
+                    .critical_section(
+                        &history,
+                        &process,
+                        RESOURCE,
+                        &granted.lock_id,
+                        granted.fencing_token,
+                        valid_until,
+                    )
+                    .await;
+                assert_eq!(
+                    wrote,
+                    Some(true),
+                    "the lock was not usable (None: its validity had ended when it \
+                     was granted) or a current holder's write was rejected: {granted:?}"
                 );
-                counter.leave(granted.fencing_token);
                 client
                     .release(ReleaseRequest {
                         lock_id: granted.lock_id,
@@ -58,5 +69,11 @@ async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
     assert_eq!(counter.violations(), vec![]);
     assert_eq!(counter.writes(), (CONTENDERS * ROUNDS) as u64);
     assert_eq!(counter.rejected(), 0);
+    assert_eq!(
+        check(&history.history(), None),
+        vec![],
+        "{}",
+        history.to_json_lines()
+    );
     Ok(())
 }

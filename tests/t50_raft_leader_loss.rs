@@ -5,10 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use globallock_proto::v1::{ReleaseRequest, RenewRequest};
+use harness::history::{Recorded, Recorder, check};
 use harness::{Cluster, ClusterOptions, acquire, eventually};
+use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::Result<()> {
@@ -18,12 +20,10 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
         ..ClusterOptions::default()
     })
     .await?;
-    let history = std::sync::Arc::new(harness::history::Recorder::new());
-    let mut client =
-        harness::history::Recorded::new(cluster.client(0).await?, history.clone(), "client");
+    let history = std::sync::Arc::new(Recorder::new());
+    let mut client = Recorded::new(cluster.client(0).await?, history.clone(), "client");
     cluster.stop_region(2).await;
 
-    let sent = Instant::now();
     let held = client
         .acquire(acquire("cluster/config", "operator", 20_000, 5_000))
         .await?
@@ -38,28 +38,36 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     let leader = etcd.leader().expect("a leader");
     etcd.kill_member(leader);
 
-    // Renewal works again once a new leader is elected, well inside the lock's
-    // validity, and keeps the token.
+    // Renewal works again once a new leader is elected, and keeps the token.
+    // Until then a renewal can only be unconfirmed (UNAVAILABLE): the lock is
+    // never reported gone, and a rival never gets it.
     let renewed = eventually(Duration::from_secs(15), "renew after leader loss", || {
         let mut client = client.clone();
         let lock_id = held.lock_id.clone();
         async move {
-            client
+            match client
                 .renew(RenewRequest {
                     lock_id,
                     ttl_ms: 20_000,
                 })
                 .await
-                .ok()
+            {
+                Ok(renewed) => Some(renewed.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                    None
+                }
+            }
         }
     })
-    .await
-    .into_inner();
+    .await;
     assert_eq!(renewed.fencing_token, held.fencing_token);
-    assert!(
-        sent.elapsed() < Duration::from_millis(held.validity_ms),
-        "renewal came after validity ended"
-    );
+    let rival = client
+        .acquire(acquire("cluster/config", "rival", 10_000, 0))
+        .await
+        .expect_err("the renewed lock is held");
+    assert_eq!(rival.code(), Code::Aborted, "{}", rival.message());
+    assert!(rival.message().contains("operator"), "{}", rival.message());
     let next_leader = cluster.regions[0].etcd[0].leader().expect("new leader");
     assert_ne!(next_leader, leader);
 
@@ -90,7 +98,7 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
     .into_inner();
     assert!(after.fencing_token > held.fencing_token);
     cluster.regions[0].etcd[0].resume_member(next_leader)?;
-    let verdict = harness::history::check(&history.history(), None);
+    let verdict = check(&history.history(), None);
     assert_eq!(verdict, vec![], "{}", history.to_json_lines());
     Ok(())
 }
@@ -98,8 +106,6 @@ async fn losing_the_etcd_leader_in_one_region_does_not_break_locks() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raft_leader_cut_off_from_its_peers_is_replaced_and_locks_stay_safe() -> anyhow::Result<()>
 {
-    use harness::history::{Kind, Phase, Recorder, check};
-
     let mut cluster = Cluster::start(ClusterOptions {
         three_member_region: Some(0),
         proxy_peers: true,
@@ -107,21 +113,13 @@ async fn a_raft_leader_cut_off_from_its_peers_is_replaced_and_locks_stay_safe() 
         ..ClusterOptions::default()
     })
     .await?;
-    let history = Recorder::new();
-    let mut client = cluster.client(0).await?;
+    let history = std::sync::Arc::new(Recorder::new());
+    let mut client = Recorded::new(cluster.client(0).await?, history.clone(), "holder");
     cluster.stop_region(2).await; // every majority now needs region A
-    let op = history.invoke("holder", "raft/res", Kind::Acquire, "");
     let held = client
         .acquire(acquire("raft/res", "holder", 20_000, 5_000))
         .await?
         .into_inner();
-    history.complete(
-        &op,
-        Phase::Ok,
-        &held.lock_id,
-        held.fencing_token,
-        held.validity_ms * 1_000,
-    );
 
     // Nothing reaches region A's Raft leader from its peers any more (through the
     // proxy in front of its peer port): the other two elect a new leader.
@@ -133,29 +131,18 @@ async fn a_raft_leader_cut_off_from_its_peers_is_replaced_and_locks_stay_safe() 
         || {
             let mut client = client.clone();
             let lock_id = held.lock_id.clone();
-            let history = &history;
             async move {
-                let op = history.invoke("holder", "raft/res", Kind::Renew, &lock_id);
                 match client
                     .renew(RenewRequest {
-                        lock_id: lock_id.clone(),
+                        lock_id,
                         ttl_ms: 20_000,
                     })
                     .await
                 {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        history.complete(
-                            &op,
-                            Phase::Ok,
-                            &lock_id,
-                            r.fencing_token,
-                            r.validity_ms * 1_000,
-                        );
-                        Some(r)
-                    }
-                    Err(_) => {
-                        history.complete(&op, Phase::Info, &lock_id, 0, 0);
+                    Ok(renewed) => Some(renewed.into_inner()),
+                    Err(status) => {
+                        // Unconfirmed while A has no leader; never "gone".
+                        assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
                         None
                     }
                 }
@@ -173,10 +160,17 @@ async fn a_raft_leader_cut_off_from_its_peers_is_replaced_and_locks_stay_safe() 
     })
     .await;
     assert_ne!(new_leader, leader);
-    let op = history.invoke("rival", "raft/res", Kind::Acquire, "");
-    let rival = client.acquire(acquire("raft/res", "rival", 5_000, 0)).await;
-    history.complete(&op, Phase::Fail, "", 0, 0);
-    assert_eq!(rival.unwrap_err().code(), tonic::Code::Aborted);
+    let mut rival = Recorded::new(cluster.client(0).await?, history.clone(), "rival");
+    let refused = rival
+        .acquire(acquire("raft/res", "rival", 5_000, 0))
+        .await
+        .expect_err("the holder's lock is held");
+    assert_eq!(refused.code(), Code::Aborted, "{}", refused.message());
+    assert!(
+        refused.message().contains("holder"),
+        "{}",
+        refused.message()
+    );
     cluster.peer_links(0, 0)[leader].heal();
     assert_eq!(
         check(&history.history(), None),

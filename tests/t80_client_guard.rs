@@ -54,15 +54,25 @@ async fn lost_fires_when_renewal_becomes_impossible() -> anyhow::Result<()> {
         .ttl(Duration::from_millis(2_000))
         .acquire()
         .await?;
-    let last_valid_until = guard.valid_until();
+    let granted_until = guard.valid_until();
 
     cluster.stop_region(1).await;
     cluster.stop_region(2).await;
     let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost()).await?;
+    let lost_at = std::time::Instant::now();
     assert_eq!(reason, LostReason::RenewalFailed);
     assert!(!guard.is_held());
-    // The guard never claims the lock past the validity it was last given.
-    assert!(guard.valid_until() >= last_valid_until);
+    // `lost()` fires before the validity the guard was last given runs out, so
+    // no caller acting on it holds past that validity...
+    let valid_until = guard.valid_until();
+    assert!(
+        lost_at <= valid_until,
+        "lost() fired {:?} after the lock's validity ended",
+        lost_at.duration_since(valid_until)
+    );
+    // ...and that validity is the last one a successful grant or renewal gave: it
+    // never moves back.
+    assert!(valid_until >= granted_until);
     Ok(())
 }
 

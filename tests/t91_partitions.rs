@@ -1,7 +1,7 @@
 //! Network faults of the fault table, injected with the user-space proxy on every
 //! coordinator → region link: minority partition, bridge, asymmetric partition,
-//! slow region, delay and duplicated requests. Every test records a history and
-//! ends with the checker's verdict.
+//! slow region, delay and duplicated requests. Every test records its history
+//! (every call through a recording client) and ends with the checker's verdict.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -9,14 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globallock_localcluster::{Direction, Faults};
-use globallock_proto::v1::ReleaseRequest;
-use harness::history::{Kind, Phase, Recorder, check, record_acquire};
+use globallock_proto::v1::{ReleaseRequest, RenewRequest};
+use harness::history::{Recorded, Recorder, check};
 use harness::oracle::FencedCounter;
 use harness::{Cluster, ClusterOptions, acquire, eventually};
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = globallock_proto::v1::lock_service_client::LockServiceClient<Channel>;
 
 fn options(coordinators: usize) -> ClusterOptions {
     ClusterOptions {
@@ -27,89 +24,112 @@ fn options(coordinators: usize) -> ClusterOptions {
     }
 }
 
-async fn recorded_release(
-    history: &Recorder,
-    client: &mut Client,
+/// A client of coordinator `c` whose calls are recorded in `history` as `process`.
+async fn recorded(
+    cluster: &Cluster,
+    c: usize,
+    history: &Arc<Recorder>,
     process: &str,
-    resource: &str,
-    lock_id: &str,
-) {
-    let op = history.invoke(process, resource, Kind::Release, lock_id);
-    let phase = match client
-        .release(ReleaseRequest {
-            lock_id: lock_id.into(),
-        })
-        .await
-    {
-        Ok(_) => Phase::Ok,
-        Err(_) => Phase::Info,
-    };
-    history.complete(&op, phase, lock_id, 0, 0);
+) -> anyhow::Result<Recorded> {
+    Ok(Recorded::new(
+        cluster.client(c).await?,
+        history.clone(),
+        process,
+    ))
+}
+
+fn release(lock_id: &str) -> ReleaseRequest {
+    ReleaseRequest {
+        lock_id: lock_id.into(),
+    }
+}
+
+/// Grant requests sent to each region, as counted by the coordinators'
+/// `globallock_region_requests_total{op="grant"}` (every outcome). The
+/// coordinators of an in-process cluster share one metrics recorder, so this
+/// counts what all of them sent.
+async fn grants_sent(cluster: &Cluster) -> anyhow::Result<Vec<f64>> {
+    let mut sent = Vec::new();
+    for region in harness::REGIONS {
+        sent.push(
+            cluster
+                .coordinator_metric(
+                    0,
+                    "globallock_region_requests_total",
+                    &[("region", region), ("op", "grant")],
+                )
+                .await?,
+        );
+    }
+    Ok(sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -> anyhow::Result<()>
 {
     let cluster = Cluster::start(options(2)).await?;
-    let history = Recorder::new();
-    let (mut minority, mut majority) = (cluster.client(0).await?, cluster.client(1).await?);
+    let history = Arc::new(Recorder::new());
+    let mut minority = recorded(&cluster, 0, &history, "minority").await?;
+    let mut majority = recorded(&cluster, 1, &history, "majority").await?;
     // Coordinator 0 is cut off from regions B and C.
     cluster.link(0, 1).set(Faults::partition());
     cluster.link(0, 2).set(Faults::partition());
+    let names_b_and_c = |status: &tonic::Status| {
+        status.code() == Code::Unavailable
+            && status.message().contains("reachable regions [region-a]")
+            && status.message().contains("region-b")
+            && status.message().contains("region-c")
+    };
 
-    let first = record_acquire(
-        &history,
-        &mut minority,
-        "minority",
-        acquire("orders/1", "m", 5_000, 0),
+    let status = minority
+        .acquire(acquire("orders/1", "m", 5_000, 0))
+        .await
+        .expect_err("a minority must never grant");
+    assert!(names_b_and_c(&status), "{status:?}");
+    // Once its health probes see it, the minority side rejects at once: without
+    // a round trip, it sends no grant request to any region (coordinator 1 is
+    // idle meanwhile, so the shared counters are coordinator 0's).
+    eventually(
+        Duration::from_secs(5),
+        "rejection from health checks",
+        || {
+            let (cluster, mut minority) = (&cluster, minority.clone());
+            async move {
+                let before = grants_sent(cluster).await.ok()?;
+                let status = minority
+                    .acquire(acquire("orders/2", "m", 5_000, 0))
+                    .await
+                    .expect_err("a minority must never grant");
+                assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+                let after = grants_sent(cluster).await.ok()?;
+                (before == after && names_b_and_c(&status)).then_some(())
+            }
+        },
     )
     .await;
-    let status = first.expect_err("a minority must never grant");
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("region-b") && status.message().contains("region-c"),
-        "{}",
-        status.message()
-    );
-    // Once its health probes see it, the minority side rejects without waiting.
-    eventually(Duration::from_secs(5), "fast rejection", || {
-        let mut minority = minority.clone();
-        async move {
-            let started = Instant::now();
-            let result = minority.acquire(acquire("orders/2", "m", 5_000, 0)).await;
-            (result.is_err() && started.elapsed() < Duration::from_millis(200)).then_some(())
-        }
-    })
-    .await;
+    let before = grants_sent(&cluster).await?;
     for i in 0..10 {
-        let result = record_acquire(
-            &history,
-            &mut minority,
-            "minority",
-            acquire(&format!("orders/{i}"), "m", 5_000, 0),
-        )
-        .await;
-        assert_eq!(result.expect_err("never OK").code(), Code::Unavailable);
+        let status = minority
+            .acquire(acquire(&format!("orders/{i}"), "m", 5_000, 0))
+            .await
+            .expect_err("never OK");
+        assert!(names_b_and_c(&status), "{status:?}");
     }
+    assert_eq!(
+        grants_sent(&cluster).await?,
+        before,
+        "the minority side sent grant requests although its health checks had \
+         marked B and C down"
+    );
 
     // The majority side is unaffected, on the same resources.
     for i in 0..10 {
-        let lock = record_acquire(
-            &history,
-            &mut majority,
-            "majority",
-            acquire(&format!("orders/{i}"), "M", 5_000, 0),
-        )
-        .await
-        .expect("the majority side serves");
-        recorded_release(
-            &history,
-            &mut majority,
-            "majority",
-            &format!("orders/{i}"),
-            &lock.lock_id,
-        )
-        .await;
+        let lock = majority
+            .acquire(acquire(&format!("orders/{i}"), "M", 5_000, 0))
+            .await
+            .expect("the majority side serves")
+            .into_inner();
+        majority.release(release(&lock.lock_id)).await?;
     }
 
     // Healed: the former minority serves again.
@@ -137,6 +157,7 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_region_serialises_two_coordinators_that_see_different_majorities()
 -> anyhow::Result<()> {
+    const ATTEMPTS: usize = 6;
     let cluster = Cluster::start(options(2)).await?;
     let history = Arc::new(Recorder::new());
     let counter = Arc::new(FencedCounter::new());
@@ -145,38 +166,48 @@ async fn a_bridge_region_serialises_two_coordinators_that_see_different_majoriti
     cluster.link(1, 0).set(Faults::partition());
     let mut tasks = Vec::new();
     for (c, process) in [(0, "left"), (1, "right"), (0, "left-2"), (1, "right-2")] {
-        let mut client = cluster.client(c).await?;
+        let mut client = recorded(&cluster, c, &history, process).await?;
         let (history, counter) = (history.clone(), counter.clone());
         tasks.push(tokio::spawn(async move {
             let mut held = 0;
-            for _ in 0..6 {
-                let Ok(lock) = record_acquire(
-                    &history,
-                    &mut client,
-                    process,
-                    acquire("bridge/doc", process, 5_000, 10_000),
-                )
-                .await
+            for _ in 0..ATTEMPTS {
+                let sent = Instant::now();
+                let Ok(lock) = client
+                    .acquire(acquire("bridge/doc", process, 5_000, 10_000))
+                    .await
                 else {
                     continue;
                 };
-                counter.enter(lock.fencing_token);
-                assert!(
-                    counter.write(lock.fencing_token),
-                    "current holder's write rejected"
-                );
-                counter.leave(lock.fencing_token);
-                recorded_release(&history, &mut client, process, "bridge/doc", &lock.lock_id).await;
-                held += 1;
+                let lock = lock.into_inner();
+                let wrote = counter
+                    .critical_section(
+                        &history,
+                        process,
+                        "bridge/doc",
+                        &lock.lock_id,
+                        lock.fencing_token,
+                        sent + Duration::from_millis(lock.validity_ms),
+                    )
+                    .await;
+                assert_ne!(wrote, Some(false), "current holder's write rejected");
+                client.release(release(&lock.lock_id)).await?;
+                held += usize::from(wrote.is_some());
             }
-            held
+            anyhow::Ok((c, held))
         }));
     }
-    let mut total = 0;
+    let mut per_side = [0; 2];
     for task in tasks {
-        total += task.await?;
+        let (c, held) = task.await??;
+        per_side[c] += held;
     }
-    assert!(total >= 6, "both sides made progress through B: {total}");
+    // Each side's two clients make 2 × 6 attempts, each waiting up to 10 s for a
+    // lock held a few ms: through B, each side gets a usable lock (one whose
+    // validity leaves room for the critical section) on at least half of them.
+    assert!(
+        per_side.iter().all(|&held| held >= ATTEMPTS),
+        "each side made progress through B: {per_side:?} of {ATTEMPTS} × 2 each"
+    );
     assert_eq!(counter.violations(), vec![]);
     assert_eq!(
         check(&history.history(), None),
@@ -191,8 +222,9 @@ async fn a_bridge_region_serialises_two_coordinators_that_see_different_majoriti
 async fn an_asymmetric_partition_reports_unknown_and_blocks_only_until_abort_or_ttl()
 -> anyhow::Result<()> {
     let cluster = Cluster::start(options(2)).await?;
-    let history = Recorder::new();
-    let (mut cut, mut healthy) = (cluster.client(0).await?, cluster.client(1).await?);
+    let history = Arc::new(Recorder::new());
+    let mut cut = recorded(&cluster, 0, &history, "cut").await?;
+    let mut healthy = recorded(&cluster, 1, &history, "healthy").await?;
     // Coordinator 0's requests reach B and C, but their replies never come back:
     // they may grant, and coordinator 0 cannot know.
     let one_way = Faults {
@@ -204,42 +236,35 @@ async fn an_asymmetric_partition_reports_unknown_and_blocks_only_until_abort_or_
     };
     cluster.link(0, 1).set(one_way);
     cluster.link(0, 2).set(one_way);
-    let ttl_ms = 3_000;
-    let unknown = record_acquire(
-        &history,
-        &mut cut,
-        "cut",
-        acquire("asym/res", "cut", ttl_ms, 0),
-    )
-    .await;
+    let unknown = cut.acquire(acquire("asym/res", "cut", 3_000, 0)).await;
     assert_eq!(
         unknown.expect_err("no majority answered").code(),
         Code::Unavailable
     );
 
     // A phantom grant may block the resource, but only until it is aborted or
-    // its TTL runs out; the other coordinator then gets it.
-    let started = Instant::now();
+    // its TTL runs out; the other coordinator then gets it. Until then it is
+    // refused as held or contended (it reaches every region), never granted.
     let lock = eventually(Duration::from_secs(15), "phantom grants go away", || {
-        let history = &history;
         let mut healthy = healthy.clone();
         async move {
-            record_acquire(
-                history,
-                &mut healthy,
-                "healthy",
-                acquire("asym/res", "healthy", 5_000, 0),
-            )
-            .await
-            .ok()
+            match healthy
+                .acquire(acquire("asym/res", "healthy", 5_000, 0))
+                .await
+            {
+                Ok(lock) => Some(lock.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Aborted, "{}", status.message());
+                    None
+                }
+            }
         }
     })
     .await;
-    assert!(started.elapsed() < Duration::from_millis(ttl_ms + 5_000));
     assert!(lock.fencing_token > 0);
     cluster.link(0, 1).heal();
     cluster.link(0, 2).heal();
-    recorded_release(&history, &mut healthy, "healthy", "asym/res", &lock.lock_id).await;
+    healthy.release(release(&lock.lock_id)).await?;
     assert_eq!(
         check(&history.history(), None),
         vec![],
@@ -252,34 +277,24 @@ async fn an_asymmetric_partition_reports_unknown_and_blocks_only_until_abort_or_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_region_does_not_slow_the_quorum() -> anyhow::Result<()> {
     let cluster = Cluster::start(options(1)).await?;
-    let history = Recorder::new();
-    let mut client = cluster.client(0).await?;
+    let history = Arc::new(Recorder::new());
+    let mut client = recorded(&cluster, 0, &history, "p").await?;
     cluster.link(0, 2).set(Faults::delay(
         Duration::from_millis(1_500),
         Duration::from_millis(500),
     ));
     for i in 0..8 {
-        let lock = record_acquire(
-            &history,
-            &mut client,
-            "p",
-            acquire(&format!("slow/{i}"), "p", 10_000, 0),
-        )
-        .await?;
+        let lock = client
+            .acquire(acquire(&format!("slow/{i}"), "p", 10_000, 0))
+            .await?
+            .into_inner();
         // The slow region's reply (≥ 1.5 s away) cannot be part of the majority.
         assert!(
             !lock.granted_regions.contains(&"region-c".to_owned()),
             "{:?}",
             lock.granted_regions
         );
-        recorded_release(
-            &history,
-            &mut client,
-            "p",
-            &format!("slow/{i}"),
-            &lock.lock_id,
-        )
-        .await;
+        client.release(release(&lock.lock_id)).await?;
     }
     assert_eq!(
         check(&history.history(), None),
@@ -294,8 +309,8 @@ async fn a_slow_region_does_not_slow_the_quorum() -> anyhow::Result<()> {
 async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_newer_holder()
 -> anyhow::Result<()> {
     let cluster = Cluster::start(options(1)).await?;
-    let history = Recorder::new();
-    let mut client = cluster.client(0).await?;
+    let history = Arc::new(Recorder::new());
+    let mut client = recorded(&cluster, 0, &history, "dup").await?;
     for r in 0..3 {
         cluster.link(0, r).set(Faults::delay(
             Duration::from_millis(5),
@@ -306,62 +321,87 @@ async fn jittered_links_and_duplicated_requests_mint_no_new_token_and_free_no_ne
     let mut request = acquire("dup/res", "dup", 5_000, 0);
     request.request_id = "dup-1".into();
     // Duplicates racing each other may split the regions' votes; like any client
-    // they retry on ABORTED (contended), and must all end up with one lock.
+    // they retry on ABORTED (contended) for a while. Every one that gets a lock
+    // gets the same lock and token: no duplicate mints a second lock.
+    let retry_until = tokio::time::Instant::now() + Duration::from_millis(request.ttl_ms);
     let replays: Vec<_> = (0..3)
         .map(|_| {
             let mut client = client.clone();
             let request = request.clone();
             tokio::spawn(async move {
-                let mut last = None;
-                for _ in 0..20 {
+                loop {
                     match client.acquire(request.clone()).await {
-                        Ok(r) => return Ok(r),
-                        Err(status) if status.code() == Code::Aborted => {
-                            last = Some(status);
+                        Err(status)
+                            if status.code() == Code::Aborted
+                                && tokio::time::Instant::now() < retry_until =>
+                        {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
-                        Err(status) => return Err(status),
+                        result => return result,
                     }
                 }
-                Err(last.unwrap_or_else(|| tonic::Status::aborted("contended")))
             })
         })
         .collect();
     let mut granted = Vec::new();
     for replay in replays {
-        if let Ok(r) = replay.await? {
-            granted.push(r.into_inner());
+        match replay.await? {
+            Ok(r) => granted.push(r.into_inner()),
+            Err(status) => assert_eq!(status.code(), Code::Aborted, "{}", status.message()),
         }
     }
-    assert!(!granted.is_empty());
-    assert!(granted.iter().all(|g| g.lock_id == granted[0].lock_id && g.fencing_token == granted[0].fencing_token));
-    let first = record_acquire(&history, &mut client, "dup", request.clone()).await?;
-    assert_eq!(
-        first.lock_id, granted[0].lock_id,
-        "a replay returns the same lock"
+    assert!(
+        granted.iter().all(|g| g.lock_id == granted[0].lock_id
+            && g.fencing_token == granted[0].fencing_token),
+        "{granted:?}"
     );
+    // A lone retry of the request gets its lock (once any split among grants the
+    // duplicates adopted has expired), and it is the one the duplicates got.
+    let first = eventually(
+        Duration::from_secs(20),
+        "a lone retry of the request gets its lock",
+        || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move {
+                match client.acquire(request).await {
+                    Ok(lock) => Some(lock.into_inner()),
+                    Err(status) => {
+                        assert_eq!(status.code(), Code::Aborted, "{}", status.message());
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    if let Some(replayed) = granted.first() {
+        assert_eq!(
+            (&first.lock_id, first.fencing_token),
+            (&replayed.lock_id, replayed.fencing_token),
+            "a replay returns the same lock"
+        );
+    }
 
     // An old release replayed after a newer holder acquired frees nothing.
-    recorded_release(&history, &mut client, "dup", "dup/res", &first.lock_id).await;
-    let newer = record_acquire(
-        &history,
-        &mut client,
-        "newer",
-        acquire("dup/res", "newer", 5_000, 0),
-    )
-    .await?;
+    client.release(release(&first.lock_id)).await?;
+    let mut newer = recorded(&cluster, 0, &history, "newer").await?;
+    let newer = newer
+        .acquire(acquire("dup/res", "newer", 5_000, 0))
+        .await?
+        .into_inner();
     assert!(newer.fencing_token > first.fencing_token);
-    let replayed = client
-        .release(ReleaseRequest {
-            lock_id: first.lock_id.clone(),
-        })
-        .await;
+    let replayed = client.release(release(&first.lock_id)).await;
     assert_eq!(replayed.unwrap_err().code(), Code::NotFound);
-    let rival = client.acquire(acquire("dup/res", "rival", 5_000, 0)).await;
-    assert_eq!(
-        rival.unwrap_err().code(),
-        Code::Aborted,
-        "the newer holder still holds it"
+    let mut rival = recorded(&cluster, 0, &history, "rival").await?;
+    let refused = rival
+        .acquire(acquire("dup/res", "rival", 5_000, 0))
+        .await
+        .expect_err("the newer holder still holds it");
+    assert_eq!(refused.code(), Code::Aborted, "{}", refused.message());
+    assert!(
+        refused.message().contains("\"newer\""),
+        "{}",
+        refused.message()
     );
     assert_eq!(
         check(&history.history(), None),
@@ -380,15 +420,14 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
         ..ClusterOptions::default()
     })
     .await?;
-    let history = Recorder::new();
-    let mut client = cluster.client(0).await?;
-    let held = record_acquire(
-        &history,
-        &mut client,
-        "holder",
-        acquire("etcd-cut/held", "holder", 20_000, 0),
-    )
-    .await?;
+    let history = Arc::new(Recorder::new());
+    let mut holder = recorded(&cluster, 0, &history, "holder").await?;
+    let mut worker = recorded(&cluster, 0, &history, "worker").await?;
+    let mut rival = recorded(&cluster, 0, &history, "rival").await?;
+    let held = holder
+        .acquire(acquire("etcd-cut/held", "holder", 20_000, 0))
+        .await?
+        .into_inner();
 
     // Both directions of region A's agent → etcd link go dark, then only etcd's
     // replies (the agent's writes are applied; it never hears).
@@ -407,44 +446,36 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
         }
         for i in 0..4 {
             let resource = format!("etcd-cut/{i}");
-            let lock = record_acquire(
-                &history,
-                &mut client,
-                "worker",
-                acquire(&resource, "worker", 5_000, 0),
-            )
-            .await?;
+            let lock = worker
+                .acquire(acquire(&resource, "worker", 5_000, 0))
+                .await?
+                .into_inner();
             assert!(
                 !lock.granted_regions.contains(&"region-a".to_owned()),
                 "{:?}",
                 lock.granted_regions
             );
-            recorded_release(&history, &mut client, "worker", &resource, &lock.lock_id).await;
+            worker.release(release(&lock.lock_id)).await?;
         }
         // The lock granted before the cut lives on through B and C.
-        let op = history.invoke("holder", "etcd-cut/held", Kind::Renew, &held.lock_id);
-        let renewed = client
-            .renew(globallock_proto::v1::RenewRequest {
+        let renewed = holder
+            .renew(RenewRequest {
                 lock_id: held.lock_id.clone(),
                 ttl_ms: 20_000,
             })
             .await?
             .into_inner();
-        history.complete(
-            &op,
-            Phase::Ok,
-            &held.lock_id,
-            renewed.fencing_token,
-            renewed.validity_ms * 1_000,
+        assert_eq!(renewed.fencing_token, held.fencing_token);
+        let refused = rival
+            .acquire(acquire("etcd-cut/held", "rival", 5_000, 0))
+            .await
+            .expect_err("the holder's lock lives on");
+        assert_eq!(refused.code(), Code::Aborted, "{}", refused.message());
+        assert!(
+            refused.message().contains("\"holder\""),
+            "{}",
+            refused.message()
         );
-        let rival = record_acquire(
-            &history,
-            &mut client,
-            "rival",
-            acquire("etcd-cut/held", "rival", 5_000, 0),
-        )
-        .await;
-        assert_eq!(rival.unwrap_err().code(), Code::Aborted);
         for link in cluster.etcd_links(0, 0) {
             link.heal();
             link.reset();
@@ -452,25 +483,14 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
     }
     // Healed: region A takes part again.
     eventually(Duration::from_secs(15), "region A grants again", || {
-        let history = &history;
-        let mut client = client.clone();
+        let mut worker = worker.clone();
         async move {
-            let lock = record_acquire(
-                history,
-                &mut client,
-                "worker",
-                acquire("etcd-cut/back", "worker", 5_000, 0),
-            )
-            .await
-            .ok()?;
-            recorded_release(
-                history,
-                &mut client,
-                "worker",
-                "etcd-cut/back",
-                &lock.lock_id,
-            )
-            .await;
+            let lock = worker
+                .acquire(acquire("etcd-cut/back", "worker", 5_000, 0))
+                .await
+                .ok()?
+                .into_inner();
+            worker.release(release(&lock.lock_id)).await.ok()?;
             lock.granted_regions
                 .contains(&"region-a".to_owned())
                 .then_some(())

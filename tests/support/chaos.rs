@@ -1,8 +1,9 @@
 //! The seeded chaos run: random operations from several clients over a few
 //! resources while a nemesis injects random faults of the fault table, against a
 //! cluster of real processes. Every run prints its seed, its fault schedule, the
-//! number of operations and faults, and the checker's violations. The schedule is
-//! a pure function of the seed: the same seed replays the same faults at the same
+//! number of operations, the faults planned and those actually injected, what the
+//! nemesis failed to do, and the checker's violations. The schedule is a pure
+//! function of the seed: the same seed replays the same faults at the same
 //! offsets.
 
 use std::sync::Arc;
@@ -72,8 +73,13 @@ pub struct ChaosReport {
     pub operations: usize,
     /// Acquires that succeeded.
     pub granted: usize,
-    /// Faults injected.
+    /// Faults the schedule planned.
+    pub planned: usize,
+    /// Faults actually injected: those whose injection call succeeded.
     pub faults: usize,
+    /// Everything the nemesis failed to do: injections that did not happen, and
+    /// heals (resume, restart) that failed.
+    pub nemesis_errors: Vec<String>,
     /// Late writes the fenced resource rejected (fencing at work).
     pub stale_writes_rejected: u64,
     /// Everything the checker and the fenced counters found.
@@ -193,12 +199,30 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         }));
     }
 
-    // The nemesis follows the schedule.
+    // The nemesis follows the schedule, counting only the faults that happened.
+    let mut injected = 0;
+    let mut nemesis_errors = Vec::new();
     for s in &plan {
         tokio::time::sleep_until(started + s.at).await;
-        inject(&mut cluster, &links, s.fault, true).await;
+        match inject(&mut cluster, &links, s.fault, true).await {
+            Ok(()) => injected += 1,
+            Err(error) => nemesis_errors.push(format!(
+                "at {} ms, {:?} not injected: {error}",
+                s.at.as_millis(),
+                s.fault
+            )),
+        }
         tokio::time::sleep(s.lasts).await;
-        inject(&mut cluster, &links, s.fault, false).await;
+        if let Err(error) = inject(&mut cluster, &links, s.fault, false).await {
+            nemesis_errors.push(format!(
+                "at {} ms, {:?} not healed: {error}",
+                (s.at + s.lasts).as_millis(),
+                s.fault
+            ));
+        }
+    }
+    for error in &nemesis_errors {
+        println!("chaos: NEMESIS ERROR {error}");
     }
     for client in clients {
         client.await?;
@@ -231,8 +255,13 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
                     );
                     break;
                 }
-                Err(_) => {
-                    history.complete(&op, Phase::Fail, "", 0, 0);
+                Err(error) => {
+                    // Held is a definite refusal; anything else may have granted.
+                    let phase = match error {
+                        globallock_client::ClientError::Held(_) => Phase::Fail,
+                        _ => Phase::Info,
+                    };
+                    history.complete(&op, phase, "", 0, 0);
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
@@ -260,18 +289,22 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
         seed: config.seed,
         operations: records.iter().filter(|r| r.phase == Phase::Invoke).count(),
         granted,
-        faults: plan.len(),
+        planned: plan.len(),
+        faults: injected,
+        nemesis_errors,
         stale_writes_rejected: stale_rejected,
         violations,
     };
     std::fs::write(dir.path().join("history.jsonl"), history.to_json_lines())?;
     println!(
-        "chaos: seed {} — {} operations ({} acquires granted, {} stale writes rejected), {} faults, {} violations",
+        "chaos: seed {} — {} operations ({} acquires granted, {} stale writes rejected), {} of {} faults injected ({} nemesis errors), {} violations",
         report.seed,
         report.operations,
         report.granted,
         report.stale_writes_rejected,
         report.faults,
+        report.planned,
+        report.nemesis_errors.len(),
         report.violations.len()
     );
     for v in &report.violations {
@@ -381,8 +414,14 @@ async fn client_round(
     history.complete(&rel, phase, &lock.lock_id, 0, 0);
 }
 
-/// Start (`on`) or end a fault.
-async fn inject(cluster: &mut ProcessCluster, links: &[Vec<FaultProxy>], fault: Fault, on: bool) {
+/// Start (`on`) or end a fault. `Err` says why it did not happen: the process to
+/// kill or pause was not running, or the signal, restart or resume failed.
+async fn inject(
+    cluster: &mut ProcessCluster,
+    links: &[Vec<FaultProxy>],
+    fault: Fault,
+    on: bool,
+) -> Result<(), String> {
     match fault {
         Fault::Partition {
             coordinator,
@@ -390,9 +429,9 @@ async fn inject(cluster: &mut ProcessCluster, links: &[Vec<FaultProxy>], fault: 
         } => {
             let link = &links[coordinator][region];
             if on {
-                link.set(Faults::partition())
+                link.set(Faults::partition());
             } else {
-                link.heal()
+                link.heal();
             }
         }
         Fault::OneWay {
@@ -429,34 +468,55 @@ async fn inject(cluster: &mut ProcessCluster, links: &[Vec<FaultProxy>], fault: 
         }
         Fault::KillAgent { region } => {
             if on {
+                if cluster.agent_pid(region) == 0 {
+                    return Err(format!("agent {region} was not running"));
+                }
                 cluster.kill_agent(region);
-            } else if let Err(error) = cluster.restart_agent(region).await {
-                println!("chaos: agent {region} did not come back: {error}");
+            } else {
+                cluster
+                    .restart_agent(region)
+                    .await
+                    .map_err(|e| format!("agent {region} did not come back: {e}"))?;
             }
         }
         Fault::PauseAgent { region } => {
-            let _ = if on {
-                cluster.pause_agent(region)
+            if cluster.agent_pid(region) == 0 {
+                return Err(format!("agent {region} is not running"));
+            }
+            let (result, what) = if on {
+                (cluster.pause_agent(region), "paused")
             } else {
-                cluster.resume_agent(region)
+                (cluster.resume_agent(region), "resumed")
             };
+            result.map_err(|e| format!("agent {region} not {what}: {e}"))?;
         }
         Fault::KillEtcd { region } => {
             let etcd = cluster.etcd(region, 0);
             if on {
+                if etcd.members().iter().all(|m| m.pid() == 0) {
+                    return Err(format!("etcd of region {region} was not running"));
+                }
                 etcd.kill();
-            } else if let Err(error) = etcd.restart() {
-                println!("chaos: etcd of region {region} did not come back: {error}");
+            } else {
+                etcd.restart()
+                    .map_err(|e| format!("etcd of region {region} did not come back: {e}"))?;
             }
         }
         Fault::KillCoordinator { coordinator } => {
             if on {
+                if cluster.coordinator_pid(coordinator) == 0 {
+                    return Err(format!("coordinator {coordinator} was not running"));
+                }
                 cluster.kill_coordinator(coordinator);
-            } else if let Err(error) = cluster.restart_coordinator(coordinator).await {
-                println!("chaos: coordinator {coordinator} did not come back: {error}");
+            } else {
+                cluster
+                    .restart_coordinator(coordinator)
+                    .await
+                    .map_err(|e| format!("coordinator {coordinator} did not come back: {e}"))?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,14 @@
 //! records every critical section so a test can prove no two holders overlapped.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::history::{Kind, Phase, Recorder};
+
+/// How long a holder stays inside its critical section (across an `.await`), so
+/// that a second holder whose hold overlapped the first in time would enter while
+/// the first is still inside, and [`Violation::Overlap`] would fire.
+pub const CRITICAL_SECTION: Duration = Duration::from_millis(5);
 
 /// What went wrong, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +97,36 @@ impl FencedCounter {
         true
     }
 
+    /// A holder's whole critical section, if its lock can still be relied on:
+    /// when `valid_until` (the holder's validity, counted from when it sent its
+    /// acquire or renewal) leaves room for it, enter, make one fenced write
+    /// recorded in `history` (as `process`'s write with `lock_id` and `token`;
+    /// `ok` when the counter accepted it, `fail` when fencing rejected it), stay
+    /// inside for [`CRITICAL_SECTION`] across an `.await`, and leave. Returns
+    /// whether the write was accepted, or `None` when the validity left no room
+    /// (a client honours its validity: it neither enters nor writes).
+    pub async fn critical_section(
+        &self,
+        history: &Recorder,
+        process: &str,
+        resource: &str,
+        lock_id: &str,
+        token: u64,
+        valid_until: Instant,
+    ) -> Option<bool> {
+        if Instant::now() + 2 * CRITICAL_SECTION >= valid_until {
+            return None;
+        }
+        self.enter(token);
+        let write = history.invoke(process, resource, Kind::Write, lock_id);
+        let accepted = self.write(token);
+        let phase = if accepted { Phase::Ok } else { Phase::Fail };
+        history.complete(&write, phase, lock_id, token, 0);
+        tokio::time::sleep(CRITICAL_SECTION).await;
+        self.leave(token);
+        Some(accepted)
+    }
+
     /// Accepted writes.
     pub fn writes(&self) -> u64 {
         self.state().writes
@@ -132,5 +170,46 @@ mod tests {
         assert!(!counter.write(1));
         assert!(counter.write(7));
         assert_eq!((counter.writes(), counter.rejected()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn two_critical_sections_that_overlap_in_time_are_seen() {
+        let counter = FencedCounter::new();
+        let history = Recorder::new();
+        let valid_until = Instant::now() + Duration::from_secs(10);
+        let (a, b) = tokio::join!(
+            counter.critical_section(&history, "p1", "r", "A", 5, valid_until),
+            counter.critical_section(&history, "p2", "r", "B", 7, valid_until),
+        );
+        assert_eq!((a, b), (Some(true), Some(true)));
+        assert_eq!(
+            counter.violations(),
+            vec![Violation::Overlap {
+                inside: 5,
+                entering: 7
+            }]
+        );
+        // One after the other: nothing.
+        let counter = FencedCounter::new();
+        counter
+            .critical_section(&history, "p1", "r", "A", 5, valid_until)
+            .await;
+        counter
+            .critical_section(&history, "p2", "r", "B", 7, valid_until)
+            .await;
+        assert_eq!(counter.violations(), vec![]);
+        // A lock whose validity already ended is not relied on: no write.
+        let ended = counter
+            .critical_section(&history, "p3", "r", "C", 9, Instant::now())
+            .await;
+        assert_eq!(ended, None);
+        let writes: Vec<_> = history
+            .history()
+            .iter()
+            .filter(|r| r.kind == Kind::Write && r.phase == Phase::Ok)
+            .map(|r| (r.lock_id.clone(), r.token))
+            .collect();
+        assert_eq!(writes.len(), 4);
+        assert_eq!(writes[3], ("B".to_owned(), 7));
     }
 }
