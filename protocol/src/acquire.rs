@@ -10,10 +10,14 @@
 //!
 //! The rules, each pinned by a test below:
 //! - A round is won when a majority grants one lock id ([`AcquireRound`]). The
-//!   answer's validity is `min(ttl, held_for) − elapsed − drift`, with `elapsed`
-//!   counted from when the round's lock id was minted (before it was sent), and
-//!   `held_for` what a majority of the winning grants still has (an idempotent
-//!   retry wins an earlier lock with what that lock has left).
+//!   lock lives at least `relied = min(ttl, held_for)` from when the round's lock
+//!   id was minted (before it was sent), `held_for` being what a majority of the
+//!   winning grants still has (an idempotent retry wins an earlier lock with what
+//!   that lock has left). The answer's validity counts from the acquire's start
+//!   (callers count it from when they sent the request, earlier still):
+//!   `waited + relied − drift(waited + relied)`, where `waited` is the time before
+//!   the winning round. A round whose `relied − elapsed − drift` is already gone
+//!   is withdrawn instead.
 //! - Won with this round's own lock id: nothing is aborted, late grants
 //!   included, so the lock keeps its tolerance to one region failing.
 //! - Won with an earlier lock id of the same request (an idempotent retry): this
@@ -381,7 +385,17 @@ impl AcquireMachine {
         let ours = won.grant.lock_id == round.lock_id;
         let elapsed = now.saturating_sub(round.started);
         let relied = self.config.ttl.min(won.held_for);
-        let validity = self.config.drift.validity(relied, elapsed);
+        // Anything left as of now? Otherwise the lock is withdrawn (too slow).
+        let in_time = self.config.drift.validity(relied, elapsed);
+        // The lock lives at least until the round's start plus `relied`. Callers
+        // count the validity from when they sent the request, which is before
+        // this acquire started, so it is reported from the acquire's start: the
+        // time spent waiting before the winning round counts too (before, a long
+        // wait made the lock look expired on arrival).
+        let validity = in_time.map(|_| {
+            let span = relied + round.started.saturating_sub(self.started);
+            span.saturating_sub(self.config.drift.for_ttl(span))
+        });
         let mut commands = Vec::new();
         let abort_at: Vec<usize> = match (ours, validity) {
             // Our lock, in time: keep every grant, late ones included.
@@ -595,11 +609,11 @@ mod tests {
         }
     }
 
-    fn validity(relied: Duration, elapsed: Duration) -> Duration {
-        config(Duration::ZERO)
-            .drift
-            .validity(relied, elapsed)
-            .expect("some left")
+    /// The validity answered for a lock relied on for `relied` from a round that
+    /// started `waited` after the acquire.
+    fn validity(relied: Duration, waited: Duration) -> Duration {
+        let span = relied + waited;
+        span - config(Duration::ZERO).drift.for_ttl(span)
     }
 
     #[test]
@@ -620,7 +634,7 @@ mod tests {
         };
         assert_eq!((*round, won.grant.lock_id.as_str()), (0, "L0"));
         assert_eq!(won.regions, vec![0, 2]);
-        assert_eq!(*v, validity(TTL, ms(5)));
+        assert_eq!(*v, validity(TTL, ms(0)));
         assert!(!m.is_done(), "region 1 has not answered yet");
         assert_eq!(m.handle(reply(0, 1, granted("L0"), ms(900))), vec![]);
         assert!(m.is_done());
@@ -660,7 +674,7 @@ mod tests {
         };
         assert_eq!(won.grant.lock_id, "E");
         assert_eq!(won.held_for, e_left);
-        assert_eq!(*v, validity(e_left, ms(4)));
+        assert_eq!(*v, validity(e_left, ms(0)));
         assert!(*v < ms(2_000));
         assert!(!m.is_done(), "the abort is in flight");
         assert_eq!(
@@ -767,6 +781,15 @@ mod tests {
                 }),
             ]
         );
+        // The abort finishing leads nowhere: no re-proposal after an answer.
+        assert_eq!(
+            m.handle(Event::Aborted {
+                round: 0,
+                region: 0
+            }),
+            vec![]
+        );
+        assert!(m.is_done());
     }
 
     #[test]
@@ -807,8 +830,8 @@ mod tests {
             panic!("{out:?}");
         };
         assert_eq!(won.grant.lock_id, "L1");
-        // Validity counts from the winning round's start.
-        assert_eq!(*v, validity(TTL, ms(2)));
+        // The winning round started 5 ms into the acquire: that counts too.
+        assert_eq!(*v, validity(TTL, ms(5)));
     }
 
     #[test]
@@ -952,13 +975,29 @@ mod tests {
             vec![Command::Mint { round: 1 }]
         );
         m.handle(minted(1, ms(200)));
-        m.handle(reply(1, 0, GrantReply::Held(holder.clone()), ms(4_990)));
-        let out = m.handle(reply(1, 2, GrantReply::Held(holder.clone()), wait));
+        m.handle(reply(1, 0, GrantReply::Held(holder.clone()), ms(201)));
+        // The second refusal backs off as attempt 1 (a longer delay).
+        let second = m.handle(reply(1, 1, GrantReply::Held(holder.clone()), ms(202)));
+        assert_eq!(
+            second.last(),
+            Some(&Command::Backoff {
+                attempt: 1,
+                holder_left: Some(ms(300)),
+                left: wait - ms(202)
+            })
+        );
+        assert_eq!(
+            m.handle(Event::Woke { now: ms(400) }),
+            vec![Command::Mint { round: 2 }]
+        );
+        m.handle(minted(2, ms(400)));
+        m.handle(reply(2, 0, GrantReply::Held(holder.clone()), ms(4_990)));
+        let out = m.handle(reply(2, 2, GrantReply::Held(holder.clone()), wait));
         assert_eq!(
             out,
             vec![
                 Command::Abort {
-                    round: 1,
+                    round: 2,
                     region: 1
                 },
                 Command::Contended,
@@ -968,6 +1007,39 @@ mod tests {
                 })
             ]
         );
+    }
+
+    #[test]
+    fn an_adopted_win_withdraws_nothing_from_regions_that_never_held_our_proposal() {
+        // Region 2 refused our token (it holds nothing of ours): only grants of
+        // our own lock id outside the majority are withdrawn, here none.
+        let mut m = sent(Duration::ZERO);
+        let e = GrantReply::Granted(grant("E", ms(5_000)));
+        m.handle(reply(0, 0, e.clone(), ms(1)));
+        m.handle(reply(0, 2, GrantReply::TokenTooLow { mark: 9 }, ms(2)));
+        let out = m.handle(reply(0, 1, e, ms(3)));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(matches!(out[0], Command::Answer(Answer::Won { .. })));
+    }
+
+    #[test]
+    fn a_win_after_waiting_counts_the_wait_in_the_validity() {
+        // Callers count validity from when they sent the request: a lock won
+        // after 3 s of waiting is valid for about 3 s + TTL from then, never
+        // "expired on arrival".
+        let mut m = sent(Duration::from_secs(10));
+        let holder = grant("H", ms(100));
+        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
+        m.handle(reply(0, 1, GrantReply::Held(holder), ms(2)));
+        m.handle(Event::Woke { now: ms(3_000) });
+        m.handle(minted(1, ms(3_000)));
+        m.handle(reply(1, 0, granted("L1"), ms(3_004)));
+        let out = m.handle(reply(1, 1, granted("L1"), ms(3_008)));
+        let [Command::Answer(Answer::Won { validity: v, .. })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*v, validity(TTL, ms(3_000)));
+        assert!(*v > TTL);
     }
 
     #[test]
