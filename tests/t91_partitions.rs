@@ -505,3 +505,58 @@ async fn an_agent_cut_off_from_its_etcd_stops_counting_and_the_others_carry_the_
     );
     Ok(())
 }
+
+/// Hole 1, reproduced end to end as it was from outside (two holders, 5 of 5
+/// tries, before the fix): coordinator 0 reaches A with 80 ms of delay, B turns
+/// slow (300 ms each way) and C is down. Its round loses (B's grant misses the
+/// 500 ms deadline although B applied it) and it aborts in the background. The
+/// client retries at once with the same request id through coordinator 1
+/// (direct links): A and B still hold the earlier grant. Before, coordinator 1
+/// reported it won with almost full validity, coordinator 0's aborts then deleted
+/// it, and a rival acquired 1.5 s later. Now the retry wins only a grant a
+/// majority adopted, which no abort removes, so the rival is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hole1_a_retry_never_wins_a_lock_that_is_being_aborted() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        region_timeout_ms: 500,
+        ..options(2)
+    })
+    .await?;
+    let history = Arc::new(Recorder::new());
+    let mut first = recorded(&cluster, 0, &history, "first").await?;
+    let mut retry = recorded(&cluster, 1, &history, "retry").await?;
+    let mut rival = recorded(&cluster, 1, &history, "rival").await?;
+    cluster.stop_region(2).await;
+    cluster
+        .link(0, 0)
+        .set(Faults::delay(Duration::from_millis(80), Duration::ZERO));
+    cluster
+        .link(0, 1)
+        .set(Faults::delay(Duration::from_millis(300), Duration::ZERO));
+
+    let mut request = acquire("payouts/h1", "worker", 10_000, 0);
+    request.request_id = "payout-run-7".into();
+    let lost = first.acquire(request.clone()).await.unwrap_err();
+    assert_eq!(lost.code(), Code::Unavailable, "{}", lost.message());
+
+    // The retry at once, through the other coordinator; it may wait a little
+    // (if the aborts land first, the regions are free again soon).
+    request.wait_ms = 5_000;
+    let held = retry.acquire(request).await?.into_inner();
+    // Long enough for coordinator 0's slow aborts to land everywhere.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let refused = rival
+        .acquire(acquire("payouts/h1", "rival", 10_000, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{}", refused.message());
+    assert!(
+        refused.message().contains("worker"),
+        "held by the retry's owner: {}",
+        refused.message()
+    );
+    let at_a = cluster.agent_read(0, "payouts/h1").await?;
+    assert_eq!(at_a.holder.map(|h| h.lock_id), Some(held.lock_id));
+    assert_eq!(check(&history.history(), None), vec![]);
+    Ok(())
+}

@@ -14,7 +14,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use globallock_proto::agent::{GrantOutcome as WireOutcome, GrantRequest, GrantResponse, LockRef};
+use globallock_proto::agent::{
+    AdoptRequest, GrantOutcome as WireOutcome, GrantRequest, GrantResponse, LockRef,
+};
 use globallock_protocol::acquire::{
     AcquireConfig, AcquireMachine, Answer, Command, Event, RoundId,
 };
@@ -104,6 +106,11 @@ impl Drive<'_> {
                 Command::Mint { round } => queue.extend(machine.handle(self.mint(round))),
                 Command::Send { round, region } => in_flight.push(self.send(round, region)),
                 Command::Abort { round, region } => in_flight.push(self.abort(round, region)),
+                Command::Adopt {
+                    round,
+                    region,
+                    lock_id,
+                } => in_flight.push(self.adopt(round, region, lock_id)),
                 Command::Contended => {
                     // Every refused attempt is contention, including while waiting.
                     metrics::counter!("globallock_contention_total").increment(1);
@@ -216,6 +223,37 @@ impl Drive<'_> {
             },
         )
         .map(move |()| Event::Aborted { round, region })
+        .boxed()
+    }
+
+    /// Ask `region` to adopt the earlier lock `lock_id` of this request, as a
+    /// future of its confirmation (a failure is no confirmation).
+    fn adopt(&self, round: RoundId, region: usize, lock_id: String) -> BoxFuture<'static, Event> {
+        let request = AdoptRequest {
+            shard: self.shard.clone(),
+            resource: self.p.resource.clone(),
+            lock_id: lock_id.clone(),
+            request_id: self.request_id.clone(),
+        };
+        let call = self.engine.call_region(
+            region,
+            &self.shard,
+            "adopt",
+            request,
+            |mut c, r| async move { c.adopt(r).await },
+        );
+        let clock = self.engine.clock.clone();
+        async move {
+            let (region, result) = call.await;
+            let adopted =
+                result.is_ok_and(|r| r.adopted && r.holder.is_some_and(|h| h.lock_id == lock_id));
+            Event::Adopted {
+                round,
+                region,
+                adopted,
+                now: clock.monotonic(),
+            }
+        }
         .boxed()
     }
 

@@ -490,11 +490,9 @@ impl ShardStore {
                     GrantOutcome::Held(holding)
                 } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms
                 {
-                    match self.adopt(&lock_key, &kv, holding).await? {
-                        Some(adopted) => GrantOutcome::Granted(adopted),
-                        // Aborted, released or renewed meanwhile: look again.
-                        None => continue,
-                    }
+                    // Offered, not yet adopted: the retry's coordinator confirms
+                    // with `adopt` once a majority offered the same lock.
+                    GrantOutcome::Granted(holding)
                 } else {
                     GrantOutcome::RequestConflict(holding)
                 };
@@ -519,18 +517,53 @@ impl ShardStore {
         })
     }
 
-    /// Mark an earlier grant of the same request as adopted by a retry, so that
-    /// no abort removes it afterwards: one compare-and-swap on the revision that
-    /// was read, which fails if the grant was aborted (its tombstone exists),
-    /// released or rewritten meanwhile. `None` when it failed: the caller reads
-    /// again. Adopting and aborting one grant thus conflict in every region, and a
-    /// round never reports as won a lock that the round that created it may still
-    /// abort.
-    async fn adopt(
+    /// Let an idempotent retry take over the earlier grant `lock_id` of its
+    /// request: mark it adopted, so that no abort removes it afterwards. `None`
+    /// when this region does not hold that grant for that request (any more).
+    ///
+    /// One compare-and-swap on the revision that was read, which fails if the
+    /// grant was aborted (its tombstone exists), released or rewritten meanwhile.
+    /// Adopting and aborting one grant thus conflict in every region, and a round
+    /// never reports as won a lock that the round that created it may still abort
+    /// (hole 1 in `docs/safety.md`).
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn adopt(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Holding>, StoreError> {
+        let floor = self.serving().await?;
+        let lock_key = self.keys.lock(resource);
+        for _ in 0..ATTEMPTS {
+            let Some(kv) = self.get_checked(&lock_key, floor).await? else {
+                return Ok(None);
+            };
+            let holding = self.holding(&kv).await?;
+            if holding.record.lock_id != lock_id
+                || request_id.is_empty()
+                || holding.record.request_id != request_id
+            {
+                return Ok(None);
+            }
+            if let Some(adopted) = self.mark_adopted(&lock_key, &kv, holding, floor).await? {
+                return Ok(Some(adopted));
+            }
+            debug!("grant changed during adopt; re-reading");
+        }
+        Err(StoreError::Contention {
+            shard: self.name.clone(),
+            op: "adopt",
+        })
+    }
+
+    /// The compare-and-swap of [`ShardStore::adopt`]; `None` when it lost a race.
+    async fn mark_adopted(
         &self,
         lock_key: &str,
         kv: &KeyValue,
         holding: Holding,
+        floor: u64,
     ) -> Result<Option<Holding>, StoreError> {
         if holding.record.adopted {
             return Ok(Some(holding));
@@ -548,6 +581,7 @@ impl ShardStore {
                     CompareOp::Equal,
                     0,
                 ),
+                self.marker_guard(floor),
             ])
             .and_then([TxnOp::put(
                 lock_key,

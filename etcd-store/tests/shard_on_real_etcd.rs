@@ -296,9 +296,10 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
     }
 }
 
-/// Hole 1 (two holders): a retry adopted the earlier grant E of its request and
-/// reported E as won; the background abort of the round that created E must not
-/// remove it afterwards. Fails on the code before the fix (the abort deleted E).
+/// Hole 1 (two holders): a retry was offered the earlier grant E of its request,
+/// a majority confirmed adopting it, and the retry reported E as won; the
+/// background abort of the round that created E must not remove it afterwards.
+/// Fails on the code before the fix (the abort deleted E).
 #[tokio::test]
 async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
     let f = fixture().await;
@@ -306,15 +307,23 @@ async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
     let original = s.grant(&proposal("E", 100, "r1")).await.expect("grant");
     assert!(matches!(original.outcome, GrantOutcome::Granted(ref h) if !h.record.adopted));
 
-    // The retry proposes its own lock id L with the same request: it is told E.
+    // The retry proposes its own lock id L with the same request: it is offered E.
     let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
     match retry.outcome {
         GrantOutcome::Granted(h) => {
             assert_eq!(h.record.lock_id, "E");
-            assert!(h.record.adopted, "the retry's answer marks E adopted");
+            assert!(!h.record.adopted, "offered, not adopted yet");
         }
         other => panic!("{other:?}"),
     }
+    // Only the request E was made for can adopt it.
+    assert_eq!(s.adopt("orders/42", "E", "r2").await.expect("adopt"), None);
+    let adopted = s
+        .adopt("orders/42", "E", "r1")
+        .await
+        .expect("adopt")
+        .expect("E is here for r1");
+    assert!(adopted.record.adopted);
 
     // The first round's late abort of E: refused, E stays.
     assert!(!s.abort("orders/42", "E").await.expect("abort"));
@@ -334,14 +343,15 @@ async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
     assert!(s.release("orders/42", "E").await.expect("release"));
 }
 
-/// Hole 1, the other order: the abort lands first, so the retry cannot adopt E
-/// any more and gets a fresh grant of its own lock id (which its own round owns).
+/// Hole 1, the other order: the abort lands first, so the adoption fails and
+/// the retry gets a fresh grant of its own lock id (which its own round owns).
 #[tokio::test]
 async fn regression_hole1_a_retry_never_adopts_an_aborted_grant() {
     let f = fixture().await;
     let s = &f.store;
     s.grant(&proposal("E", 100, "r1")).await.expect("grant");
     assert!(s.abort("orders/42", "E").await.expect("abort"));
+    assert_eq!(s.adopt("orders/42", "E", "r1").await.expect("adopt"), None);
     let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
     match retry.outcome {
         GrantOutcome::Granted(h) => {
@@ -356,6 +366,20 @@ async fn regression_hole1_a_retry_never_adopts_an_aborted_grant() {
         late.outcome,
         GrantOutcome::Aborted | GrantOutcome::Held(_)
     ));
+}
+
+/// An offer is not an adoption: a grant offered to a retry that never won stays
+/// abortable, so concurrent duplicates of one request cannot pin each other's
+/// grants until they expire.
+#[tokio::test]
+async fn an_offered_grant_that_no_majority_adopted_is_still_aborted() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.grant(&proposal("E", 100, "r1")).await.expect("grant");
+    let offered = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
+    assert!(matches!(offered.outcome, GrantOutcome::Granted(ref h) if h.record.lock_id == "E"));
+    assert!(s.abort("orders/42", "E").await.expect("abort"));
+    assert_eq!(s.read("orders/42").await.expect("read").holder, None);
 }
 
 // --- renew never shortens -----------------------------------------------------

@@ -101,6 +101,17 @@ pub enum Event {
         /// The region.
         region: usize,
     },
+    /// A region answered a [`Command::Adopt`] of round `round`.
+    Adopted {
+        /// The round.
+        round: RoundId,
+        /// The region.
+        region: usize,
+        /// Whether the region marked the earlier grant adopted.
+        adopted: bool,
+        /// Monotonic time of the answer.
+        now: Duration,
+    },
     /// The backoff after a refused attempt is over.
     Woke {
         /// Monotonic time.
@@ -130,6 +141,17 @@ pub enum Command {
         round: RoundId,
         /// The region.
         region: usize,
+    },
+    /// Ask `region` to confirm that this acquire takes over the earlier grant
+    /// `lock_id` of its request (a compare-and-swap that fails if that grant was
+    /// aborted meanwhile); report [`Event::Adopted`].
+    Adopt {
+        /// The round.
+        round: RoundId,
+        /// The region.
+        region: usize,
+        /// The earlier lock id a majority answered with.
+        lock_id: String,
     },
     /// The attempt was refused (held or contended): count it as contention.
     Contended,
@@ -203,6 +225,20 @@ struct Round {
     abort_late: Option<bool>,
     /// Lost with an unavailable majority: answer once every reply is in.
     answer_when_complete: bool,
+    /// Won with an earlier lock id: its adoption, being confirmed.
+    adopting: Option<Adoption>,
+}
+
+/// The adoption of an earlier lock of the same request, being confirmed.
+#[derive(Debug, Clone)]
+struct Adoption {
+    /// The lock a majority offered.
+    won: MajorityGrant,
+    /// Each region's confirmation (`None` until it answered; regions not asked
+    /// count as `Some(false)`).
+    confirmed: Vec<Option<bool>>,
+    /// The outcome was acted on (answered, or counted as contended).
+    settled: bool,
 }
 
 /// The acquire state machine. See the module documentation for the rules.
@@ -264,6 +300,11 @@ impl AcquireMachine {
             && !self.sleeping
             && self.rounds.values().all(|r| r.pending == 0)
             && self.aborts_in_flight.values().all(|&n| n == 0)
+            && self.rounds.values().all(|r| {
+                r.adopting
+                    .as_ref()
+                    .is_none_or(|a| a.confirmed.iter().all(Option::is_some))
+            })
     }
 
     /// The lock id of round `round`, once minted.
@@ -291,6 +332,12 @@ impl AcquireMachine {
                 now,
             } => self.reply(round, region, reply, now),
             Event::Aborted { round, region: _ } => self.aborted(round),
+            Event::Adopted {
+                round,
+                region,
+                adopted,
+                now,
+            } => self.adopted(round, region, adopted, now),
             Event::Woke { .. } => {
                 self.sleeping = false;
                 if self.answered {
@@ -324,6 +371,7 @@ impl AcquireMachine {
                 pending: n,
                 abort_late: None,
                 answer_when_complete: false,
+                adopting: None,
             },
         );
         (0..n)
@@ -420,6 +468,25 @@ impl AcquireMachine {
         for region in abort_at {
             commands.push(self.abort(round_id, region));
         }
+        if !ours && validity.is_some() {
+            // An earlier lock is ours only once a majority confirmed its adoption.
+            let round = self.rounds.get_mut(&round_id).expect("round exists");
+            let mut confirmed = vec![Some(false); round.maybe_ours.len()];
+            for &region in &won.regions {
+                confirmed[region] = None;
+                commands.push(Command::Adopt {
+                    round: round_id,
+                    region,
+                    lock_id: won.grant.lock_id.clone(),
+                });
+            }
+            round.adopting = Some(Adoption {
+                won,
+                confirmed,
+                settled: false,
+            });
+            return commands;
+        }
         let answer = match validity {
             Some(validity) => Answer::Won {
                 round: round_id,
@@ -510,6 +577,62 @@ impl AcquireMachine {
                 }]
             }
         }
+    }
+
+    /// A region confirmed (or refused) the adoption of an earlier lock: answer
+    /// once a majority confirmed, or count the attempt as contended once a
+    /// majority can no longer confirm (the earlier lock was aborted meanwhile).
+    fn adopted(
+        &mut self,
+        round_id: RoundId,
+        region: usize,
+        adopted: bool,
+        now: Duration,
+    ) -> Vec<Command> {
+        let majority = crate::quorum::majority(self.config.regions);
+        let Some(round) = self.rounds.get_mut(&round_id) else {
+            return Vec::new();
+        };
+        let Some(adoption) = round.adopting.as_mut() else {
+            return Vec::new();
+        };
+        match adoption.confirmed.get_mut(region) {
+            Some(slot @ None) => *slot = Some(adopted),
+            _ => return Vec::new(),
+        }
+        if adoption.settled {
+            return Vec::new();
+        }
+        let yes = adoption
+            .confirmed
+            .iter()
+            .filter(|c| **c == Some(true))
+            .count();
+        let open = adoption.confirmed.iter().filter(|c| c.is_none()).count();
+        if yes >= majority {
+            adoption.settled = true;
+            let won = adoption.won.clone();
+            let elapsed = now.saturating_sub(round.started);
+            let relied = self.config.ttl.min(won.held_for);
+            let waited = round.started.saturating_sub(self.started);
+            if self.config.drift.validity(relied, elapsed).is_none() {
+                return self.answer(Answer::TooSlow { elapsed, relied });
+            }
+            let span = relied + waited;
+            let validity = span.saturating_sub(self.config.drift.for_ttl(span));
+            return self.answer(Answer::Won {
+                round: round_id,
+                won,
+                validity,
+            });
+        }
+        if yes + open < majority {
+            adoption.settled = true;
+            let mut commands = vec![Command::Contended];
+            commands.extend(self.refused(round_id, Loss::Split, now));
+            return commands;
+        }
+        Vec::new()
     }
 
     fn abort(&mut self, round: RoundId, region: usize) -> Command {
@@ -642,33 +765,44 @@ mod tests {
 
     #[test]
     fn an_idempotent_retry_wins_the_adopted_earlier_lock_with_what_it_has_left() {
-        // Hole 1 and M2: regions 0 and 2 answer with the earlier lock E (which
-        // they marked adopted); region 1 granted this round's own L0, which is
-        // withdrawn. The validity counts from E's remaining time, not the TTL.
+        // Hole 1 and M2: regions 0 and 2 offer the earlier lock E of the same
+        // request; region 1 granted this round's own L0, which is withdrawn. E is
+        // answered only once a majority confirmed adopting it, and its validity
+        // counts from E's remaining time, not the TTL.
         let mut m = sent(Duration::ZERO);
         let e_left = ms(2_000);
-        assert_eq!(
-            m.handle(reply(0, 0, GrantReply::Granted(grant("E", e_left)), ms(2))),
-            vec![]
-        );
+        let e = |left| GrantReply::Granted(grant("E", left));
+        assert_eq!(m.handle(reply(0, 0, e(e_left), ms(2))), vec![]);
         assert_eq!(m.handle(reply(0, 1, granted("L0"), ms(3))), vec![]);
-        let out = m.handle(reply(
-            0,
-            2,
-            GrantReply::Granted(grant("E", ms(2_500))),
-            ms(4),
-        ));
-        assert_eq!(out.len(), 2, "{out:?}");
+        let adopt = |region| Command::Adopt {
+            round: 0,
+            region,
+            lock_id: "E".into(),
+        };
         assert_eq!(
-            out[0],
-            Command::Abort {
-                round: 0,
-                region: 1
-            }
+            m.handle(reply(0, 2, e(ms(2_500)), ms(4))),
+            vec![
+                Command::Abort {
+                    round: 0,
+                    region: 1
+                },
+                adopt(0),
+                adopt(2)
+            ]
         );
-        let Command::Answer(Answer::Won {
-            won, validity: v, ..
-        }) = &out[1]
+        let confirmed = |region, adopted, now| Event::Adopted {
+            round: 0,
+            region,
+            adopted,
+            now,
+        };
+        assert_eq!(m.handle(confirmed(2, true, ms(5))), vec![]);
+        let out = m.handle(confirmed(0, true, ms(6)));
+        let [
+            Command::Answer(Answer::Won {
+                won, validity: v, ..
+            }),
+        ] = out.as_slice()
         else {
             panic!("{out:?}");
         };
@@ -688,20 +822,77 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_lock_aborted_before_its_adoption_is_not_won_and_the_attempt_is_contended() {
+        // Hole 1: the round that created E aborts it in the background. Where
+        // the abort lands first, the adoption fails; with a majority unable to
+        // confirm, E is not reported won (it is being removed).
+        let mut m = sent(Duration::from_secs(5));
+        let e = GrantReply::Granted(grant("E", ms(4_000)));
+        m.handle(reply(0, 0, e.clone(), ms(1)));
+        let out = m.handle(reply(0, 1, e, ms(2)));
+        assert_eq!(
+            out.iter()
+                .filter(|c| matches!(c, Command::Adopt { .. }))
+                .count(),
+            2
+        );
+        let refused = |region| Event::Adopted {
+            round: 0,
+            region,
+            adopted: false,
+            now: ms(3),
+        };
+        assert_eq!(
+            m.handle(refused(0)),
+            vec![
+                Command::Contended,
+                Command::Backoff {
+                    attempt: 0,
+                    holder_left: None,
+                    left: ms(5_000) - ms(3)
+                }
+            ]
+        );
+        assert_eq!(m.handle(refused(1)), vec![]);
+        assert_eq!(
+            m.handle(Event::Woke { now: ms(50) }),
+            vec![Command::Mint { round: 1 }]
+        );
+    }
+
+    #[test]
+    fn concurrent_duplicates_offered_different_locks_free_their_own_grants() {
+        // Three duplicates of one request: each region offers a different one's
+        // lock. Nothing is adopted without a majority, so each duplicate's abort
+        // of its own grant goes through and the next attempt finds the regions
+        // free (before, every region had adopted a different lock and all of
+        // them stayed "contended" until those grants expired).
+        let mut m = sent(Duration::ZERO);
+        m.handle(reply(0, 0, granted("L0"), ms(1)));
+        m.handle(reply(0, 1, GrantReply::Granted(grant("D2", TTL)), ms(2)));
+        let out = m.handle(reply(0, 2, GrantReply::Granted(grant("D3", TTL)), ms(3)));
+        assert_eq!(
+            out,
+            vec![
+                Command::Abort {
+                    round: 0,
+                    region: 0
+                },
+                Command::Contended,
+                Command::Answer(Answer::Lost {
+                    round: 0,
+                    loss: Loss::Split
+                })
+            ]
+        );
+    }
+
+    #[test]
     fn a_late_own_grant_after_an_adopted_win_is_withdrawn() {
         let mut m = sent(Duration::ZERO);
-        m.handle(reply(
-            0,
-            0,
-            GrantReply::Granted(grant("E", ms(5_000))),
-            ms(1),
-        ));
-        let out = m.handle(reply(
-            0,
-            1,
-            GrantReply::Granted(grant("E", ms(5_000))),
-            ms(2),
-        ));
+        let e = GrantReply::Granted(grant("E", ms(5_000)));
+        m.handle(reply(0, 0, e.clone(), ms(1)));
+        let out = m.handle(reply(0, 1, e, ms(2)));
         // Region 2 has not answered: it may still grant L0, so it is aborted now,
         // and its late grant is aborted again when it arrives.
         assert_eq!(
@@ -711,7 +902,14 @@ mod tests {
                 region: 2
             }
         );
-        assert!(matches!(out[1], Command::Answer(Answer::Won { .. })));
+        for region in [0, 1] {
+            m.handle(Event::Adopted {
+                round: 0,
+                region,
+                adopted: true,
+                now: ms(3),
+            });
+        }
         assert_eq!(
             m.handle(reply(0, 2, granted("L0"), ms(50))),
             vec![Command::Abort {
@@ -1018,8 +1216,10 @@ mod tests {
         m.handle(reply(0, 0, e.clone(), ms(1)));
         m.handle(reply(0, 2, GrantReply::TokenTooLow { mark: 9 }, ms(2)));
         let out = m.handle(reply(0, 1, e, ms(3)));
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert!(matches!(out[0], Command::Answer(Answer::Won { .. })));
+        assert!(
+            out.iter().all(|c| matches!(c, Command::Adopt { .. })),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use globallock_etcd::{GrantOutcome, Holding, Proposal, ShardStore, StoreError};
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    GrantOutcome as WireOutcome, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
-    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
-    RenewResponse, ShardHealth,
+    AdoptRequest, AdoptResponse, GrantOutcome as WireOutcome, GrantRequest, GrantResponse,
+    HealthRequest, HealthResponse, Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse,
+    RemoveResponse, RenewRequest, RenewResponse, ShardHealth,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::lock_id::LockId;
@@ -257,6 +257,26 @@ impl AgentService {
         self.remove(request.into_inner(), Removal::Abort).await
     }
 
+    async fn do_adopt(
+        &self,
+        request: Request<AdoptRequest>,
+    ) -> Result<Response<AdoptResponse>, Status> {
+        let r = request.into_inner();
+        record_target(&r.shard, &r.resource, &r.lock_id);
+        let store = self.shard(&r.shard, &r.resource)?;
+        Self::lock_id(&r.lock_id, &r.resource)?;
+        request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let adopted = store
+            .adopt(&r.resource, &r.lock_id, &r.request_id)
+            .await
+            .map_err(unavailable)?;
+        Span::current().record("adopted", adopted.is_some());
+        Ok(Response::new(AdoptResponse {
+            adopted: adopted.is_some(),
+            holder: adopted.map(holder),
+        }))
+    }
+
     async fn do_renew(
         &self,
         request: Request<RenewRequest>,
@@ -351,6 +371,18 @@ impl RegionAgent for AgentService {
         let started = std::time::Instant::now();
         let result = self.do_abort(request).instrument(span).await;
         observe("abort", started, &result);
+        self.stamp(result)
+    }
+
+    async fn adopt(
+        &self,
+        request: Request<AdoptRequest>,
+    ) -> Result<Response<AdoptResponse>, Status> {
+        let span = info_span!("agent.adopt", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, adopted = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_adopt(request).instrument(span).await;
+        observe("adopt", started, &result);
         self.stamp(result)
     }
 
