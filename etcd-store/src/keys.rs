@@ -35,6 +35,24 @@ impl KeyLayout {
         format!("{}fence/{}", self.prefix, hex::encode(resource))
     }
 
+    /// The prefix of every fencing-token mark.
+    pub fn fence_prefix(&self) -> String {
+        format!("{}fence/", self.prefix)
+    }
+
+    /// The resource a mark key belongs to (the inverse of [`KeyLayout::fence`]).
+    pub fn resource_of_fence(&self, key: &[u8]) -> Option<String> {
+        let hex_name = key.strip_prefix(self.fence_prefix().as_bytes())?;
+        String::from_utf8(hex::decode(hex_name).ok()?).ok()
+    }
+
+    /// The shard's mark floor: every mark the sweeper deleted was at most this.
+    /// A resource without a mark accepts only tokens above it, so collecting
+    /// marks never lets a token go back.
+    pub fn mark_floor(&self) -> String {
+        format!("{}mark-floor", self.prefix)
+    }
+
     /// The tombstone of an aborted lock id (expires after the tombstone TTL).
     pub fn tombstone(&self, lock_id: &str) -> String {
         format!("{}aborted/{lock_id}", self.prefix)

@@ -20,6 +20,22 @@ use crate::leases::LeaseTable;
 use crate::record::GrantRecord;
 use crate::watermark::{Seen, Watermark};
 
+/// Marks read per page while collecting them.
+const MARK_PAGE: i64 = 500;
+
+/// Marks deleted per transaction: two compares each, plus two for the marker and
+/// the floor, stay within etcd's 128 operations per transaction.
+const MARK_BATCH: usize = 60;
+
+/// The end of the key range of everything starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 /// How many times an operation re-reads and retries after losing a race with a
 /// concurrent writer on the same key (or finding its lease bucket gone).
 const ATTEMPTS: usize = 4;
@@ -274,6 +290,7 @@ impl ShardStore {
         match marker {
             Some(kv) => {
                 let floor = decode_token(kv.value()).unwrap_or(0);
+                self.ensure_mark_floor(floor).await?;
                 self.set_membership(Membership::Serving { floor });
             }
             None if bootstrap => {
@@ -308,11 +325,24 @@ impl ShardStore {
 
     /// Write the marker with this token floor and start serving above it.
     async fn write_incarnation(&self, floor: u64) -> Result<u64, StoreError> {
-        let txn = Txn::new().and_then([TxnOp::put(
-            self.keys.incarnation(),
-            encode_token(floor),
-            None,
-        )]);
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.keys.incarnation(), encode_token(floor), None),
+            // The mark floor starts where the token floor does (never lower
+            // than a floor it already had: see `ensure_mark_floor`).
+            TxnOp::txn(
+                Txn::new()
+                    .when([Compare::version(
+                        self.keys.mark_floor(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([TxnOp::put(
+                        self.keys.mark_floor(),
+                        encode_token(floor),
+                        None,
+                    )]),
+            ),
+        ]);
         // A new incarnation starts on whatever history etcd holds now: accept it
         // as the watermark (a rolled-back etcd would otherwise never serve again).
         let response = self
@@ -327,6 +357,23 @@ impl ShardStore {
         }
         self.set_membership(Membership::Serving { floor });
         Ok(floor)
+    }
+
+    /// Write the mark floor if it is missing (a shard bootstrapped before marks
+    /// were collected): grants of unmarked resources compare against it.
+    async fn ensure_mark_floor(&self, floor: u64) -> Result<(), StoreError> {
+        let txn = Txn::new()
+            .when([Compare::version(
+                self.keys.mark_floor(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                self.keys.mark_floor(),
+                encode_token(floor),
+                None,
+            )]);
+        self.txn("mark floor", txn).await.map(|_| ())
     }
 
     fn enter_quarantine(&self, why: &str) {
@@ -427,20 +474,34 @@ impl ShardStore {
         let mut fence_absent = false;
         for _ in 0..ATTEMPTS {
             let (bucket, lease) = self.lease_for(p.ttl).await?;
+            // A resource without a mark (never granted, or its mark collected)
+            // takes only tokens above the shard's mark floor.
             let fence_guard = if fence_absent {
-                Compare::version(fence_key.as_str(), CompareOp::Equal, 0)
+                vec![
+                    Compare::version(fence_key.as_str(), CompareOp::Equal, 0),
+                    Compare::value(
+                        self.keys.mark_floor(),
+                        CompareOp::Less,
+                        encode_token(p.token),
+                    ),
+                ]
             } else {
-                Compare::value(fence_key.as_str(), CompareOp::Less, encode_token(p.token))
+                vec![Compare::value(
+                    fence_key.as_str(),
+                    CompareOp::Less,
+                    encode_token(p.token),
+                )]
             };
+            let mut guards = vec![
+                // The floor is compared inside the transaction: a marker wiped or
+                // rewritten since this store read it fails the grant.
+                self.marker_guard(floor),
+                Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
+                Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
+            ];
+            guards.extend(fence_guard);
             let txn = Txn::new()
-                .when([
-                    // The floor is compared inside the transaction: a marker wiped
-                    // or rewritten since this store read it fails the grant.
-                    self.marker_guard(floor),
-                    Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
-                    Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
-                    fence_guard,
-                ])
+                .when(guards)
                 .and_then([
                     TxnOp::put(fence_key.as_str(), encode_token(p.token), None),
                     TxnOp::put(
@@ -454,6 +515,7 @@ impl ShardStore {
                     TxnOp::get(fence_key.as_str(), None),
                     TxnOp::get(tomb_key.as_str(), None),
                     TxnOp::get(marker.as_str(), None),
+                    TxnOp::get(self.keys.mark_floor(), None),
                 ]);
             let response = match self.txn("grant", txn).await {
                 Err(e) if e.is_lease_not_found() => {
@@ -470,12 +532,18 @@ impl ShardStore {
                     mark: p.token,
                 });
             }
-            let [lock, fence, tomb, marker] = first_kvs::<4>(&response);
+            let [lock, fence, tomb, marker, mark_floor] = first_kvs::<5>(&response);
             self.check_marker(floor, marker.as_ref())?;
-            let mark = fence
+            // What a token must exceed here: the resource's mark, or without one
+            // the shard's mark floor (every collected mark was at most it).
+            let mark_floor = mark_floor
                 .as_ref()
                 .and_then(|kv| decode_token(kv.value()))
                 .unwrap_or(0);
+            let mark = fence
+                .as_ref()
+                .and_then(|kv| decode_token(kv.value()))
+                .unwrap_or(mark_floor);
             if tomb.is_some() {
                 return Ok(GrantReply {
                     outcome: GrantOutcome::Aborted,
@@ -499,7 +567,7 @@ impl ShardStore {
                 return Ok(GrantReply { outcome, mark });
             }
             match fence {
-                Some(_) if mark >= p.token => {
+                _ if mark >= p.token => {
                     return Ok(GrantReply {
                         outcome: GrantOutcome::TokenTooLow,
                         mark,
@@ -755,6 +823,141 @@ impl ShardStore {
             shard: self.name.clone(),
             op: "release",
         })
+    }
+
+    /// Delete the fencing-token marks of resources that hold no grant and whose
+    /// mark was not written after `untouched_since` (an etcd revision, e.g. the
+    /// one seen at the previous sweep), raising the shard's mark floor to at
+    /// least every mark deleted, in the same transaction. Returns how many marks
+    /// were deleted.
+    ///
+    /// Without this every resource ever locked leaves a key forever, and a shard
+    /// fills its etcd quota (hole 7 in `docs/safety.md`). Tokens never go back: a
+    /// resource without a mark takes only tokens above the floor, which is at
+    /// least its collected mark. Each batch compares every mark's revision and the
+    /// absence of its grant, so a grant racing the sweep wins and keeps its mark.
+    pub async fn collect_marks(&self, untouched_since: i64) -> Result<usize, StoreError> {
+        let floor = self.serving().await?;
+        let prefix = self.keys.fence_prefix();
+        let range_end = prefix_end(&prefix);
+        let mut from = prefix.into_bytes();
+        let mut deleted = 0;
+        loop {
+            let options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(MARK_PAGE);
+            let page = self
+                .call("collect marks", || {
+                    let mut kv = self.client.kv_client();
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await?;
+            let old: Vec<&KeyValue> = page
+                .kvs()
+                .iter()
+                .filter(|kv| kv.mod_revision() <= untouched_since)
+                .collect();
+            for batch in old.chunks(MARK_BATCH) {
+                deleted += self.collect_batch(batch, floor).await?;
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(deleted),
+            }
+        }
+    }
+
+    /// Delete `marks` in one transaction if none changed and none of their
+    /// resources is held; otherwise one by one (each under the same guards).
+    async fn collect_batch(&self, marks: &[&KeyValue], floor: u64) -> Result<usize, StoreError> {
+        if self.delete_marks(marks, floor).await? {
+            return Ok(marks.len());
+        }
+        let mut deleted = 0;
+        for mark in marks {
+            if self.delete_marks(&[mark], floor).await? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// One guarded transaction: delete `marks`, raise the mark floor to their
+    /// highest token. False when a guard failed (nothing changed).
+    async fn delete_marks(&self, marks: &[&KeyValue], floor: u64) -> Result<bool, StoreError> {
+        let floor_key = self.keys.mark_floor();
+        let current = self.get_checked(&floor_key, floor).await?;
+        let current_floor = current
+            .as_ref()
+            .and_then(|kv| decode_token(kv.value()))
+            .unwrap_or(0);
+        let mut guards = vec![self.marker_guard(floor)];
+        guards.push(match &current {
+            Some(kv) => {
+                Compare::mod_revision(floor_key.as_str(), CompareOp::Equal, kv.mod_revision())
+            }
+            None => Compare::version(floor_key.as_str(), CompareOp::Equal, 0),
+        });
+        let mut ops = Vec::new();
+        let mut highest = current_floor;
+        for mark in marks {
+            let Some(resource) = self.keys.resource_of_fence(mark.key()) else {
+                continue;
+            };
+            guards.push(Compare::mod_revision(
+                mark.key(),
+                CompareOp::Equal,
+                mark.mod_revision(),
+            ));
+            guards.push(Compare::version(
+                self.keys.lock(&resource),
+                CompareOp::Equal,
+                0,
+            ));
+            ops.push(TxnOp::delete(mark.key(), None));
+            highest = highest.max(decode_token(mark.value()).unwrap_or(u64::MAX));
+        }
+        ops.push(TxnOp::put(floor_key.as_str(), encode_token(highest), None));
+        let response = self
+            .txn("collect marks", Txn::new().when(guards).and_then(ops))
+            .await?;
+        Ok(response.succeeded())
+    }
+
+    /// How many fencing-token marks this shard keeps (for metrics and tests).
+    pub async fn count_marks(&self) -> Result<i64, StoreError> {
+        let prefix = self.keys.fence_prefix();
+        let response = self
+            .call("count", || {
+                let mut kv = self.client.kv_client();
+                let prefix = prefix.clone();
+                async move {
+                    kv.get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(response.count())
+    }
+
+    /// The shard's current etcd revision (for sweeps: "untouched since").
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        let key = self.keys.health();
+        let response = self
+            .call("revision", || {
+                let mut kv = self.client.kv_client();
+                let key = key.clone();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
+        Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     /// The grant holding `resource` (if any) and its mark, read atomically.

@@ -995,3 +995,113 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Hole 7: fencing-token marks are collected. 100 000 distinct resources are
+/// locked in ten waves of 10 000; after each wave's grants expired, a sweep
+/// deletes their marks, so the number of marks stays flat instead of growing by
+/// 10 000 a wave (before, every resource ever locked kept a key forever). Tokens
+/// never go back: a collected resource refuses a token at or below the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
+    use futures::StreamExt;
+    const WAVES: u64 = 10;
+    const PER_WAVE: u64 = 10_000;
+    let f = fixture().await;
+    let s = &f.store;
+    let mut after_sweep = Vec::new();
+    for wave in 0..WAVES {
+        let results: Vec<Result<GrantOutcome, StoreError>> = futures::stream::iter(0..PER_WAVE)
+            .map(|i| async move {
+                let resource = format!("wave-{wave}/r-{i}");
+                let lock_id = format!("L-{wave}-{i}");
+                s.grant(&Proposal {
+                    resource: &resource,
+                    lock_id: &lock_id,
+                    owner: "sweeper-test",
+                    token: wave * PER_WAVE + i + 1,
+                    ttl: Duration::from_secs(1),
+                    request_id: &lock_id,
+                })
+                .await
+                .map(|reply| reply.outcome)
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for result in results {
+            assert!(matches!(result, Ok(GrantOutcome::Granted(_))), "{result:?}");
+        }
+        assert!(s.count_marks().await.expect("count") >= i64::try_from(PER_WAVE).expect("small"));
+        // Every grant of the wave expires with its lease bucket.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while s.count_grants().await.expect("count") > 0 {
+            assert!(std::time::Instant::now() < deadline, "grants never expired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let untouched_since = s.revision().await.expect("revision");
+        let deleted = s.collect_marks(untouched_since).await.expect("sweep");
+        assert_eq!(deleted, usize::try_from(PER_WAVE).expect("small"));
+        after_sweep.push(s.count_marks().await.expect("count"));
+    }
+    assert_eq!(after_sweep, vec![0; usize::try_from(WAVES).expect("small")]);
+
+    // G2 across collection: the highest collected token is the floor now.
+    let top = WAVES * PER_WAVE;
+    let old = "wave-0/r-7";
+    let refused = s
+        .grant(&Proposal {
+            resource: old,
+            lock_id: "again",
+            owner: "sweeper-test",
+            token: 8,
+            ttl: Duration::from_secs(1),
+            request_id: "again",
+        })
+        .await
+        .expect("grant");
+    assert_eq!(refused.outcome, GrantOutcome::TokenTooLow);
+    assert_eq!(refused.mark, top);
+    let above = s
+        .grant(&Proposal {
+            resource: old,
+            lock_id: "again-2",
+            owner: "sweeper-test",
+            token: top + 1,
+            ttl: Duration::from_secs(1),
+            request_id: "again-2",
+        })
+        .await
+        .expect("grant");
+    assert!(matches!(above.outcome, GrantOutcome::Granted(_)));
+}
+
+/// Hole 7: a sweep never deletes the mark of a held resource, nor a mark written
+/// after the revision it was given.
+#[tokio::test]
+async fn collecting_marks_spares_held_resources_and_recent_marks() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    let mut free = proposal("F1", 20, "r2");
+    free.resource = "free/1";
+    s.grant(&free).await.expect("grant");
+    assert!(s.release("free/1", "F1").await.expect("release"));
+    let before_recent = s.revision().await.expect("revision");
+    let mut recent = proposal("R1", 30, "r3");
+    recent.resource = "recent/1";
+    s.grant(&recent).await.expect("grant");
+    assert!(s.release("recent/1", "R1").await.expect("release"));
+
+    assert_eq!(s.collect_marks(before_recent).await.expect("sweep"), 1);
+    assert_eq!(
+        s.count_marks().await.expect("count"),
+        2,
+        "held and recent stay"
+    );
+    assert_eq!(s.read("orders/42").await.expect("read").mark, 10);
+    assert_eq!(s.read("free/1").await.expect("read").mark, 0, "collected");
+    let mut again = proposal("F2", 20, "r4");
+    again.resource = "free/1";
+    let low = s.grant(&again).await.expect("grant");
+    assert_eq!((low.outcome, low.mark), (GrantOutcome::TokenTooLow, 20));
+}

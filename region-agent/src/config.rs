@@ -72,6 +72,11 @@ pub struct AgentConfig {
     /// Revisions of history kept at each compaction.
     #[serde(default = "default_compaction_keep_revisions")]
     pub compaction_keep_revisions: i64,
+    /// How often to collect the fencing-token marks of resources that were not
+    /// locked since the previous sweep (seconds; 0 = never, and every resource
+    /// ever locked keeps a key forever).
+    #[serde(default = "default_mark_sweep_interval_s")]
+    pub mark_sweep_interval_s: u64,
     /// Where the agent keeps what it must remember across restarts (per shard:
     /// the etcd cluster id and highest revision seen, to notice an etcd restored
     /// to older data). Absent: memory only, and a restore while the agent was
@@ -125,6 +130,9 @@ fn default_compaction_interval_s() -> u64 {
 fn default_compaction_keep_revisions() -> i64 {
     10_000
 }
+fn default_mark_sweep_interval_s() -> u64 {
+    3_600
+}
 fn default_vnodes() -> u32 {
     DEFAULT_VNODES
 }
@@ -177,6 +185,8 @@ pub struct ValidConfig {
     pub compaction_interval: Option<Duration>,
     /// Revisions kept at each compaction.
     pub compaction_keep_revisions: i64,
+    /// Mark sweep period (`None`: never).
+    pub mark_sweep_interval: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -321,6 +331,8 @@ impl AgentConfig {
             compaction_interval: (self.compaction_interval_s > 0)
                 .then(|| Duration::from_secs(self.compaction_interval_s)),
             compaction_keep_revisions: self.compaction_keep_revisions,
+            mark_sweep_interval: (self.mark_sweep_interval_s > 0)
+                .then(|| Duration::from_secs(self.mark_sweep_interval_s)),
         })
     }
 }

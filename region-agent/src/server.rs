@@ -77,6 +77,7 @@ pub async fn serve(
         stores.clone(),
         config.compaction_interval,
         config.compaction_keep_revisions,
+        config.mark_sweep_interval,
     ))];
     for store in &stores {
         background.push(tokio::spawn(watch_expirations(
@@ -143,12 +144,29 @@ fn local(listener: &TcpListener) -> String {
 }
 
 /// Every 5 s: publish how many grants each shard holds; every `compaction`
-/// period: compact each shard's history.
-async fn maintain(stores: Vec<Arc<ShardStore>>, compaction: Option<Duration>, keep: i64) {
+/// period: compact each shard's history; every `sweep` period: collect the
+/// fencing-token marks untouched since the previous sweep.
+async fn maintain(
+    stores: Vec<Arc<ShardStore>>,
+    compaction: Option<Duration>,
+    keep: i64,
+    sweep: Option<Duration>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_compaction = tokio::time::Instant::now();
+    let mut last_sweep = tokio::time::Instant::now();
+    // The revision each shard was at when the previous sweep looked at it.
+    let mut swept_at: Vec<Option<i64>> = vec![None; stores.len()];
     loop {
         tick.tick().await;
+        if let Some(every) = sweep
+            && (last_sweep.elapsed() >= every || swept_at.iter().all(Option::is_none))
+        {
+            last_sweep = tokio::time::Instant::now();
+            for (store, since) in stores.iter().zip(&mut swept_at) {
+                sweep_marks(store, since).await;
+            }
+        }
         for store in &stores {
             if let Ok(count) = store.count_grants().await {
                 metrics::gauge!("globallock_agent_locks_held", "shard" => store.name().to_owned())
@@ -168,6 +186,33 @@ async fn maintain(stores: Vec<Arc<ShardStore>>, compaction: Option<Duration>, ke
             }
         }
     }
+}
+
+/// Collect the marks of `store` untouched since `since` (the revision of the
+/// previous sweep), then remember the revision now.
+async fn sweep_marks(store: &ShardStore, since: &mut Option<i64>) {
+    let now = match store.revision().await {
+        Ok(revision) => revision,
+        Err(error) => {
+            warn!(shard = store.name(), %error, "cannot read the revision for the mark sweep");
+            return;
+        }
+    };
+    if let Some(untouched_since) = *since {
+        match store.collect_marks(untouched_since).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(
+                shard = store.name(),
+                deleted, "collected fencing-token marks"
+            ),
+            Err(error) => warn!(shard = store.name(), %error, "mark sweep failed"),
+        }
+        if let Ok(count) = store.count_marks().await {
+            metrics::gauge!("globallock_agent_marks", "shard" => store.name().to_owned())
+                .set(count as f64);
+        }
+    }
+    *since = Some(now);
 }
 
 /// Audit every grant this region sees expire.

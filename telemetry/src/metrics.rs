@@ -133,6 +133,16 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "Grants this region holds now, by shard.",
     ),
     (
+        "gauge",
+        "globallock_agent_marks",
+        "Fencing-token marks this region keeps after the last mark sweep, by shard.",
+    ),
+    (
+        "counter",
+        "globallock_agent_quarantines_total",
+        "Times a shard entered quarantine (etcd data lost, marker wiped or rewritten, or etcd history rolled back), by shard.",
+    ),
+    (
         "histogram",
         "globallock_agent_hold_duration_seconds",
         "How long released locks were held (grant to release), by shard.",

@@ -288,6 +288,7 @@ impl Cluster {
             bootstrap: self.regions[r].bootstrap,
             compaction_interval_s: 0,
             compaction_keep_revisions: 10_000,
+            mark_sweep_interval_s: 0,
             ring_vnodes: 160,
             shards: self
                 .shards
