@@ -1168,6 +1168,15 @@ mod tests {
                 }
             ]
         );
+        // The abort of round 0 finishing while backing off starts nothing: only
+        // the wake-up does.
+        assert_eq!(
+            m.handle(Event::Aborted {
+                round: 0,
+                region: 2
+            }),
+            vec![]
+        );
         assert_eq!(
             m.handle(Event::Woke { now: ms(200) }),
             vec![Command::Mint { round: 1 }]
