@@ -861,6 +861,43 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_win_after_waiting_counts_the_wait_in_the_validity() {
+        let mut m = sent(Duration::from_secs(10));
+        let holder = grant("H", ms(100));
+        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
+        m.handle(reply(0, 1, GrantReply::Held(holder), ms(2)));
+        m.handle(Event::Woke { now: ms(2_000) });
+        m.handle(minted(1, ms(2_000)));
+        let e_left = ms(4_000);
+        m.handle(reply(
+            1,
+            0,
+            GrantReply::Granted(grant("E", e_left)),
+            ms(2_001),
+        ));
+        m.handle(reply(
+            1,
+            1,
+            GrantReply::Granted(grant("E", e_left)),
+            ms(2_002),
+        ));
+        for region in [0, 1] {
+            let out = m.handle(Event::Adopted {
+                round: 1,
+                region,
+                adopted: true,
+                now: ms(2_003),
+            });
+            if region == 1 {
+                let [Command::Answer(Answer::Won { validity: v, .. })] = out.as_slice() else {
+                    panic!("{out:?}");
+                };
+                assert_eq!(*v, validity(e_left, ms(2_000)));
+            }
+        }
+    }
+
+    #[test]
     fn concurrent_duplicates_offered_different_locks_free_their_own_grants() {
         // Three duplicates of one request: each region offers a different one's
         // lock. Nothing is adopted without a majority, so each duplicate's abort
