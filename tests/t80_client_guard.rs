@@ -136,3 +136,70 @@ async fn dropping_the_guard_releases_and_with_lock_runs_and_releases() -> anyhow
     assert!(holder.fencing_token() > token);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_acquire_names_the_holder_and_the_retry_delay_as_values() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let client = client(&cluster);
+    let ttl = Duration::from_secs(30);
+    let _alice = client
+        .acquire("ledger/7", "alice", ttl, Duration::ZERO)
+        .await?;
+
+    // Refused at once: the holder and when to retry come as values, read from
+    // the status's typed details, not from its text.
+    let busy = client
+        .acquire("ledger/7", "bob", ttl, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(busy, ClientError::Held(_)), "{busy:?}");
+    assert_eq!(busy.reason().as_deref(), Some("held"));
+    let holder = busy.holder().expect("the holder, as a value");
+    assert_eq!(holder.owner, "alice");
+    // Just granted for 30 s (a region's grant may outlive the TTL by its drift
+    // allowance).
+    assert!(
+        holder.remaining > ttl / 2 && holder.remaining <= 2 * ttl,
+        "{holder:?}"
+    );
+    // Retry once the holder's grant has run out.
+    let retry_after = busy.retry_after().expect("a retry delay, as a value");
+    assert_eq!(retry_after.as_millis(), holder.remaining.as_millis());
+    assert_eq!(
+        busy.details()
+            .unwrap()
+            .metadata
+            .get("resource")
+            .map(String::as_str),
+        Some("ledger/7")
+    );
+    // The message text is unchanged.
+    assert!(busy.to_string().contains("is held by \"alice\""), "{busy}");
+
+    // After waiting, the same: the last holder seen and its remaining time.
+    let waited = client
+        .acquire("ledger/7", "bob", ttl, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(waited, ClientError::Held(_)), "{waited:?}");
+    assert_eq!(waited.holder().map(|h| h.owner).as_deref(), Some("alice"));
+    assert!(waited.retry_after().is_some(), "{waited:?}");
+
+    // An invalid argument names its field.
+    let invalid = client
+        .acquire(
+            "ledger/8",
+            "bob",
+            Duration::from_secs(10_000),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(invalid, ClientError::InvalidArgument(_)),
+        "{invalid:?}"
+    );
+    assert_eq!(invalid.field().as_deref(), Some("ttl_ms"));
+    assert_eq!(invalid.retry_after(), None);
+    Ok(())
+}

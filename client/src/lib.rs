@@ -31,8 +31,27 @@
 //!
 //! Calls go to one coordinator; when it cannot be reached the client fails over
 //! to the next endpoint. Coordinators are stateless, so any of them serves any
-//! lock. Errors are typed ([`ClientError`]) and keep the server's status.
+//! lock. Errors are typed ([`ClientError`]) and keep the server's status; what
+//! the coordinator says about an error comes as values too (the typed details of
+//! its gRPC status): who holds the resource ([`ClientError::holder`]), when to
+//! retry ([`ClientError::retry_after`]), which field was wrong
+//! ([`ClientError::field`]), all of it in [`ClientError::details`].
+//!
+//! ```no_run
+//! # async fn demo(client: globallock_client::Client) {
+//! use std::time::Duration;
+//! match client.acquire("orders/42", "billing-7f9c", Duration::from_secs(10), Duration::ZERO).await {
+//!     Err(e @ globallock_client::ClientError::Held(_)) => {
+//!         let owner = e.holder().map(|h| h.owner);
+//!         let retry_in = e.retry_after().unwrap_or(Duration::from_secs(1));
+//!         println!("held by {owner:?}; retrying in {retry_in:?}");
+//!     }
+//!     _ => {}
+//! }
+//! # }
+//! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +63,7 @@ use globallock_proto::v1::{
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
 
 mod guard;
 
@@ -53,20 +73,25 @@ pub use guard::{LockBuilder, LockGuard, LostReason};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The resource is held by another lock (the message names the holder).
+    /// The resource is held by another lock (the message names the holder;
+    /// [`ClientError::holder`] and [`ClientError::retry_after`] give it as
+    /// values), or is contended ([`ClientError::reason`] is `contended`).
     #[error("held by another: {}", .0.message())]
     Held(#[source] tonic::Status),
-    /// No majority of regions could be reached (the message names them).
+    /// No majority of regions could be reached (the message names them;
+    /// [`ErrorDetails::reachable_regions`] and
+    /// [`ErrorDetails::unreachable_regions`] list them).
     #[error("no quorum: {}", .0.message())]
     NoQuorum(#[source] tonic::Status),
     /// The lock is not held any more (expired, released or superseded).
     #[error("lock lost: {}", .0.message())]
     Lost(#[source] tonic::Status),
-    /// The request was invalid (the message names the field and its bounds).
+    /// The request was invalid (the message names the field and its bounds;
+    /// [`ClientError::field`] names the field).
     #[error("{}", .0.message())]
     InvalidArgument(#[source] tonic::Status),
     /// This owner acquires faster than its rate allows (the message says when
-    /// to retry).
+    /// to retry, and so does [`ClientError::retry_after`]).
     #[error("rate limited: {}", .0.message())]
     RateLimited(#[source] tonic::Status),
     /// Any other status a coordinator answered with (internal error, fencing
@@ -110,6 +135,39 @@ impl ClientError {
         }
     }
 
+    /// What the coordinator said about the error, as values: the typed details
+    /// of its status. `None` when no coordinator answered, or the answer carries
+    /// no details (a server that is not a coordinator of this version).
+    pub fn details(&self) -> Option<ErrorDetails> {
+        ErrorDetails::from_status(self.status()?)
+    }
+
+    /// The stable slug naming the problem (`held`, `contended`, `no-quorum`,
+    /// `invalid-argument`, `request-id-reused`, `not-found`, `rate-limited`,
+    /// `tokens-exhausted`, `internal`), when the coordinator said.
+    pub fn reason(&self) -> Option<String> {
+        self.details().map(|d| d.reason)
+    }
+
+    /// Who holds the resource (for [`ClientError::Held`], when a holder was
+    /// seen; a contended resource has none).
+    pub fn holder(&self) -> Option<Holder> {
+        self.details()?.holder
+    }
+
+    /// How long to wait before a retry can usefully succeed, when the
+    /// coordinator said (held: until the holder's grant ends at the earliest;
+    /// contended, no quorum, rate limited: its advice).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.status()?.get_details_retry_info()?.retry_delay
+    }
+
+    /// The request field that was invalid (for [`ClientError::InvalidArgument`],
+    /// when the coordinator named one).
+    pub fn field(&self) -> Option<String> {
+        self.details()?.field
+    }
+
     fn from_status(status: tonic::Status) -> Self {
         match status.code() {
             Code::Aborted => Self::Held(status),
@@ -119,6 +177,96 @@ impl ClientError {
             Code::ResourceExhausted => Self::RateLimited(status),
             _ => Self::Transport(status),
         }
+    }
+}
+
+/// The `ErrorInfo.domain` of the coordinator's errors.
+const ERROR_DOMAIN: &str = "globallock";
+
+/// Who holds a resource, as an error names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// The holder's owner.
+    pub owner: String,
+    /// How long the holder's grant lives at least (from when the coordinator
+    /// answered).
+    #[serde(rename = "remaining_ms", serialize_with = "as_millis")]
+    pub remaining: Duration,
+}
+
+/// What the coordinator said about an error, as values: the `google.rpc` error
+/// details of its gRPC status (an `ErrorInfo` in the `globallock` domain, a
+/// `RetryInfo`, a `BadRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErrorDetails {
+    /// The stable slug naming the problem (see [`ClientError::reason`]).
+    pub reason: String,
+    /// Who holds the resource (held errors that saw a holder).
+    pub holder: Option<Holder>,
+    /// When a retry can usefully succeed.
+    pub retry_after: Option<Duration>,
+    /// The invalid request field (invalid arguments).
+    pub field: Option<String>,
+    /// The regions the coordinator reached (no quorum).
+    pub reachable_regions: Vec<String>,
+    /// The regions it did not reach (no quorum; the message says why).
+    pub unreachable_regions: Vec<String>,
+    /// Everything the `ErrorInfo` carried (`resource`, `owner`,
+    /// `remaining_ms`, `waited_ms`, `lock_id`, ... depending on the reason),
+    /// as sent.
+    pub metadata: HashMap<String, String>,
+}
+
+impl ErrorDetails {
+    /// The details of a coordinator's status: `None` without an `ErrorInfo` in
+    /// the `globallock` domain.
+    pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        let details = status.check_error_details().ok()?;
+        let info = details
+            .error_info()
+            .filter(|info| info.domain == ERROR_DOMAIN)?;
+        let metadata = info.metadata.clone();
+        let text = |key: &str| metadata.get(key).filter(|v| !v.is_empty()).cloned();
+        let list = |key: &str| {
+            metadata
+                .get(key)
+                .map(|v| {
+                    v.split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let holder = match (
+            metadata.get("owner"),
+            metadata
+                .get("remaining_ms")
+                .and_then(|ms| ms.parse::<u64>().ok()),
+        ) {
+            (Some(owner), Some(ms)) if info.reason == "held" => Some(Holder {
+                owner: owner.clone(),
+                remaining: Duration::from_millis(ms),
+            }),
+            _ => None,
+        };
+        let field = text("field").or_else(|| {
+            details
+                .bad_request()?
+                .field_violations
+                .first()
+                .map(|v| v.field.clone())
+        });
+        Some(Self {
+            reason: info.reason.clone(),
+            holder,
+            retry_after: details.retry_info().and_then(|r| r.retry_delay),
+            field,
+            reachable_regions: list("reachable_regions"),
+            unreachable_regions: list("unreachable_regions"),
+            metadata,
+        })
     }
 }
 
@@ -652,5 +800,136 @@ mod tests {
             unreachable("http://h:7400", &dns).map(|f| f.problem),
             Some(EndpointProblem::Dns)
         );
+    }
+
+    /// A status as the client receives it: through gRPC's trailers.
+    fn over_the_wire(status: &tonic::Status) -> tonic::Status {
+        let mut headers = tonic::codegen::http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        tonic::Status::from_header_map(&headers).unwrap()
+    }
+
+    fn coordinator_status(
+        code: Code,
+        reason: &str,
+        metadata: &[(&str, &str)],
+        retry: Option<Duration>,
+    ) -> tonic::Status {
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut details =
+            tonic_types::ErrorDetails::with_error_info(reason, "globallock", metadata);
+        if retry.is_some() {
+            details.set_retry_info(retry);
+        }
+        over_the_wire(&tonic::Status::with_error_details(
+            code,
+            "the coordinator's text",
+            details,
+        ))
+    }
+
+    #[test]
+    fn a_held_error_names_its_holder_and_when_to_retry_as_values() {
+        let error = ClientError::from_status(coordinator_status(
+            Code::Aborted,
+            "held",
+            &[
+                ("resource", "orders/42"),
+                ("owner", "billing-7f9c"),
+                ("remaining_ms", "30831"),
+            ],
+            Some(Duration::from_millis(30_831)),
+        ));
+        assert!(matches!(error, ClientError::Held(_)), "{error:?}");
+        assert_eq!(
+            error.holder(),
+            Some(Holder {
+                owner: "billing-7f9c".into(),
+                remaining: Duration::from_millis(30_831),
+            })
+        );
+        assert_eq!(error.retry_after(), Some(Duration::from_millis(30_831)));
+        assert_eq!(error.reason().as_deref(), Some("held"));
+        assert_eq!(error.field(), None);
+        let details = error.details().unwrap();
+        assert_eq!(details.metadata["resource"], "orders/42");
+        // The text is the coordinator's, unchanged.
+        assert_eq!(error.to_string(), "held by another: the coordinator's text");
+
+        let contended = ClientError::from_status(coordinator_status(
+            Code::Aborted,
+            "contended",
+            &[("resource", "orders/42")],
+            Some(Duration::from_millis(100)),
+        ));
+        assert_eq!(contended.reason().as_deref(), Some("contended"));
+        assert_eq!(contended.holder(), None);
+        assert_eq!(contended.retry_after(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn no_quorum_invalid_argument_and_rate_limit_details_are_values() {
+        let error = ClientError::from_status(coordinator_status(
+            Code::Unavailable,
+            "no-quorum",
+            &[
+                ("reachable_regions", "eu"),
+                ("unreachable_regions", "us,ap"),
+            ],
+            Some(Duration::from_secs(1)),
+        ));
+        let details = error.details().unwrap();
+        assert_eq!(details.reachable_regions, ["eu"]);
+        assert_eq!(details.unreachable_regions, ["us", "ap"]);
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
+
+        let mut details = tonic_types::ErrorDetails::with_error_info(
+            "invalid-argument",
+            "globallock",
+            HashMap::new(),
+        );
+        details.add_bad_request_violation("ttl_ms", "0 is out of bounds");
+        let error = ClientError::from_status(over_the_wire(&tonic::Status::with_error_details(
+            Code::InvalidArgument,
+            "invalid argument: ttl_ms: 0 is out of bounds",
+            details,
+        )));
+        assert!(matches!(error, ClientError::InvalidArgument(_)));
+        assert_eq!(error.field().as_deref(), Some("ttl_ms"));
+        assert_eq!(error.retry_after(), None);
+
+        let error = ClientError::from_status(coordinator_status(
+            Code::ResourceExhausted,
+            "rate-limited",
+            &[("owner", "billing-7f9c")],
+            Some(Duration::from_millis(250)),
+        ));
+        assert!(matches!(error, ClientError::RateLimited(_)));
+        assert_eq!(error.retry_after(), Some(Duration::from_millis(250)));
+        assert_eq!(error.holder(), None, "a rate limit names no holder");
+    }
+
+    #[test]
+    fn errors_without_details_have_none() {
+        let error = ClientError::from_status(tonic::Status::aborted("held by someone"));
+        assert!(matches!(error, ClientError::Held(_)));
+        assert_eq!(error.details(), None);
+        assert_eq!(error.holder(), None);
+        assert_eq!(error.retry_after(), None);
+        assert_eq!(ClientError::NoEndpoints.details(), None);
+        assert_eq!(ClientError::NoEndpoints.retry_after(), None);
+        // Another service's ErrorInfo is not the coordinator's.
+        let foreign = coordinator_status(Code::Aborted, "held", &[("owner", "x")], None);
+        let mut details = foreign.check_error_details().unwrap();
+        details.set_error_info("held", "example.com", HashMap::new());
+        let foreign = ClientError::from_status(tonic::Status::with_error_details(
+            Code::Aborted,
+            "x",
+            details,
+        ));
+        assert_eq!(foreign.details(), None);
     }
 }

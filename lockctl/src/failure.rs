@@ -107,46 +107,31 @@ impl Failure {
         failure
     }
 
-    /// A failed call to the service.
+    /// A failed call to the service. The holder and the retry delay come as
+    /// values from the coordinator's typed error details, not from its text.
     pub fn client(error: &ClientError) -> Self {
         let message = error.to_string();
-        match error {
-            ClientError::InvalidArgument(status) => {
-                if status.message().contains("was already used for an acquire") {
-                    Self::new("request-id-reused", EXIT_USAGE, message).hint(
-                        "a retry must use the same --owner and --ttl as the first call; \
-                         or use a new --request-id",
-                    )
-                } else {
-                    Self::new("invalid-argument", EXIT_USAGE, message)
-                }
+        let reason = error.reason();
+        let failure = match error {
+            ClientError::InvalidArgument(_) if reason.as_deref() == Some("request-id-reused") => {
+                Self::new("request-id-reused", EXIT_USAGE, message).hint(
+                    "a retry must use the same --owner and --ttl as the first call; \
+                     or use a new --request-id",
+                )
             }
-            ClientError::Held(status) => {
-                let kind = if status.message().contains("is contended") {
-                    "contended"
-                } else {
-                    "held"
-                };
-                let mut failure = Self::new(kind, EXIT_HELD, message);
-                if let Some(holder) = quoted_after(status.message(), "held by ") {
-                    failure = failure.with("holder", holder);
-                }
-                match millis_after(status.message(), "for at least another ") {
-                    Some(ms) => failure.with("retry_after_ms", ms),
-                    None if kind == "contended" => failure.with("retry_after_ms", 100),
+            ClientError::InvalidArgument(_) => Self::new("invalid-argument", EXIT_USAGE, message),
+            ClientError::Held(_) if reason.as_deref() == Some("contended") => {
+                Self::new("contended", EXIT_HELD, message)
+            }
+            ClientError::Held(_) => {
+                let failure = Self::new("held", EXIT_HELD, message);
+                match error.holder() {
+                    Some(holder) => failure.with("holder", holder.owner),
                     None => failure,
                 }
             }
-            ClientError::RateLimited(status) => {
-                let failure = Self::new("rate-limited", EXIT_HELD, message);
-                match millis_after(status.message(), "retry in ") {
-                    Some(ms) => failure.with("retry_after_ms", ms),
-                    None => failure,
-                }
-            }
-            ClientError::NoQuorum(_) => {
-                Self::new("no-quorum", EXIT_NO_QUORUM, message).with("retry_after_ms", 1_000)
-            }
+            ClientError::RateLimited(_) => Self::new("rate-limited", EXIT_HELD, message),
+            ClientError::NoQuorum(_) => Self::new("no-quorum", EXIT_NO_QUORUM, message),
             ClientError::Lost(_) => Self::new("not-held", 1, message),
             ClientError::LockLost(_) => Self::new("lock-lost", EXIT_LOCK_LOST, message),
             ClientError::Endpoint { endpoint, .. } => {
@@ -155,6 +140,15 @@ impl Failure {
             ClientError::NoEndpoints => Self::new("bad-endpoint", EXIT_USAGE, message),
             ClientError::Unreachable(failures) => unreachable(failures),
             _ => Self::new("coordinator-error", EXIT_UNREACHABLE, message),
+        };
+        // Held: until the holder's grant ends; contended, no quorum, rate
+        // limited: the coordinator's advice.
+        match error.retry_after() {
+            Some(after) => failure.with(
+                "retry_after_ms",
+                u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            ),
+            None => failure,
         }
     }
 }
@@ -219,50 +213,87 @@ fn endpoint_hint(failure: &EndpointFailure) -> String {
     }
 }
 
-/// The `"..."` right after `marker` (Rust debug quoting, as the coordinator
-/// writes owners).
-fn quoted_after(text: &str, marker: &str) -> Option<String> {
-    let at = text.find(marker)? + marker.len();
-    let rest = text[at..].strip_prefix('"')?;
-    let mut value = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(value),
-            '\\' => value.push(chars.next()?),
-            c => value.push(c),
-        }
-    }
-    None
-}
-
-/// The number in `<marker>N ms`.
-fn millis_after(text: &str, marker: &str) -> Option<u64> {
-    let at = text.find(marker)? + marker.len();
-    let digits: String = text[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn coordinator_error(
+        code: tonic::Code,
+        reason: &str,
+        metadata: &[(&str, &str)],
+        retry_ms: Option<u64>,
+    ) -> tonic::Status {
+        let metadata: std::collections::HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut details =
+            tonic_types::ErrorDetails::with_error_info(reason, "globallock", metadata);
+        if let Some(ms) = retry_ms {
+            details.set_retry_info(Some(std::time::Duration::from_millis(ms)));
+        }
+        // The text is not read: it says nothing about the holder here.
+        <tonic::Status as tonic_types::StatusExt>::with_error_details(code, "busy", details)
+    }
+
     #[test]
-    fn holder_and_retry_after_come_from_the_coordinators_message() {
-        let text =
-            r#"resource "orders/42" is held by "lockctl@vm:27635" for at least another 30831 ms"#;
-        assert_eq!(
-            quoted_after(text, "held by ").as_deref(),
-            Some("lockctl@vm:27635")
-        );
-        assert_eq!(millis_after(text, "for at least another "), Some(30_831));
-        let waited = r#"resource "r" still held after waiting 500 ms (held by "a \"b\"" for at least another 12 ms)"#;
-        assert_eq!(quoted_after(waited, "held by ").as_deref(), Some("a \"b\""));
-        assert_eq!(millis_after(waited, "for at least another "), Some(12));
-        assert_eq!(quoted_after("no holder", "held by "), None);
+    fn holder_and_retry_after_come_from_the_typed_details() {
+        let held = ClientError::Held(coordinator_error(
+            tonic::Code::Aborted,
+            "held",
+            &[("owner", "a \"b\""), ("remaining_ms", "30831")],
+            Some(30_831),
+        ));
+        let error = &Failure::client(&held).to_json()["error"];
+        assert_eq!(error["kind"], "held");
+        assert_eq!(error["exit_code"], EXIT_HELD);
+        assert_eq!(error["holder"], "a \"b\"");
+        assert_eq!(error["retry_after_ms"], 30_831);
+
+        let contended = ClientError::Held(coordinator_error(
+            tonic::Code::Aborted,
+            "contended",
+            &[("resource", "r")],
+            Some(100),
+        ));
+        let error = &Failure::client(&contended).to_json()["error"];
+        assert_eq!(error["kind"], "contended");
+        assert_eq!(error["retry_after_ms"], 100);
+        assert!(error.get("holder").is_none(), "{error}");
+
+        let limited = ClientError::RateLimited(coordinator_error(
+            tonic::Code::ResourceExhausted,
+            "rate-limited",
+            &[("owner", "o")],
+            Some(250),
+        ));
+        let error = &Failure::client(&limited).to_json()["error"];
+        assert_eq!(error["kind"], "rate-limited");
+        assert_eq!(error["retry_after_ms"], 250);
+
+        let no_quorum = ClientError::NoQuorum(coordinator_error(
+            tonic::Code::Unavailable,
+            "no-quorum",
+            &[
+                ("reachable_regions", "eu"),
+                ("unreachable_regions", "us,ap"),
+            ],
+            Some(1_000),
+        ));
+        let error = &Failure::client(&no_quorum).to_json()["error"];
+        assert_eq!(error["kind"], "no-quorum");
+        assert_eq!(error["exit_code"], EXIT_NO_QUORUM);
+        assert_eq!(error["retry_after_ms"], 1_000);
+
+        let reused = ClientError::InvalidArgument(coordinator_error(
+            tonic::Code::InvalidArgument,
+            "request-id-reused",
+            &[("field", "request_id")],
+            None,
+        ));
+        let error = &Failure::client(&reused).to_json()["error"];
+        assert_eq!(error["kind"], "request-id-reused");
+        assert!(error.get("retry_after_ms").is_none(), "{error}");
     }
 
     #[test]
