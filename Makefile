@@ -50,7 +50,7 @@ chaos: deps
 # three minutes on two cores, so CI runs all of it.
 MUTANTS_VERSION := 27.1.0
 mutants: deps
-	@cargo-mutants --version 2>/dev/null | grep -q "$(MUTANTS_VERSION)" || \
+	@$(CARGO) mutants --version 2>/dev/null | grep -q "$(MUTANTS_VERSION)" || \
 	  $(CARGO) install cargo-mutants --locked --version $(MUTANTS_VERSION)
 	$(CARGO) mutants -p globallock-protocol --timeout 60
 

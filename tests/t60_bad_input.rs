@@ -239,6 +239,7 @@ fn proposal(lock_id: &str, token: u64, ttl_ms: u64) -> globallock_proto::agent::
         fencing_token: token,
         ttl_ms,
         request_id: format!("req-{lock_id}"),
+        ring_epoch: 0,
     }
 }
 

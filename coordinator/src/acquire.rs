@@ -170,6 +170,7 @@ impl Drive<'_> {
             fencing_token: token,
             ttl_ms: self.p.ttl_ms,
             request_id: self.request_id.clone(),
+            ring_epoch: self.engine.ring_epoch,
         };
         let span = info_span!("propose", round, lock_id = %lock_id, token);
         let call = self.engine.call_region(
@@ -234,6 +235,7 @@ impl Drive<'_> {
             resource: self.p.resource.clone(),
             lock_id: lock_id.clone(),
             request_id: self.request_id.clone(),
+            ring_epoch: self.engine.ring_epoch,
         };
         let call = self.engine.call_region(
             region,

@@ -49,6 +49,10 @@ pub struct CoordinatorConfig {
     /// Points per shard on the ring (must match the agents').
     #[serde(default = "default_vnodes")]
     pub ring_vnodes: u32,
+    /// The ring's epoch (must match the agents'): raise it on every coordinator
+    /// and agent whenever `shards` or `ring_vnodes` changes.
+    #[serde(default)]
+    pub ring_epoch: u64,
     /// Deadline of each call to a region agent.
     #[serde(default = "default_region_timeout_ms")]
     pub region_timeout_ms: u64,
@@ -152,6 +156,8 @@ pub struct ValidConfig {
     pub regions: Vec<RegionEntry>,
     /// The ring over the shards.
     pub ring: HashRing,
+    /// The ring's epoch.
+    pub ring_epoch: u64,
     /// Per-call deadline to a region.
     pub region_timeout: Duration,
     /// Health probe period.
@@ -288,6 +294,7 @@ impl CoordinatorConfig {
             },
             regions: self.regions,
             ring,
+            ring_epoch: self.ring_epoch,
             region_timeout: Duration::from_millis(self.region_timeout_ms),
             health_interval: Duration::from_millis(self.health_interval_ms),
             health_timeout: Duration::from_millis(self.health_timeout_ms),

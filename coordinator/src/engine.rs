@@ -134,6 +134,8 @@ pub struct LockEngine {
     pub(crate) contention: TopContended,
     /// Where audit records go.
     audit: AuditLog,
+    /// The ring's epoch, sent with every proposal.
+    pub(crate) ring_epoch: u64,
 }
 
 /// Optional behaviour of an engine beyond the protocol.
@@ -147,6 +149,8 @@ pub struct EngineOptions {
     pub acquire_rate: Rate,
     /// Where audit records go.
     pub audit: AuditLog,
+    /// The ring's epoch, sent with every proposal.
+    pub ring_epoch: u64,
 }
 
 type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
@@ -170,6 +174,7 @@ impl LockEngine {
             limiter: Mutex::new(RateLimiter::new(options.acquire_rate)),
             contention: TopContended::default(),
             audit: options.audit,
+            ring_epoch: options.ring_epoch,
         }
     }
 

@@ -61,6 +61,7 @@ pub fn build_engine(
         drift: config.drift,
         acquire_rate: config.acquire_rate,
         audit,
+        ring_epoch: config.ring_epoch,
     };
     let engine = Arc::new(LockEngine::new(
         regions.clone(),

@@ -12,6 +12,8 @@
 //! - [`validity`] — how long a caller may rely on a lock (ttl − elapsed − drift).
 //! - [`expiry`] — rounding grants up to shared etcd lease buckets, never down.
 //! - [`ring`] — the consistent-hash ring that routes a resource to a shard.
+//! - [`handover`] — a ring change: a shard serves a resource that moved onto it
+//!   only after every lock of the old ring expired, and above a token floor.
 //! - [`request`] — the rules for every input field, with errors naming the bounds.
 //! - [`lock_id`] — the opaque, URL-safe lock id that also routes renew/release.
 //! - [`backoff`] — jittered retry delays while waiting for a held resource.
@@ -25,6 +27,7 @@ pub mod backoff;
 pub mod clock;
 pub mod expiry;
 pub mod fence;
+pub mod handover;
 pub mod lock_id;
 pub mod quorum;
 pub mod rate;

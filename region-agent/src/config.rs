@@ -86,6 +86,11 @@ pub struct AgentConfig {
     /// Points per shard on the hash ring (must match the coordinators').
     #[serde(default = "default_vnodes")]
     pub ring_vnodes: u32,
+    /// The ring's epoch: raise it (on every agent and coordinator) whenever the
+    /// shard list or `ring_vnodes` changes. Agents refuse proposals of another
+    /// epoch, and hand moved resources over safely (`docs/operations.md`).
+    #[serde(default)]
+    pub ring_epoch: u64,
     /// This region's shards; names must match the coordinators' shard list.
     pub shards: Vec<ShardEntry>,
 }
@@ -181,6 +186,15 @@ pub struct ValidConfig {
     pub bootstrap: bool,
     /// What the agent refuses before touching etcd.
     pub limits: AgentLimits,
+    /// The ring's epoch.
+    pub ring_epoch: u64,
+    /// Points per shard (stored with the ring, to notice a change).
+    pub ring_vnodes: u32,
+    /// Where the agent keeps state across restarts, if anywhere.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long a shard stays silent after data loss; also how long moved
+    /// resources wait after a ring change.
+    pub quarantine: Duration,
     /// Compaction period (`None`: never).
     pub compaction_interval: Option<Duration>,
     /// Revisions kept at each compaction.
@@ -322,6 +336,10 @@ impl AgentConfig {
             otlp_endpoint: self.otlp_endpoint,
             audit_log: self.audit_log,
             bootstrap: self.bootstrap,
+            ring_epoch: self.ring_epoch,
+            ring_vnodes: self.ring_vnodes,
+            state_dir: self.state_dir.clone(),
+            quarantine: Duration::from_millis(self.quarantine_ms),
             limits: AgentLimits {
                 max_ttl: Duration::from_millis(self.max_ttl_ms),
                 max_token_lead: Duration::from_millis(self.max_token_lead_ms),

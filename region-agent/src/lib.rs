@@ -5,10 +5,13 @@
 //! - [`config`] — settings, loaded from TOML + environment, validated before binding.
 //! - [`service`] — the `RegionAgent` gRPC service (grant, abort, renew, release,
 //!   read, health).
+//! - [`ring_state`] — the ring served, kept across restarts, to hand resources
+//!   over safely when the ring changes.
 //! - [`server`] — [`server::serve`], which runs the service until a shutdown future
 //!   completes (tests pass a channel; the binary passes Ctrl-C/SIGTERM).
 
 pub mod config;
+pub mod ring_state;
 pub mod server;
 pub mod service;
 

@@ -24,6 +24,10 @@ pub enum AgentError {
     /// A shard's store could not be set up.
     #[error("cannot set up shard")]
     Shard(#[from] StoreError),
+    /// The configured ring cannot be served (changed without a new epoch, or the
+    /// ring state cannot be kept).
+    #[error("cannot serve the configured ring")]
+    Ring(#[from] crate::ring_state::RingStateError),
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -108,6 +112,26 @@ pub async fn serve(
         metrics::counter!("globallock_agent_expirations_total", "shard" => store.name().to_owned())
             .increment(0);
     }
+    let handover = crate::ring_state::resolve(
+        config.state_dir.as_deref(),
+        config.ring_epoch,
+        crate::ring_state::StoredRing {
+            shards: config.ring.shards().to_vec(),
+            vnodes: config.ring_vnodes,
+        },
+        clock.monotonic(),
+        config.quarantine,
+    )?;
+    if let Some(handover) = &handover
+        && handover.floor().is_none()
+    {
+        warn!(
+            region = %config.region,
+            epoch = config.ring_epoch,
+            wait = ?config.quarantine,
+            "ring changed: resources that moved onto this region's shards are served once every lock of the previous ring has expired"
+        );
+    }
     if config.shards.iter().any(|s| s.state_file.is_none()) {
         tracing::warn!(
             region = %config.region,
@@ -120,7 +144,8 @@ pub async fn serve(
         config.ring.clone(),
         config.limits,
         clock.clone(),
-    );
+    )
+    .with_ring_epoch(config.ring_epoch, handover, config.state_dir.clone());
     info!(region = %config.region, address = %local(&listeners.api), "region agent serving");
     let result = tonic::transport::Server::builder()
         .add_service(RegionAgentServer::new(service))

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, info_span};
 
 use crate::config::AgentLimits;
+use globallock_protocol::handover::{Admission, Handover};
 
 /// How a grant is removed.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,12 @@ pub struct AgentService {
     limits: AgentLimits,
     /// This agent's clock (for the token lead).
     clock: SharedClock,
+    /// The ring's epoch; proposals of another epoch are refused.
+    ring_epoch: u64,
+    /// A ring change being handed over (moved resources wait, then need a floor).
+    handover: Arc<std::sync::Mutex<Option<Handover>>>,
+    /// Where the handover's floor is kept across restarts.
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl AgentService {
@@ -66,6 +73,64 @@ impl AgentService {
             ring: Arc::new(ring),
             limits,
             clock,
+            ring_epoch: 0,
+            handover: Arc::default(),
+            state_dir: None,
+        }
+    }
+
+    /// Serve ring epoch `epoch`, handing over `handover` (if the ring changed).
+    pub fn with_ring_epoch(
+        mut self,
+        epoch: u64,
+        handover: Option<Handover>,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.ring_epoch = epoch;
+        self.handover = Arc::new(std::sync::Mutex::new(handover));
+        self.state_dir = state_dir;
+        self
+    }
+
+    /// Refuse a proposal made on another ring.
+    fn same_epoch(&self, epoch: u64) -> Result<(), Status> {
+        if epoch == self.ring_epoch {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "ring_epoch: the proposal was made on ring epoch {epoch}, region {} serves epoch {}; \
+             coordinators and agents must be changed to one ring together",
+            self.region, self.ring_epoch
+        )))
+    }
+
+    /// Whether `shard` may serve `resource` now: a resource that moved onto it
+    /// with a ring change waits until every lock of the previous ring expired;
+    /// then tokens must be above the returned floor (0: none beyond the shard's).
+    fn handed_over(&self, shard: &str, resource: &str) -> Result<u64, Status> {
+        let mut handover = self.handover.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = handover.as_mut() else {
+            return Ok(0);
+        };
+        match h.admit(resource, shard, self.clock.monotonic()) {
+            Admission::Serve { floor } => Ok(floor),
+            Admission::NotYet { remaining } => Err(Status::unavailable(format!(
+                "region {}: resource moved to shard {shard} with ring epoch {}; it is served in {} ms, \
+                 once every lock of the previous ring has expired",
+                self.region,
+                self.ring_epoch,
+                remaining.as_millis()
+            ))),
+            Admission::NeedsFloor => {
+                let floor = h.set_floor(self.clock.unix_micros());
+                if let Some(dir) = &self.state_dir
+                    && let Err(error) = crate::ring_state::save_floor(dir, floor)
+                {
+                    tracing::warn!(%error, "cannot keep the ring handover's floor");
+                }
+                tracing::info!(region = %self.region, floor, "ring handover over: moved resources served above this floor");
+                Ok(floor)
+            }
         }
     }
 
@@ -222,6 +287,16 @@ impl AgentService {
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         self.token(r.fencing_token)?;
+        self.same_epoch(r.ring_epoch)?;
+        let floor = self.handed_over(&r.shard, &r.resource)?;
+        if r.fencing_token <= floor {
+            // Tokens of the previous ring are below the floor: re-propose above it.
+            return Ok(Response::new(GrantResponse {
+                outcome: WireOutcome::TokenTooLow.into(),
+                holder: None,
+                high_water_mark: floor,
+            }));
+        }
         request::owner(&r.owner).map_err(|e| Status::invalid_argument(e.to_string()))?;
         request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let proposal = Proposal {
@@ -266,6 +341,8 @@ impl AgentService {
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.same_epoch(r.ring_epoch)?;
+        self.handed_over(&r.shard, &r.resource)?;
         let adopted = store
             .adopt(&r.resource, &r.lock_id, &r.request_id)
             .await
@@ -317,10 +394,12 @@ impl AgentService {
             .record("shard", &r.shard)
             .record("resource", &r.resource);
         let store = self.shard(&r.shard, &r.resource)?;
+        // A moved resource's holder is on its old shard during the handover.
+        let floor = self.handed_over(&r.shard, &r.resource)?;
         let state = store.read(&r.resource).await.map_err(unavailable)?;
         Ok(Response::new(ReadResponse {
             holder: state.holder.map(holder),
-            high_water_mark: state.mark,
+            high_water_mark: state.mark.max(floor),
         }))
     }
 

@@ -146,6 +146,8 @@ pub struct Cluster {
     etcd_links: Vec<Vec<Vec<globallock_localcluster::FaultProxy>>>,
     /// Shard names.
     shards: Vec<String>,
+    /// The ring's epoch (raised by [`Cluster::change_ring`]).
+    ring_epoch: u64,
     /// What was asked for.
     options: ClusterOptions,
 }
@@ -226,6 +228,7 @@ impl Cluster {
             peer_links,
             coordinators: Vec::new(),
             shards,
+            ring_epoch: 0,
             options,
         };
         if cluster.options.proxy_etcd {
@@ -290,6 +293,7 @@ impl Cluster {
             compaction_keep_revisions: 10_000,
             mark_sweep_interval_s: 0,
             ring_vnodes: 160,
+            ring_epoch: self.ring_epoch,
             shards: self
                 .shards
                 .iter()
@@ -348,6 +352,7 @@ impl Cluster {
                 .collect(),
             shards: self.shards.clone(),
             ring_vnodes: 160,
+            ring_epoch: self.ring_epoch,
             region_timeout_ms: self.options.region_timeout_ms,
             health_interval_ms: 200,
             health_timeout_ms: 150,
@@ -516,6 +521,48 @@ impl Cluster {
             etcd.restart()?;
         }
         self.start_agent(r).await
+    }
+
+    /// Change the ring to `shards` under a new epoch, as an operator would: start
+    /// each new shard's etcd in every region, stop the etcd of removed shards, and
+    /// restart every agent on the new ring. Coordinators started afterwards use
+    /// it; running ones keep the old ring (and agents refuse their proposals).
+    pub async fn change_ring(&mut self, shards: &[&str]) -> anyhow::Result<()> {
+        assert!(
+            !self.options.proxy_etcd && !self.options.proxy_peers,
+            "ring changes are not combined with etcd proxies"
+        );
+        self.ring_epoch += 1;
+        let shards: Vec<String> = shards.iter().map(|s| (*s).to_owned()).collect();
+        for r in 0..self.regions.len() {
+            if let Some(agent) = self.regions[r].agent.take() {
+                agent.stop().await;
+            }
+            let name = self.regions[r].name.clone();
+            let mut old: Vec<(String, EtcdCluster)> = self
+                .shards
+                .iter()
+                .cloned()
+                .zip(std::mem::take(&mut self.regions[r].etcd))
+                .collect();
+            for shard in &shards {
+                let etcd = match old.iter().position(|(s, _)| s == shard) {
+                    Some(i) => old.swap_remove(i).1,
+                    None => EtcdCluster::start(
+                        &format!("{name}-{shard}"),
+                        self.options.members,
+                        &self.dir.path().join(&name),
+                    )?,
+                };
+                self.regions[r].etcd.push(etcd);
+            }
+            // Removed shards' etcd processes stop here (dropped).
+        }
+        self.shards = shards;
+        for r in 0..self.regions.len() {
+            self.start_agent(r).await?;
+        }
+        Ok(())
     }
 
     /// Inbound Raft traffic of each member of region `r`'s shard `s` (`proxy_peers`).
