@@ -147,6 +147,12 @@ pub struct ResourceState {
 #[doc(hidden)]
 pub type RenewHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Test hook consulted after each transaction's reply: `true` makes the store
+/// behave as if that reply was lost, so it sends the same transaction again (as
+/// the client does after a transport error). Not for production use.
+#[doc(hidden)]
+pub type LostReplyHook = Arc<dyn Fn(&'static str) -> bool + Send + Sync>;
+
 /// A handle on one shard's etcd cluster. Cheap to share.
 pub struct ShardStore {
     /// The shard name, for errors and spans.
@@ -178,6 +184,8 @@ pub struct ShardStore {
     watermark: Watermark,
     /// Test hook inside `renew` (always `None` in production).
     renew_hook: Option<RenewHook>,
+    /// Test hook that loses transaction replies (always `None` in production).
+    lost_reply_hook: Option<LostReplyHook>,
 }
 
 /// A bounded set of lock ids this store released or aborted.
@@ -262,6 +270,7 @@ impl ShardStore {
                 }
             })?,
             renew_hook: None,
+            lost_reply_hook: None,
         })
     }
 
@@ -270,6 +279,13 @@ impl ShardStore {
     #[doc(hidden)]
     pub fn set_renew_hook(&mut self, hook: Option<RenewHook>) {
         self.renew_hook = hook;
+    }
+
+    /// Test hook: lose the replies of transactions for which `hook(op)` is true
+    /// (the store re-sends the transaction, as after a transport error).
+    #[doc(hidden)]
+    pub fn set_lost_reply_hook(&mut self, hook: Option<LostReplyHook>) {
+        self.lost_reply_hook = hook;
     }
 
     /// The shard's name.
@@ -744,7 +760,24 @@ impl ShardStore {
     ) -> Result<bool, StoreError> {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
-        for _ in 0..ATTEMPTS {
+        let tomb_key = self.keys.tombstone(lock_id);
+        // Written into this call's tombstone: a later attempt that finds the grant
+        // gone and this value knows its own earlier transaction removed it (its
+        // reply was lost), rather than answering "not found".
+        let nonce = format!(
+            "{}:{:016x}",
+            if tombstone { "aborted" } else { "released" },
+            rand::random::<u64>()
+        );
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0
+                && self
+                    .get_checked(&tomb_key, floor)
+                    .await?
+                    .is_some_and(|kv| kv.value() == nonce.as_bytes())
+            {
+                return Ok(true);
+            }
             let ours = match self.get_checked(&lock_key, floor).await? {
                 Some(kv) => {
                     let record = self.decode(&kv)?;
@@ -765,24 +798,18 @@ impl ShardStore {
                 // So the expiry watcher knows this delete is ours, not an expiry.
                 self.removed.remember(lock_id);
             }
-            // A tombstone refuses a delayed proposal of this lock id afterwards:
-            // always on abort, and on a release that found nothing here, because
-            // the grant may still be in flight to this region and would land after
-            // its own release and linger until its TTL (regression: such a stray
-            // grant made a later acquire "held").
-            let mut ops = Vec::new();
-            let mut bucket = None;
-            if tombstone || ours.is_none() {
-                let (b, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
-                bucket = Some(b);
-                ops.push(TxnOp::put(
-                    self.keys.tombstone(lock_id),
-                    Vec::new(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ));
-            }
+            // A tombstone refuses a delayed proposal of this lock id afterwards
+            // (on a release that found nothing here, the grant may still be in
+            // flight to this region and would otherwise land after its own release
+            // and linger until its TTL), and carries this call's nonce.
+            let (bucket, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
+            let mut ops = vec![TxnOp::put(
+                tomb_key.as_str(),
+                nonce.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )];
+            let bucket = Some(bucket);
             let txn = match &ours {
-                None if ops.is_empty() => return Ok(false),
                 None => Txn::new().and_then(ops),
                 Some(kv) => {
                     ops.push(TxnOp::delete(lock_key.as_str(), None));
@@ -1195,13 +1222,16 @@ impl ShardStore {
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
         let before = self.watermark.before_request();
-        let response = self
-            .call(op, || {
-                let mut kv = self.client.kv_client();
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await?;
+        let send = || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        };
+        let mut response = self.call(op, send).await?;
+        if self.lost_reply_hook.as_ref().is_some_and(|lose| lose(op)) {
+            // The reply was "lost": the transaction applied, and is sent again.
+            response = self.call(op, send).await?;
+        }
         self.check_history(before, response.header())?;
         Ok(response)
     }

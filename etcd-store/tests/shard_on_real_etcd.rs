@@ -1105,3 +1105,33 @@ async fn collecting_marks_spares_held_resources_and_recent_marks() {
     let low = s.grant(&again).await.expect("grant");
     assert_eq!((low.outcome, low.mark), (GrantOutcome::TokenTooLow, 20));
 }
+
+/// Hole 9: a release whose etcd reply was lost (the transaction applied, the
+/// client sent it again) answered "not found" because the grant was gone when
+/// the store looked again. Now the store recognises its own earlier removal.
+#[tokio::test]
+async fn regression_hole9_a_release_retried_after_a_lost_etcd_reply_still_says_released() {
+    let mut f = fixture().await;
+    let lost = Arc::new(AtomicUsize::new(0));
+    let counter = lost.clone();
+    f.store.set_lost_reply_hook(Some(Arc::new(move |op| {
+        matches!(op, "release" | "abort") && counter.fetch_add(1, Ordering::SeqCst) == 0
+    })));
+    let s = &f.store;
+    s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    assert!(s.release("orders/42", "L1").await.expect("release"));
+    assert_eq!(lost.load(Ordering::SeqCst), 1, "one reply was lost");
+    assert_eq!(s.read("orders/42").await.expect("read").holder, None);
+    // A genuinely unknown lock is still "not found", and a second release of the
+    // same lock (a new call) too.
+    assert!(!s.release("orders/42", "L1").await.expect("release again"));
+    assert!(
+        !s.release("orders/42", "NEVER")
+            .await
+            .expect("release unknown")
+    );
+    // The same for an abort whose reply was lost.
+    lost.store(0, Ordering::SeqCst);
+    s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
+    assert!(s.abort("orders/42", "L2").await.expect("abort"));
+}
