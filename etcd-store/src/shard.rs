@@ -932,7 +932,11 @@ impl ShardStore {
         let mut ops = Vec::new();
         let mut highest = current_floor;
         for mark in marks {
-            let Some(resource) = self.keys.resource_of_fence(mark.key()) else {
+            // A mark that cannot be read is left alone (never a floor of 2^64).
+            let (Some(resource), Some(token)) = (
+                self.keys.resource_of_fence(mark.key()),
+                decode_token(mark.value()),
+            ) else {
                 continue;
             };
             guards.push(Compare::mod_revision(
@@ -946,7 +950,7 @@ impl ShardStore {
                 0,
             ));
             ops.push(TxnOp::delete(mark.key(), None));
-            highest = highest.max(decode_token(mark.value()).unwrap_or(u64::MAX));
+            highest = highest.max(token);
         }
         ops.push(TxnOp::put(floor_key.as_str(), encode_token(highest), None));
         let response = self
@@ -957,18 +961,23 @@ impl ShardStore {
 
     /// How many fencing-token marks this shard keeps (for metrics and tests).
     pub async fn count_marks(&self) -> Result<i64, StoreError> {
-        let prefix = self.keys.fence_prefix();
+        self.count(self.keys.fence_prefix(), false).await
+    }
+
+    /// How many keys start with `prefix` (`serializable`: from the member asked,
+    /// without a round through the leader; fine for metrics).
+    async fn count(&self, prefix: String, serializable: bool) -> Result<i64, StoreError> {
         let response = self
             .call("count", || {
                 let mut kv = self.client.kv_client();
                 let prefix = prefix.clone();
-                async move {
-                    kv.get(
-                        prefix,
-                        Some(GetOptions::new().with_prefix().with_count_only()),
-                    )
-                    .await
-                }
+                let options = GetOptions::new().with_prefix().with_count_only();
+                let options = if serializable {
+                    options.with_serializable()
+                } else {
+                    options
+                };
+                async move { kv.get(prefix, Some(options)).await }
             })
             .await?;
         Ok(response.count())
@@ -1010,26 +1019,7 @@ impl ShardStore {
     /// How many grants this shard holds now (a serializable count: cheap, and
     /// only for the `locks held` gauge).
     pub async fn count_grants(&self) -> Result<i64, StoreError> {
-        let prefix = self.keys.lock_prefix();
-        let response = self
-            .call("count", || {
-                let mut kv = self.client.kv_client();
-                let prefix = prefix.clone();
-                async move {
-                    kv.get(
-                        prefix,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_count_only()
-                                .with_serializable(),
-                        ),
-                    )
-                    .await
-                }
-            })
-            .await?;
-        Ok(response.count())
+        self.count(self.keys.lock_prefix(), true).await
     }
 
     /// Watch this shard's grants and call `on_expired` for every grant that
