@@ -14,6 +14,10 @@ use globallock_protocol::clock::SharedClock;
 use globallock_protocol::expiry::{Bucket, BucketGrid};
 use tracing::{Instrument, debug, instrument};
 
+use globallock_protocol::membership::{
+    Admission, HeldBy, Membership, Refusal, RefusalAnswer, renewal_extends, same_request,
+};
+
 use crate::error::StoreError;
 use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
@@ -113,15 +117,6 @@ pub enum GrantOutcome {
 pub struct Quarantined {
     /// How long until it serves again.
     pub remaining: Duration,
-}
-
-/// Whether a shard may vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Membership {
-    /// Serving; tokens must be above `floor`.
-    Serving { floor: u64 },
-    /// Data was lost: silent until `until` (monotonic).
-    Quarantined { until: Duration },
 }
 
 /// A grant answer and the resource's mark after it.
@@ -258,9 +253,7 @@ impl ShardStore {
             tombstone_ttl: config.tombstone_ttl,
             removed: RecentlyRemoved::default(),
             // Silent until `prepare` has looked for the incarnation marker.
-            membership: std::sync::Mutex::new(Membership::Quarantined {
-                until: Duration::MAX,
-            }),
+            membership: std::sync::Mutex::new(Membership::UNCHECKED),
             quarantine: config.quarantine,
             watermark: Watermark::load(config.state_file.clone()).map_err(|source| {
                 StoreError::State {
@@ -323,14 +316,11 @@ impl ShardStore {
     /// marker with a fresh token floor) once it has run its course.
     pub async fn admit(&self) -> Result<Result<u64, Quarantined>, StoreError> {
         let now = self.clock.monotonic();
-        match *self.membership.lock().unwrap_or_else(|e| e.into_inner()) {
-            Membership::Serving { floor } => return Ok(Ok(floor)),
-            Membership::Quarantined { until } if now < until => {
-                return Ok(Err(Quarantined {
-                    remaining: until - now,
-                }));
-            }
-            Membership::Quarantined { .. } => {}
+        let membership = *self.membership.lock().unwrap_or_else(|e| e.into_inner());
+        match membership.admit(now) {
+            Admission::Serve { floor } => return Ok(Ok(floor)),
+            Admission::Wait { remaining } => return Ok(Err(Quarantined { remaining })),
+            Admission::Rejoin => {}
         }
         // Every token it forgot was minted at least a quarantine ago, so its clock
         // now is above them all (clock offsets are smaller than the quarantine).
@@ -393,11 +383,11 @@ impl ShardStore {
     }
 
     fn enter_quarantine(&self, why: &str) {
-        let until = self.clock.monotonic() + self.quarantine;
+        let membership = Membership::quarantine(self.clock.monotonic(), self.quarantine);
         tracing::warn!(shard = %self.name, why, quarantine = ?self.quarantine, "shard lost its data: not voting until the quarantine ends");
         metrics::counter!("globallock_agent_quarantines_total", "shard" => self.name.clone())
             .increment(1);
-        self.set_membership(Membership::Quarantined { until });
+        self.set_membership(membership);
     }
 
     fn set_membership(&self, membership: Membership) {
@@ -560,40 +550,40 @@ impl ShardStore {
                 .as_ref()
                 .and_then(|kv| decode_token(kv.value()))
                 .unwrap_or(mark_floor);
-            if tomb.is_some() {
-                return Ok(GrantReply {
-                    outcome: GrantOutcome::Aborted,
-                    mark,
-                });
-            }
-            if let Some(kv) = lock {
-                let holding = self.holding(&kv).await?;
-                let same_request =
-                    !p.request_id.is_empty() && holding.record.request_id == p.request_id;
-                let outcome = if !same_request {
-                    GrantOutcome::Held(holding)
-                } else if holding.record.owner == p.owner && holding.record.ttl_ms == record.ttl_ms
-                {
-                    // Offered, not yet adopted: the retry's coordinator confirms
-                    // with `adopt` once a majority offered the same lock.
-                    GrantOutcome::Granted(holding)
-                } else {
-                    GrantOutcome::RequestConflict(holding)
-                };
-                return Ok(GrantReply { outcome, mark });
-            }
-            match fence {
-                _ if mark >= p.token => {
-                    return Ok(GrantReply {
-                        outcome: GrantOutcome::TokenTooLow,
-                        mark,
-                    });
-                }
+            let holding = match &lock {
+                Some(kv) => Some(self.holding(kv).await?),
+                None => None,
+            };
+            let refusal = Refusal {
+                tombstoned: tomb.is_some(),
+                held: holding.as_ref().map(|h| {
+                    if !same_request(&h.record.request_id, p.request_id) {
+                        HeldBy::Other
+                    } else if h.record.owner == p.owner && h.record.ttl_ms == record.ttl_ms {
+                        HeldBy::SameRequest
+                    } else {
+                        HeldBy::ConflictingRequest
+                    }
+                }),
+                mark,
+                token: p.token,
+            };
+            let outcome = match (refusal.answer(), holding) {
+                (RefusalAnswer::Aborted, _) => GrantOutcome::Aborted,
+                (RefusalAnswer::TokenTooLow, _) => GrantOutcome::TokenTooLow,
+                (RefusalAnswer::Held, Some(h)) => GrantOutcome::Held(h),
+                // Offered, not yet adopted: the retry's coordinator confirms with
+                // `adopt` once a majority offered the same lock.
+                (RefusalAnswer::Offer, Some(h)) => GrantOutcome::Granted(h),
+                (RefusalAnswer::RequestConflict, Some(h)) => GrantOutcome::RequestConflict(h),
                 // The lock was freed or the mark moved between our compare and our
                 // read: try again with what we now know.
-                Some(_) => fence_absent = false,
-                None => fence_absent = true,
-            }
+                _ => {
+                    fence_absent = fence.is_none();
+                    continue;
+                }
+            };
+            return Ok(GrantReply { outcome, mark });
         }
         Err(StoreError::Contention {
             shard: self.name.clone(),
@@ -702,7 +692,7 @@ impl ShardStore {
             let ttl = ttl.unwrap_or(Duration::from_millis(current.record.ttl_ms));
             let (bucket, lease) = self.lease_for(ttl).await?;
             let extended = bucket.deadline.saturating_sub(self.clock.monotonic());
-            if current.remaining >= extended {
+            if !renewal_extends(current.remaining, extended) {
                 // Already lives long enough: renewal never shortens a grant.
                 return Ok(Some(current));
             }

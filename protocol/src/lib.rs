@@ -12,6 +12,9 @@
 //! - [`validity`] — how long a caller may rely on a lock (ttl − elapsed − drift).
 //! - [`expiry`] — rounding grants up to shared etcd lease buckets, never down.
 //! - [`ring`] — the consistent-hash ring that routes a resource to a shard.
+//! - [`membership`] — whether a region's shard may vote (serving above a floor,
+//!   or quarantined), how it answers a refused proposal, and "renewal never
+//!   shortens": the rules the etcd adapter applies.
 //! - [`handover`] — a ring change: a shard serves a resource that moved onto it
 //!   only after every lock of the old ring expired, and above a token floor.
 //! - [`request`] — the rules for every input field, with errors naming the bounds.
@@ -29,6 +32,7 @@ pub mod expiry;
 pub mod fence;
 pub mod handover;
 pub mod lock_id;
+pub mod membership;
 pub mod quorum;
 pub mod rate;
 pub mod request;
