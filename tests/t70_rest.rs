@@ -469,3 +469,137 @@ async fn no_quorum_is_503_with_retry_after_and_regions() -> anyhow::Result<()> {
     assert!(ready.header("retry-after").is_some());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_servers()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let rest = cluster.rest_addrs[0];
+    let created = send_json(
+        rest,
+        "POST",
+        "/locks",
+        &json!({"resource": "jobs/no-body", "owner": "o", "ttl_ms": 10_000}),
+    )
+    .await?;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let lock_id = created.json()["lock_id"].as_str().unwrap().to_owned();
+    let renew = format!("/locks/{lock_id}/renew");
+
+    // ttl_ms is optional, so is the body: no body at all (no Content-Type), an
+    // empty JSON body, and curl's `-XPUT -d ''` (form type, zero bytes) all renew
+    // with the granted TTL.
+    for (headers, body) in [
+        (&[][..], None),
+        (&[][..], Some("")),
+        (
+            &[("Content-Type", "application/x-www-form-urlencoded")][..],
+            Some(""),
+        ),
+    ] {
+        let renewed = request(rest, "PUT", &renew, headers, body).await?;
+        assert_eq!(
+            renewed.status, 200,
+            "{headers:?} {body:?}: {}",
+            renewed.body
+        );
+        assert_eq!(renewed.json()["ttl_ms"], 10_000);
+        assert_eq!(renewed.json()["lock_id"], lock_id.as_str());
+    }
+    // A body that is there must still be JSON.
+    assert_problem(
+        &request(
+            rest,
+            "PUT",
+            &renew,
+            &[("Content-Type", "text/plain")],
+            Some("ttl_ms=5000"),
+        )
+        .await?,
+        415,
+    );
+
+    // An unencoded `/` in a resource name: the 404 says to write it as %2F.
+    for (method, path) in [
+        ("GET", "/resources/jobs/no-body"),
+        ("POST", "/resources/jobs/no-body/validate"),
+    ] {
+        let response = request(rest, method, path, &[], Some("{}")).await?;
+        assert_problem(&response, 404);
+        let detail = response.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains("%2F") && detail.contains("jobs%2Fno-body"),
+            "{path}: {detail}"
+        );
+    }
+    // Still a plain 404 elsewhere.
+    let elsewhere = request(rest, "GET", "/nope/deeper", &[], None).await?;
+    assert_problem(&elsewhere, 404);
+    assert!(!elsewhere.body.contains("%2F"), "{}", elsewhere.body);
+
+    // Invalid percent-encoding is 400, never taken literally.
+    for (method, path, field) in [
+        ("GET", "/resources/jobs%ZZ", "resource"),
+        ("GET", "/resources/100%", "resource"),
+        ("GET", "/resources/a%2", "resource"),
+        ("POST", "/resources/jobs%zz/validate", "resource"),
+        ("GET", "/locks/abc%ZZ", "lock_id"),
+    ] {
+        let response = request(
+            rest,
+            method,
+            path,
+            &[],
+            Some(r#"{"fencing_token": 1}"#).filter(|_| method == "POST"),
+        )
+        .await?;
+        assert_problem(&response, 400);
+        assert_eq!(response.json()["field"], field, "{path}: {}", response.body);
+        assert!(
+            response.json()["detail"].as_str().unwrap().contains("%25"),
+            "{path}: {}",
+            response.body
+        );
+    }
+    assert_eq!(
+        request(rest, "GET", "/resources/jobs%25ZZ", &[], None)
+            .await?
+            .json()["resource"],
+        "jobs%ZZ",
+        "a literal % is written %25"
+    );
+
+    // Missing and unknown fields are named in `field`.
+    for (path, body, field) in [
+        ("/locks", r#"{"resource": "r", "owner": "o"}"#, "ttl_ms"),
+        ("/locks", r#"{"owner": "o", "ttl_ms": 5000}"#, "resource"),
+        ("/locks", r#"{"resource": "r", "ttl_ms": 5000}"#, "owner"),
+        (
+            "/locks",
+            r#"{"resource": "r", "owner": "o", "ttl_ms": 5000, "extra": 1}"#,
+            "extra",
+        ),
+        ("/resources/r/validate", "{}", "fencing_token"),
+        (renew.as_str(), r#"{"ttl": 5}"#, "ttl"),
+    ] {
+        let method = if path.ends_with("/renew") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let response = request(rest, method, path, &[], Some(body)).await?;
+        assert_problem(&response, 400);
+        assert_eq!(response.json()["field"], field, "{body}: {}", response.body);
+    }
+
+    // The OpenAPI document names a server (make dev's REST address).
+    let spec = request(rest, "GET", "/openapi.json", &[], None)
+        .await?
+        .json();
+    assert_eq!(spec["servers"][0]["url"], "http://127.0.0.1:7480", "{spec}");
+    assert_eq!(
+        spec["paths"]["/locks/{lock_id}/renew"]["put"]["requestBody"]["required"],
+        false
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use globallock_protocol::audit::{AuditEvent, holder_at, tenures};
 use harness::http::request;
 use harness::{Cluster, ClusterOptions};
@@ -128,6 +129,13 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
     assert!(value(&scrape, "globallock_locks_lost_total") >= 1.0);
     assert!(value(&scrape, "globallock_renewals_total{outcome=\"renewed\"}") >= 1.0);
     assert!(value(&scrape, "globallock_region_reachable") >= 3.0);
+    // A shard is named the same everywhere: `shard-0`, as in the agents' series.
+    for line in scrape
+        .lines()
+        .filter(|l| l.starts_with("globallock_region_reachable{"))
+    {
+        assert!(line.contains("shard=\"shard-0\""), "{line}");
+    }
     assert!(value(&scrape, "globallock_contention_total") >= 1.0);
     // Which resource is contended: the admin endpoint, never a label.
     let top = request(cluster.rest_addrs[0], "GET", "/admin/contention", &[], None)
@@ -184,6 +192,14 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
         "{history:#?}"
     );
     assert_eq!(history[0].ended_by, Some(AuditEvent::Released));
+    // The release names whose lock ended, and its token.
+    let released = records
+        .iter()
+        .find(|r| r.event == AuditEvent::Released && r.lock_id == first.lock_id)
+        .unwrap();
+    assert_eq!(released.owner, owner, "{released:?}");
+    assert_eq!(released.token, first.fencing_token, "{released:?}");
+    assert!(!released.regions.is_empty(), "{released:?}");
     assert_eq!(history[0].token, first.fencing_token);
     assert_eq!(history[1].token, crashed.fencing_token);
     assert_eq!(history[2].token, next.fencing_token);
@@ -202,6 +218,86 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
             .any(|r| r.event == AuditEvent::Rejected && r.outcome == "held")
     );
     assert!(records.iter().any(|r| r.event == AuditEvent::Lost));
+    Ok(())
+}
+
+/// A flood of refused acquires does not flood the audit trail: at most a few
+/// rejection records per owner per second are written, and the rest are counted
+/// in periodic `suppressed` records, so every rejection is accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_acquires_are_rate_limited_in_the_audit_trail() -> anyhow::Result<()> {
+    const SPAM: usize = 600;
+    let audit_dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(ClusterOptions {
+        audit_dir: Some(audit_dir.path().to_path_buf()),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let client =
+        globallock_client::Client::connect([format!("http://{}", cluster.coordinator_addrs[0])])?;
+    client
+        .acquire(
+            "spam/target",
+            "holder",
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .await?;
+    let started = tokio::time::Instant::now();
+    let attempts = (0..SPAM).map(|_| {
+        let client = client.clone();
+        async move {
+            client
+                .acquire(
+                    "spam/target",
+                    "spammer",
+                    Duration::from_secs(5),
+                    Duration::ZERO,
+                )
+                .await
+                .is_err()
+        }
+    });
+    let refused = futures::stream::iter(attempts)
+        .buffer_unordered(8)
+        .filter(|refused| std::future::ready(*refused))
+        .count()
+        .await;
+    assert_eq!(refused, SPAM);
+    let spam_seconds = started.elapsed().as_secs() + 1;
+
+    // The coordinator's trail, read as plain JSON lines.
+    let coordinator_log = audit_dir.path().join("coordinator.jsonl");
+    let spammer = |text: &str| -> (u64, u64) {
+        let mut written = 0;
+        let mut suppressed = 0;
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if record["event"] == "rejected" && record["owner"] == "spammer" {
+                match record["suppressed"].as_u64() {
+                    Some(n) => suppressed += n,
+                    None => written += 1,
+                }
+            }
+        }
+        (written, suppressed)
+    };
+    let (written, suppressed) = harness::eventually(
+        Duration::from_secs(10),
+        "every rejection written or counted as suppressed",
+        || async {
+            let text = std::fs::read_to_string(&coordinator_log).ok()?;
+            let (written, suppressed) = spammer(&text);
+            (written + suppressed == SPAM as u64).then_some((written, suppressed))
+        },
+    )
+    .await;
+    assert!(written >= 1, "the first rejections are written");
+    assert!(
+        written <= 5 * (spam_seconds + 1),
+        "{written} rejection records for {SPAM} rejections in about {spam_seconds} s"
+    );
+    assert!(suppressed > 0);
     Ok(())
 }
 

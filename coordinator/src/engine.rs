@@ -206,6 +206,7 @@ impl LockEngine {
             regions,
             outcome: outcome.to_owned(),
             trace_id: trace_id(&Span::current()).unwrap_or_default(),
+            suppressed: None,
         });
     }
 
@@ -463,11 +464,22 @@ impl LockEngine {
             c.release(r).await
         });
         let mut tally = ReleaseTally::new(self.regions.len());
+        // Whose lock this was, as the first region that removed it says (for the
+        // audit trail: a release names the owner and token that ended).
+        let mut ended: Option<Holder> = None;
         let (decision, failures) = self
             .gather(&shard, &mut replies, |i, result| {
                 let reply = match result {
-                    Ok(RemoveResponse { removed: true }) => RemoveReply::Removed,
-                    Ok(RemoveResponse { removed: false }) => RemoveReply::NotFound,
+                    Ok(RemoveResponse {
+                        removed: true,
+                        holder,
+                    }) => {
+                        if ended.is_none() {
+                            ended = holder.filter(|h| h.lock_id == lock_id);
+                        }
+                        RemoveReply::Removed
+                    }
+                    Ok(RemoveResponse { removed: false, .. }) => RemoveReply::NotFound,
                     Err(_) => RemoveReply::Failed,
                 };
                 Some(tally.record(i, reply)).filter(|d| *d != ReleaseDecision::Pending)
@@ -478,12 +490,14 @@ impl LockEngine {
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
                 let regions = self.regions.names(&regions);
+                let (owner, token) =
+                    ended.map_or((String::new(), 0), |h| (h.owner, h.fencing_token));
                 self.audit(
                     AuditEvent::Released,
                     id.resource(),
-                    "",
+                    &owner,
                     lock_id,
-                    0,
+                    token,
                     regions.clone(),
                     "released",
                 );

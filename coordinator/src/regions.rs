@@ -46,6 +46,9 @@ pub struct Regions {
     regions: Vec<Region>,
     /// Shard name → index into each region's `healthy`.
     shard_index: HashMap<String, usize>,
+    /// Shard names by index: what logs and metrics call a shard (`shard-0`,
+    /// like the agents do), never its index.
+    shard_names: Vec<String>,
     /// Deadline of each call to a region.
     timeout: Duration,
 }
@@ -98,6 +101,7 @@ impl Regions {
         Ok(Self {
             regions,
             shard_index,
+            shard_names: shards.to_vec(),
             timeout,
         })
     }
@@ -149,14 +153,15 @@ impl Regions {
 
     fn set(&self, region: usize, shard: usize, ok: bool) {
         let name = &self.regions[region].name;
-        metrics::gauge!("globallock_region_reachable", "region" => name.clone(), "shard" => shard.to_string())
+        let shard_name = &self.shard_names[shard];
+        metrics::gauge!("globallock_region_reachable", "region" => name.clone(), "shard" => shard_name.clone())
             .set(if ok { 1.0 } else { 0.0 });
         let was = self.regions[region].healthy[shard].swap(ok, Ordering::Relaxed);
         if was != ok {
             if ok {
-                info!(region = %name, shard, "region reachable again");
+                info!(region = %name, shard = %shard_name, "region reachable again");
             } else {
-                warn!(region = %name, shard, "region unreachable");
+                warn!(region = %name, shard = %shard_name, "region unreachable");
             }
         }
     }

@@ -4,8 +4,11 @@
 //! Errors are `application/problem+json` (RFC 9457), with their status from the
 //! one table in [`crate::status`], `Retry-After` where a retry can help, and
 //! extension members such as `holder` and `reachable_regions`. Request bodies are
-//! strict: malformed JSON, unknown fields, wrong types and trailing bytes are
-//! `400`, naming the field where there is one; bodies over 64 KiB are `413`.
+//! strict: malformed JSON, unknown, missing and mistyped fields and trailing bytes
+//! are `400`, naming the field where there is one; bodies over 64 KiB are `413`.
+//! Paths are percent-decoded strictly: a `%` not followed by two hex digits is
+//! `400`, and a resource path with an unencoded `/` is a `404` that shows the
+//! `%2F` form.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use globallock_protocol::fence::MAX_TOKEN;
@@ -79,6 +82,7 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(reject_bad_escapes))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(AppState {
             openapi: openapi_document(engine.limits()).into(),
@@ -104,6 +108,49 @@ async fn trace_request(request: Request, next: axum::middleware::Next) -> Respon
     }
     .instrument(span)
     .await
+}
+
+/// A path with a `%` that is not followed by two hex digits is `400`: decoding
+/// it leniently would take it literally and name another resource than the
+/// client meant.
+async fn reject_bad_escapes(request: Request, next: axum::middleware::Next) -> Response {
+    match bad_escape(request.uri().path()) {
+        None => next.run(request).await,
+        Some(escape) => {
+            let path = request.uri().path();
+            let problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-argument",
+                format!(
+                    "the path {path:?} has an invalid percent-encoding {escape:?}: a % must \
+                     start %XX (two hex digits); write % itself as %25"
+                ),
+            );
+            let field = if path.starts_with("/resources/") {
+                Some("resource")
+            } else if path.starts_with("/locks/") {
+                Some("lock_id")
+            } else {
+                None
+            };
+            match field {
+                Some(field) => problem.with("field", json!(field)).into_response(),
+                None => problem.into_response(),
+            }
+        }
+    }
+}
+
+/// The first `%` escape in `path` that is not `%` and two hex digits.
+fn bad_escape(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    let at = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })?;
+    let end = (at + 3).min(path.len());
+    Some(path.get(at..end).unwrap_or(&path[at..]))
 }
 
 // ---------------------------------------------------------------------------
@@ -251,66 +298,128 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                format!("the body must be application/json (got {:?})", essence),
-            ));
+        if !is_json(request.headers()) {
+            return Err(not_json(request.headers()));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                let status = rejection.status();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::new(
-                        status,
-                        "body-too-large",
-                        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid-body",
-                        rejection.body_text(),
-                    )
-                }
-            })?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            let problem = Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-body",
-                format!("invalid JSON body at {path}: {}", error.inner()),
-            );
-            if path == "." {
-                problem
-            } else {
-                problem.with("field", json!(path))
-            }
-        })?;
-        deserializer.end().map_err(|error| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-body",
-                format!("trailing bytes after the JSON body: {error}"),
-            )
-        })?;
-        Ok(Self(value))
+        let bytes = read_body(request, state).await?;
+        parse_strict(&bytes).map(Self)
     }
+}
+
+/// An optional JSON body: none at all, or zero bytes whatever its Content-Type
+/// (`curl -XPUT` sends none, `curl -XPUT -d ''` zero form bytes), is `None`;
+/// a body that is there is parsed as strictly as [`StrictJson`].
+struct OptionalJson<T>(Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let json = is_json(request.headers());
+        let problem = (!json).then(|| not_json(request.headers()));
+        let bytes = read_body(request, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        match problem {
+            Some(problem) => Err(problem),
+            None => parse_strict(&bytes).map(|value| Self(Some(value))),
+        }
+    }
+}
+
+/// The media type without parameters, lowercased.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// `application/json` or any `+json` type.
+fn is_json(headers: &HeaderMap) -> bool {
+    let essence = media_type(headers);
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+fn not_json(headers: &HeaderMap) -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        format!(
+            "the body must be application/json (got {:?})",
+            media_type(headers)
+        ),
+    )
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`].
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    status,
+                    "body-too-large",
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-body",
+                    rejection.body_text(),
+                )
+            }
+        })
+}
+
+/// Parse one JSON value and nothing after it; a failure names the field where
+/// there is one (also a missing or unknown one, which serde reports at the
+/// object itself).
+fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let field = if path == "." {
+            named_field(&message).map(str::to_owned)
+        } else {
+            Some(path.clone())
+        };
+        let problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            format!("invalid JSON body at {path}: {message}"),
+        );
+        match field {
+            Some(field) => problem.with("field", json!(field)),
+            None => problem,
+        }
+    })?;
+    deserializer.end().map_err(|error| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            format!("trailing bytes after the JSON body: {error}"),
+        )
+    })?;
+    Ok(value)
+}
+
+/// The field serde names in "missing field `x`" or "unknown field `x`, ...".
+fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "unknown field `"]
+        .into_iter()
+        .find_map(|prefix| message.split_once(prefix)?.1.split_once('`'))
+        .map(|(field, _)| field)
 }
 
 /// A path parameter, percent-decoded; a bad encoding is a problem, not plain text.
@@ -471,12 +580,13 @@ fn present_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opti
 async fn renew_lock(
     State(state): State<AppState>,
     lock_id: Result<Path<String>, PathRejection>,
-    StrictJson(body): StrictJson<RenewBody>,
+    OptionalJson(body): OptionalJson<RenewBody>,
 ) -> Result<Response, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
     parse_lock_id(&lock_id)?;
-    // An explicit 0 is out of bounds; an absent ttl_ms keeps the granted TTL.
-    let ttl_ms = match body.ttl_ms {
+    // An explicit 0 is out of bounds; an absent ttl_ms (or no body at all) keeps
+    // the granted TTL.
+    let ttl_ms = match body.and_then(|b| b.ttl_ms) {
         Some(0) => {
             let limits = state.engine.limits();
             return Err(Problem::invalid(
@@ -579,18 +689,47 @@ async fn top_contended(State(state): State<AppState>) -> Response {
     axum::Json(json!({ "top": top })).into_response()
 }
 
-async fn no_route() -> Problem {
+async fn no_route(uri: Uri) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
         "not-found",
-        "no such endpoint; see /openapi.json",
+        format!(
+            "no such endpoint{}; see /openapi.json",
+            slash_hint(uri.path(), true)
+        ),
     )
 }
 
-async fn method_not_allowed() -> Problem {
+async fn method_not_allowed(uri: Uri) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
-        "method not allowed on this endpoint; see /openapi.json",
+        format!(
+            "method not allowed on this endpoint{}; see /openapi.json",
+            slash_hint(uri.path(), false)
+        ),
+    )
+}
+
+/// For a path under `/resources/` with more than one segment: the resource name
+/// is one path segment, so a `/` in it must be sent as `%2F`. Shows the path
+/// with the name so encoded, taking a trailing `/validate` as the endpoint when
+/// `validate_is_endpoint` (for a path no route matched; when the validate route
+/// matched with another method, the whole rest may be the name).
+fn slash_hint(path: &str, validate_is_endpoint: bool) -> String {
+    let Some(rest) = path.strip_prefix("/resources/") else {
+        return String::new();
+    };
+    if !rest.trim_end_matches('/').contains('/') {
+        return String::new();
+    }
+    let (name, endpoint) = match rest.strip_suffix("/validate") {
+        Some(name) if validate_is_endpoint => (name, "/validate"),
+        _ => (rest, ""),
+    };
+    format!(
+        ": a resource name is one path segment, so percent-encode each `/` in it as %2F, \
+         e.g. /resources/{}{endpoint}",
+        name.replace('/', "%2F")
     )
 }

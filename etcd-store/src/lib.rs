@@ -25,6 +25,6 @@ pub mod watermark;
 pub use error::StoreError;
 pub use record::GrantRecord;
 pub use shard::{
-    GrantOutcome, GrantReply, Holding, Proposal, Quarantined, ResourceState, ShardConfig,
+    GrantOutcome, GrantReply, Holding, Proposal, Quarantined, Removal, ResourceState, ShardConfig,
     ShardStore,
 };

@@ -97,6 +97,24 @@ pub struct Holding {
     pub remaining: Duration,
 }
 
+/// What a release or abort did in this shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// No grant of that lock id was removed here (none held, another lock's, or
+    /// for an abort, a grant a retry adopted).
+    Nothing,
+    /// The grant was removed: its record as this call read it before removing it
+    /// (`None` only if no attempt of this call read it, which does not happen).
+    Removed(Option<GrantRecord>),
+}
+
+impl Removal {
+    /// True when a grant was removed.
+    pub fn removed(&self) -> bool {
+        matches!(self, Self::Removed(_))
+    }
+}
+
 /// The answer to a proposal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantOutcome {
@@ -730,8 +748,18 @@ impl ShardStore {
     }
 
     /// Remove the grant of exactly `lock_id`. True when it existed.
-    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
     pub async fn release(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
+        Ok(self.release_grant(resource, lock_id).await?.removed())
+    }
+
+    /// [`ShardStore::release`], answering with the removed grant's record (who
+    /// held it, with which token), for the audit trail.
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn release_grant(
+        &self,
+        resource: &str,
+        lock_id: &str,
+    ) -> Result<Removal, StoreError> {
         self.remove(resource, lock_id, false).await
     }
 
@@ -739,7 +767,7 @@ impl ShardStore {
     /// delayed proposal for the same lock id is refused. True when a grant existed.
     #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
     pub async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
-        self.remove(resource, lock_id, true).await
+        Ok(self.remove(resource, lock_id, true).await?.removed())
     }
 
     async fn remove(
@@ -747,7 +775,7 @@ impl ShardStore {
         resource: &str,
         lock_id: &str,
         tombstone: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Removal, StoreError> {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         let tomb_key = self.keys.tombstone(lock_id);
@@ -759,6 +787,8 @@ impl ShardStore {
             if tombstone { "aborted" } else { "released" },
             rand::random::<u64>()
         );
+        // The grant as last read by an attempt that found it (what was removed).
+        let mut read: Option<GrantRecord> = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0
                 && self
@@ -766,7 +796,7 @@ impl ShardStore {
                     .await?
                     .is_some_and(|kv| kv.value() == nonce.as_bytes())
             {
-                return Ok(true);
+                return Ok(Removal::Removed(read));
             }
             let ours = match self.get_checked(&lock_key, floor).await? {
                 Some(kv) => {
@@ -777,8 +807,9 @@ impl ShardStore {
                         // A retry reported this grant as its lock: it is no
                         // longer the aborting round's to take back.
                         debug!("grant adopted by a retry; not aborting it");
-                        return Ok(false);
+                        return Ok(Removal::Nothing);
                     } else {
+                        read = Some(record);
                         Some(kv)
                     }
                 }
@@ -831,7 +862,10 @@ impl ShardStore {
                     {
                         self.observe_hold(kv);
                     }
-                    return Ok(ours.is_some());
+                    return Ok(match ours {
+                        Some(_) => Removal::Removed(read),
+                        None => Removal::Nothing,
+                    });
                 }
                 Ok(_) => debug!("grant changed during release; re-reading"),
             }

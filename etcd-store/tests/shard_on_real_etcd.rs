@@ -10,7 +10,8 @@ use std::time::Duration;
 use globallock_etcd::keys::{KeyLayout, encode_token};
 use globallock_etcd::shard::RenewHook;
 use globallock_etcd::{
-    GrantOutcome, GrantRecord, Holding, Proposal, Quarantined, ShardConfig, ShardStore, StoreError,
+    GrantOutcome, GrantRecord, Holding, Proposal, Quarantined, Removal, ShardConfig, ShardStore,
+    StoreError,
 };
 use globallock_localcluster::EtcdCluster;
 use globallock_protocol::clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -1134,4 +1135,43 @@ async fn regression_hole9_a_release_retried_after_a_lost_etcd_reply_still_says_r
     lost.store(0, Ordering::SeqCst);
     s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
     assert!(s.abort("orders/42", "L2").await.expect("abort"));
+}
+
+/// A release answers with the grant it removed (owner and token, for the audit
+/// trail), also when its etcd reply was lost and the store recognised its own
+/// earlier removal; nothing when there was nothing to remove.
+#[tokio::test]
+async fn release_grant_answers_with_the_removed_record() {
+    let mut f = fixture().await;
+    let lost = Arc::new(AtomicUsize::new(0));
+    let counter = lost.clone();
+    f.store.set_lost_reply_hook(Some(Arc::new(move |op| {
+        // The third release transaction (L2's) loses its reply.
+        op == "release" && counter.fetch_add(1, Ordering::SeqCst) == 2
+    })));
+    let s = &f.store;
+    s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+    match s.release_grant("orders/42", "L1").await.expect("release") {
+        Removal::Removed(Some(record)) => {
+            assert_eq!(
+                (record.lock_id.as_str(), record.owner.as_str(), record.token),
+                ("L1", "alice", 10)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.release_grant("orders/42", "L1").await.expect("again"),
+        Removal::Nothing
+    );
+    // This release's reply is lost: the store finds its own tombstone nonce.
+    s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
+    let removed = s.release_grant("orders/42", "L2").await.expect("release");
+    assert_eq!(lost.load(Ordering::SeqCst), 3, "L2's reply was lost");
+    match removed {
+        Removal::Removed(Some(record)) => {
+            assert_eq!((record.lock_id.as_str(), record.token), ("L2", 11))
+        }
+        other => panic!("{other:?}"),
+    }
 }

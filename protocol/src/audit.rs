@@ -48,6 +48,12 @@ pub struct AuditRecord {
     /// The W3C trace id of the request, when traced.
     #[serde(default)]
     pub trace_id: String,
+    /// Only on a rejection summary (outcome `suppressed`): how many rejections of
+    /// this owner (owner `""`: of other owners together) were counted instead of
+    /// written since the previous summary. Rejections are rate-limited in the
+    /// trail; see `globallock_telemetry::audit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
 }
 
 /// One holder's tenure, reconstructed from audit records.
@@ -129,6 +135,7 @@ mod tests {
             regions: vec![],
             outcome: "x".into(),
             trace_id: String::new(),
+            suppressed: None,
         }
     }
 

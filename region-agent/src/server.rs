@@ -266,6 +266,7 @@ async fn watch_expirations(
                 regions: vec![region.clone()],
                 outcome: "expired".into(),
                 trace_id: String::new(),
+                suppressed: None,
             });
         })
         .await;

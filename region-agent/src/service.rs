@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globallock_etcd::{GrantOutcome, Holding, Proposal, ShardStore, StoreError};
+use globallock_etcd::{
+    GrantOutcome, GrantRecord, Holding, Proposal, Removal as StoreRemoval, ShardStore, StoreError,
+};
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
     AdoptRequest, AdoptResponse, GrantOutcome as WireOutcome, GrantRequest, GrantResponse,
@@ -193,13 +195,25 @@ impl AgentService {
         record_target(&r.shard, &r.resource, &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        let removed = match how {
-            Removal::Release => store.release(&r.resource, &r.lock_id).await,
-            Removal::Abort => store.abort(&r.resource, &r.lock_id).await,
-        }
-        .map_err(unavailable)?;
+        let (removed, holder) = match how {
+            Removal::Release => match store
+                .release_grant(&r.resource, &r.lock_id)
+                .await
+                .map_err(unavailable)?
+            {
+                StoreRemoval::Removed(record) => (true, record.map(removed_holder)),
+                StoreRemoval::Nothing => (false, None),
+            },
+            Removal::Abort => (
+                store
+                    .abort(&r.resource, &r.lock_id)
+                    .await
+                    .map_err(unavailable)?,
+                None,
+            ),
+        };
         Span::current().record("removed", removed);
-        Ok(Response::new(RemoveResponse { removed }))
+        Ok(Response::new(RemoveResponse { removed, holder }))
     }
 
     /// Check that `lock_id` is well formed and names `resource`.
@@ -213,6 +227,18 @@ impl AgentService {
             ));
         }
         Ok(())
+    }
+}
+
+/// A grant this region just removed (it has no lifetime left).
+fn removed_holder(record: GrantRecord) -> Holder {
+    Holder {
+        lock_id: record.lock_id,
+        owner: record.owner,
+        fencing_token: record.token,
+        ttl_ms: record.ttl_ms,
+        request_id: record.request_id,
+        remaining_ms: 0,
     }
 }
 

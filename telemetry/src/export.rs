@@ -38,10 +38,11 @@ impl Telemetry {
     }
 }
 
-/// Install logging (filtered by `RUST_LOG`, default `info`) and, when an OTLP
-/// endpoint is given (or `OTEL_EXPORTER_OTLP_ENDPOINT` is set), span export to it
-/// as `service`. Export is batched on its own thread with a bounded queue: a
-/// collector that is down or slow costs dropped spans, never a blocked request.
+/// Install logging (filtered by `RUST_LOG`, default `info`; text, coloured only
+/// on a terminal, or JSON lines) and, when an OTLP endpoint is given (or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set), span export to it as `service`. Export
+/// is batched on its own thread with a bounded queue: a collector that is down or
+/// slow costs dropped spans, never a blocked request.
 pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let endpoint = otlp_endpoint
@@ -64,14 +65,19 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> Te
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(colour_logs()),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_target(false),
+                    .with_target(false)
+                    .with_ansi(false),
             )
             .try_init(),
     };
@@ -81,6 +87,14 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> Te
         tracing::info!(%endpoint, service, "exporting traces over OTLP/gRPC");
     }
     Telemetry { provider }
+}
+
+/// Colour only for a person at a terminal: logs written to a file or a pipe (a
+/// service manager, `make dev`'s log files) are plain text. `NO_COLOR` turns it
+/// off everywhere (<https://no-color.org>).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A tracer provider exporting to `endpoint` as `service`.

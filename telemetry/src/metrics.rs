@@ -168,6 +168,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "Audit records dropped (queue full or write failed).",
     ),
     (
+        "counter",
+        "globallock_audit_suppressed_total",
+        "Rejection audit records not written because of the rejection rate limit (counted in periodic summary records instead).",
+    ),
+    (
         "gauge",
         "globallock_build_info",
         "Always 1; the version label names the build.",

@@ -6,6 +6,11 @@
 //! ([`globallock_localcluster::ProcessCluster`]). It prints a table of regions,
 //! shards, endpoints and pids, writes the same as JSON into the data directory, and
 //! stays in the foreground until Ctrl-C/SIGTERM, then stops everything it started.
+//!
+//! What it prints follows its flags: the `try:` lines pass `--endpoint` when the
+//! coordinator is not on lockctl's default, and the data directory gets a
+//! `prometheus.yml` that scrapes this cluster's own `prometheus-targets.json`
+//! (`deploy/prometheus/prometheus.yml` is the same for the default `.dev-cluster`).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,16 @@ use clap::Parser;
 use globallock_localcluster::processes::{CoordinatorInfo, REGIONS, RegionInfo};
 use globallock_localcluster::{CoordinatorSpec, Layout, ProcessCluster};
 use serde::Serialize;
+
+/// The endpoint lockctl uses without `--endpoint` (and `make dev`'s `--listen`).
+const LOCKCTL_DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+
+/// The repository's alert rules, for the Prometheus config written into the data
+/// directory (left out when the binary runs away from its source tree).
+const ALERT_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/prometheus/alerts.yml"
+);
 
 /// Start a local three-region global lock cluster.
 #[derive(Debug, Parser)]
@@ -57,6 +72,8 @@ struct ClusterInfo {
     coordinator_pid: u32,
     audit_logs: Vec<String>,
     data_dir: String,
+    /// A Prometheus config scraping this cluster (`prometheus --config.file=...`).
+    prometheus_config: String,
     coordinators: Vec<CoordinatorInfo>,
     regions: Vec<RegionInfo>,
 }
@@ -114,15 +131,20 @@ fn main() -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .collect(),
         data_dir: data_dir.display().to_string(),
+        prometheus_config: data_dir.join("prometheus.yml").display().to_string(),
         coordinators,
         regions: cluster.regions(),
     };
     let json_path = data_dir.join("cluster.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)?;
-    // For deploy/prometheus/prometheus.yml (file_sd_configs).
+    // Prometheus file_sd targets, and a config that scrapes exactly this file
+    // (deploy/prometheus/prometheus.yml reads the default .dev-cluster path only).
+    let targets = data_dir.join("prometheus-targets.json");
+    std::fs::write(&targets, prometheus_targets(&info))?;
+    let rules = Path::new(ALERT_RULES).canonicalize().ok();
     std::fs::write(
-        data_dir.join("prometheus-targets.json"),
-        prometheus_targets(&info),
+        &info.prometheus_config,
+        prometheus_config(&targets, rules.as_deref()),
     )?;
     print_table(&info, &json_path);
 
@@ -158,6 +180,50 @@ fn prometheus_targets(info: &ClusterInfo) -> String {
         }));
     }
     serde_json::to_string_pretty(&groups).unwrap_or_default()
+}
+
+/// A Prometheus configuration scraping the targets in `targets` (absolute), with
+/// the alert rules when they are at hand.
+fn prometheus_config(targets: &Path, rules: Option<&Path>) -> String {
+    // JSON strings are YAML double-quoted scalars: any path is quoted safely.
+    let quote = |path: &Path| serde_json::Value::from(path.display().to_string()).to_string();
+    let mut text = String::from(
+        "# Written by devcluster for this cluster: scrapes the coordinator and every\n\
+         # agent listed in the targets file below. Start Prometheus with\n\
+         #   prometheus --config.file=<this file>\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n",
+    );
+    if let Some(rules) = rules {
+        text.push_str(&format!("\nrule_files:\n  - {}\n", quote(rules)));
+    }
+    text.push_str(&format!(
+        "\nscrape_configs:\n  - job_name: globallock\n    file_sd_configs:\n      - files:\n          - {}\n        refresh_interval: 10s\n",
+        quote(targets)
+    ));
+    text
+}
+
+/// The commands to try, aimed at this cluster: `--endpoint` whenever the
+/// coordinator is not where lockctl looks by default.
+fn try_lines(info: &ClusterInfo) -> Vec<String> {
+    let endpoint = if info.coordinator_address == LOCKCTL_DEFAULT_ENDPOINT {
+        String::new()
+    } else {
+        format!(" --endpoint {}", info.coordinator_address)
+    };
+    vec![
+        format!("try:  target/debug/lockctl acquire orders/42 --ttl 30s{endpoint}"),
+        format!("      target/debug/lockctl describe orders/42{endpoint}"),
+        format!(
+            "      target/debug/lockctl audit orders/42 --log {}",
+            info.audit_logs.join(" --log ")
+        ),
+        format!(
+            "      curl -s -XPOST {}/locks -H 'content-type: application/json' \\",
+            info.rest_address
+        ),
+        "           -d '{\"resource\":\"orders/42\",\"owner\":\"me\",\"ttl_ms\":30000}'".to_owned(),
+    ]
 }
 
 fn print_table(info: &ClusterInfo, json_path: &Path) {
@@ -201,27 +267,75 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
         info.coordinator_metrics,
         agents.join(", ")
     );
+    println!(
+        "prometheus   prometheus --config.file={}",
+        info.prometheus_config
+    );
     println!("audit        {}", info.audit_logs.join(", "));
     println!(
         "traces       set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 before `make dev` to export to Jaeger"
     );
     println!("cluster.json {}", json_path.display());
     println!(
-        "logs         {}/<region>/*.log, {}/coordinator.log",
+        "logs         {}/<region>/*.log, {}/coordinator.log (GLOBALLOCK_LOG_FORMAT=json for JSON lines)",
         info.data_dir, info.data_dir
     );
     println!();
-    println!("try:  target/debug/lockctl acquire orders/42 --ttl 30s");
-    println!("      target/debug/lockctl describe orders/42");
-    println!(
-        "      target/debug/lockctl audit orders/42 --log {}",
-        info.audit_logs.join(" --log ")
-    );
-    println!(
-        "      curl -s -XPOST {}/locks -H 'content-type: application/json' \\",
-        info.rest_address
-    );
-    println!("           -d '{{\"resource\":\"orders/42\",\"owner\":\"me\",\"ttl_ms\":30000}}'");
+    for line in try_lines(info) {
+        println!("{line}");
+    }
     println!();
     println!("Ctrl-C stops everything.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(grpc: &str) -> ClusterInfo {
+        ClusterInfo {
+            coordinator_address: grpc.to_owned(),
+            rest_address: "http://127.0.0.1:7480".into(),
+            coordinator_metrics: "http://127.0.0.1:7490/metrics".into(),
+            coordinator_pid: 1,
+            audit_logs: vec!["/d/coordinator-audit.jsonl".into()],
+            data_dir: "/d".into(),
+            prometheus_config: "/d/prometheus.yml".into(),
+            coordinators: Vec::new(),
+            regions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn try_lines_name_the_endpoint_only_when_it_is_not_the_default() {
+        let default = try_lines(&info(LOCKCTL_DEFAULT_ENDPOINT)).join("\n");
+        assert!(!default.contains("--endpoint"), "{default}");
+        let other = try_lines(&info("http://127.0.0.1:7500")).join("\n");
+        assert!(
+            other.contains("acquire orders/42 --ttl 30s --endpoint http://127.0.0.1:7500"),
+            "{other}"
+        );
+        assert!(
+            other.contains("describe orders/42 --endpoint http://127.0.0.1:7500"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn prometheus_config_scrapes_the_given_targets_file() {
+        let config = prometheus_config(
+            Path::new("/tmp/my cluster/prometheus-targets.json"),
+            Some(Path::new("/repo/deploy/prometheus/alerts.yml")),
+        );
+        assert!(
+            config.contains("- \"/tmp/my cluster/prometheus-targets.json\""),
+            "{config}"
+        );
+        assert!(
+            config.contains("rule_files:\n  - \"/repo/deploy/prometheus/alerts.yml\""),
+            "{config}"
+        );
+        let without_rules = prometheus_config(Path::new("/t.json"), None);
+        assert!(!without_rules.contains("rule_files"), "{without_rules}");
+    }
 }
