@@ -275,6 +275,17 @@ impl AgentConfig {
                 format!("{} is also the agent's listen address", self.listen),
             ));
         }
+        if self.ring_epoch > 0 && self.state_dir.is_none() {
+            // Without a memory of the previous ring, moved resources cannot be
+            // handed over safely.
+            return Err(invalid(
+                "ring_epoch",
+                format!(
+                    "{} needs state_dir: an agent hands moved resources over only if it remembers the previous ring",
+                    self.ring_epoch
+                ),
+            ));
+        }
         if self.compaction_keep_revisions < 1 {
             return Err(invalid(
                 "compaction_keep_revisions",
@@ -423,5 +434,14 @@ mod tests {
         c.max_token_lead_ms = c.quarantine_ms;
         let text = c.validate().unwrap_err().to_string();
         assert!(text.starts_with("max_token_lead_ms"), "{text}");
+    }
+
+    #[test]
+    fn a_ring_epoch_above_zero_needs_a_state_dir() {
+        let mut c = sample();
+        c.ring_epoch = 1;
+        c.state_dir = None;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.starts_with("ring_epoch: 1 needs state_dir"), "{text}");
     }
 }

@@ -30,6 +30,10 @@ pub struct RingState {
     /// The floor for moved resources, once the handover window ended.
     #[serde(default)]
     pub floor: Option<u64>,
+    /// When this epoch was first served (wall clock, ms since the Unix epoch):
+    /// the next ring change must wait until its handover is over.
+    #[serde(default)]
+    pub since_unix_ms: u64,
 }
 
 /// Why the configured ring cannot be served.
@@ -60,6 +64,21 @@ pub enum RingStateError {
         /// Served before.
         served: u64,
     },
+    /// A ring change while the previous one is still being handed over: the agent
+    /// remembers only one previous ring.
+    #[error(
+        "ring_epoch: epoch {served} was started {} s ago; wait until its handover is over ({} s in all) before changing the ring again",
+        elapsed.as_secs(),
+        window.as_secs()
+    )]
+    TooSoon {
+        /// The epoch being handed over.
+        served: u64,
+        /// How long ago it started.
+        elapsed: Duration,
+        /// The handover window.
+        window: Duration,
+    },
     /// The stored previous ring is not a ring.
     #[error("ring state: previous ring")]
     Ring(#[from] RingError),
@@ -74,6 +93,7 @@ pub fn resolve(
     ring: StoredRing,
     now: Duration,
     window: Duration,
+    now_unix_ms: u64,
 ) -> Result<Option<Handover>, RingStateError> {
     let Some(dir) = dir else {
         return Ok(None);
@@ -86,6 +106,7 @@ pub fn resolve(
             ring,
             previous: None,
             floor: None,
+            since_unix_ms: now_unix_ms,
         },
         Some(old) if old.epoch == epoch => {
             if old.ring != ring {
@@ -99,12 +120,23 @@ pub fn resolve(
                 served: old.epoch,
             });
         }
-        Some(old) => RingState {
-            epoch,
-            ring,
-            previous: Some(old.ring),
-            floor: None,
-        },
+        Some(old) => {
+            let elapsed = Duration::from_millis(now_unix_ms.saturating_sub(old.since_unix_ms));
+            if old.previous.is_some() && elapsed < window {
+                return Err(RingStateError::TooSoon {
+                    served: old.epoch,
+                    elapsed,
+                    window,
+                });
+            }
+            RingState {
+                epoch,
+                ring,
+                previous: Some(old.ring),
+                floor: None,
+                since_unix_ms: now_unix_ms,
+            }
+        }
     };
     write(&path, &state)?;
     let Some(previous) = &state.previous else {
@@ -169,22 +201,25 @@ mod tests {
         let w = Duration::from_secs(10);
         let t = Duration::ZERO;
         assert!(
-            resolve(Some(dir.path()), 0, stored(&["a", "b"]), t, w)
+            resolve(Some(dir.path()), 0, stored(&["a", "b"]), t, w, 0)
                 .expect("first")
                 .is_none()
         );
         assert!(
-            resolve(Some(dir.path()), 0, stored(&["a", "b"]), t, w)
+            resolve(Some(dir.path()), 0, stored(&["a", "b"]), t, w, 0)
                 .expect("same")
                 .is_none()
         );
-        let h = resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w).expect("change");
+        let h =
+            resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w, 1_000).expect("change");
         assert!(h.is_some_and(|h| h.floor().is_none()));
         // A restart during the window: still handing over (the window restarts).
-        let again = resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w).expect("restart");
+        let again =
+            resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w, 1_000).expect("restart");
         assert!(again.is_some_and(|h| h.floor().is_none()));
         save_floor(dir.path(), 123).expect("floor");
-        let done = resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w).expect("after");
+        let done =
+            resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w, 1_000).expect("after");
         assert_eq!(done.and_then(|h| h.floor()), Some(123));
     }
 
@@ -192,17 +227,48 @@ mod tests {
     fn a_ring_changed_without_a_new_epoch_or_an_epoch_going_back_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let w = Duration::from_secs(10);
-        resolve(Some(dir.path()), 3, stored(&["a", "b"]), Duration::ZERO, w).expect("first");
+        resolve(
+            Some(dir.path()),
+            3,
+            stored(&["a", "b"]),
+            Duration::ZERO,
+            w,
+            0,
+        )
+        .expect("first");
         assert!(matches!(
-            resolve(Some(dir.path()), 3, stored(&["a"]), Duration::ZERO, w),
+            resolve(Some(dir.path()), 3, stored(&["a"]), Duration::ZERO, w, 0),
             Err(RingStateError::ChangedWithoutEpoch { epoch: 3 })
         ));
         assert!(matches!(
-            resolve(Some(dir.path()), 2, stored(&["a", "b"]), Duration::ZERO, w),
+            resolve(
+                Some(dir.path()),
+                2,
+                stored(&["a", "b"]),
+                Duration::ZERO,
+                w,
+                0
+            ),
             Err(RingStateError::EpochWentBack {
                 configured: 2,
                 served: 3
             })
         ));
+    }
+
+    #[test]
+    fn a_second_ring_change_waits_until_the_first_handover_is_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Duration::from_secs(10);
+        let t = Duration::ZERO;
+        resolve(Some(dir.path()), 0, stored(&["a", "b"]), t, w, 0).expect("first");
+        // The first ring ever served can change at once (nothing to hand over).
+        resolve(Some(dir.path()), 1, stored(&["a", "b", "c"]), t, w, 1_000).expect("change");
+        let early = resolve(Some(dir.path()), 2, stored(&["b", "c"]), t, w, 5_000);
+        assert!(
+            matches!(early, Err(RingStateError::TooSoon { served: 1, .. })),
+            "{early:?}"
+        );
+        resolve(Some(dir.path()), 2, stored(&["b", "c"]), t, w, 11_000).expect("after the window");
     }
 }

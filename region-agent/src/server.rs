@@ -121,6 +121,7 @@ pub async fn serve(
         },
         clock.monotonic(),
         config.quarantine,
+        clock.unix_micros() / 1_000,
     )?;
     if let Some(handover) = &handover
         && handover.floor().is_none()
