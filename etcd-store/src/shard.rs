@@ -22,7 +22,7 @@ use crate::error::StoreError;
 use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
 use crate::record::GrantRecord;
-use crate::watermark::{Seen, Watermark};
+use crate::watermark::{Before, Watermark};
 
 /// Marks read per page while collecting them.
 const MARK_PAGE: i64 = 500;
@@ -199,6 +199,8 @@ pub struct ShardStore {
     renew_hook: Option<RenewHook>,
     /// Test hook that loses transaction replies (always `None` in production).
     lost_reply_hook: Option<LostReplyHook>,
+    /// Held while a quarantine ends, so only one request writes the new marker.
+    rejoin: tokio::sync::Mutex<()>,
 }
 
 /// A bounded set of lock ids this store released or aborted.
@@ -282,6 +284,7 @@ impl ShardStore {
             })?,
             renew_hook: None,
             lost_reply_hook: None,
+            rejoin: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -333,9 +336,20 @@ impl ShardStore {
     /// `Err` while the shard is quarantined; ends the quarantine (rewriting the
     /// marker with a fresh token floor) once it has run its course.
     pub async fn admit(&self) -> Result<Result<u64, Quarantined>, StoreError> {
-        let now = self.clock.monotonic();
-        let membership = *self.membership.lock().unwrap_or_else(|e| e.into_inner());
-        match membership.admit(now) {
+        let admission = |store: &Self| {
+            let membership = *store.membership.lock().unwrap_or_else(|e| e.into_inner());
+            membership.admit(store.clock.monotonic())
+        };
+        match admission(self) {
+            Admission::Serve { floor } => return Ok(Ok(floor)),
+            Admission::Wait { remaining } => return Ok(Err(Quarantined { remaining })),
+            Admission::Rejoin => {}
+        }
+        // One rejoin at a time: requests that raced to it must not each write a
+        // marker (the second would overwrite the first's floor and quarantine the
+        // shard again: "marker rewritten").
+        let _rejoining = self.rejoin.lock().await;
+        match admission(self) {
             Admission::Serve { floor } => return Ok(Ok(floor)),
             Admission::Wait { remaining } => return Ok(Err(Quarantined { remaining })),
             Admission::Rejoin => {}
@@ -1255,7 +1269,7 @@ impl ShardStore {
     /// the request was sent.
     fn check_history(
         &self,
-        before: Seen,
+        before: Before,
         header: Option<&etcd_client::ResponseHeader>,
     ) -> Result<(), StoreError> {
         let Some(header) = header else {

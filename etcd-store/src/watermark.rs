@@ -65,6 +65,16 @@ impl std::fmt::Display for Rollback {
     }
 }
 
+/// What was seen before a request was sent: compare its response against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Before {
+    /// The history seen.
+    pub seen: Seen,
+    /// How many times the history was reset (a quarantine ended) so far: a
+    /// response to a request sent before a reset is not compared.
+    generation: u64,
+}
+
 /// The watermark of one shard.
 #[derive(Debug)]
 pub struct Watermark {
@@ -72,6 +82,8 @@ pub struct Watermark {
     path: Option<PathBuf>,
     /// Seen so far, and what is on disk, and when it was written (monotonic).
     state: Mutex<(Seen, Seen, Option<Duration>)>,
+    /// Resets so far.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Watermark {
@@ -88,23 +100,34 @@ impl Watermark {
         Ok(Self {
             path,
             state: Mutex::new((seen, seen, None)),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The highest revision seen so far (take it before sending a request).
-    pub fn before_request(&self) -> Seen {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    pub fn before_request(&self) -> Before {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Before {
+            seen: state.0,
+            generation: self.generation.load(std::sync::atomic::Ordering::SeqCst),
+        }
     }
 
     /// Check a response's header against what was seen before its request was
     /// sent, and remember it. `now` is monotonic time, for throttling writes.
     pub fn observe(
         &self,
-        before: Seen,
+        before: Before,
         cluster_id: u64,
         revision: i64,
         now: Duration,
     ) -> Result<(), Rollback> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if before.generation != self.generation.load(std::sync::atomic::Ordering::SeqCst) {
+            // The history was reset after this request was sent: nothing to compare.
+            return Ok(());
+        }
+        let before = before.seen;
         if before.cluster_id != 0 && cluster_id != before.cluster_id {
             return Err(Rollback::ClusterChanged {
                 was: before.cluster_id,
@@ -117,7 +140,6 @@ impl Watermark {
                 now: revision,
             });
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.0.cluster_id = cluster_id;
         state.0.revision = state.0.revision.max(revision);
         let due = state.2.is_none_or(|at| now >= at + PERSIST_EVERY);
@@ -138,7 +160,11 @@ impl Watermark {
             cluster_id,
             revision,
         };
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (seen, seen, None);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = (seen, seen, None);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        drop(state);
         self.write(seen);
     }
 
@@ -182,7 +208,7 @@ mod tests {
         assert_eq!(w.observe(b, 7, 12, at(2)), Ok(()));
         // A request sent after 15 was seen must not see less.
         let later = w.before_request();
-        assert_eq!(later.revision, 15);
+        assert_eq!(later.seen.revision, 15);
         assert_eq!(
             w.observe(later, 7, 14, at(3)),
             Err(Rollback::RevisionBack { was: 15, now: 14 })
@@ -202,7 +228,7 @@ mod tests {
         drop(w);
         let again = Watermark::load(Some(path.clone())).expect("reload");
         assert_eq!(
-            again.before_request(),
+            again.before_request().seen,
             Seen {
                 cluster_id: 7,
                 revision: 100
@@ -211,6 +237,24 @@ mod tests {
         assert!(again.observe(again.before_request(), 7, 50, at(0)).is_err());
         again.reset(7, 50);
         let after_reset = Watermark::load(Some(path)).expect("reload");
-        assert_eq!(after_reset.before_request().revision, 50);
+        assert_eq!(after_reset.before_request().seen.revision, 50);
+    }
+
+    #[test]
+    fn a_response_to_a_request_sent_before_a_reset_is_not_a_rollback() {
+        // A quarantine ended (reset to the new, lower history) while a request
+        // was in flight: its answer carries the new history, which is no rollback.
+        let w = Watermark::load(None).expect("memory");
+        w.observe(w.before_request(), 7, 1_000, at(0))
+            .expect("first");
+        let in_flight = w.before_request();
+        w.reset(7, 5);
+        assert_eq!(w.observe(in_flight, 7, 6, at(1)), Ok(()));
+        // A request sent after the reset is compared against the new history.
+        let after = w.before_request();
+        assert_eq!(
+            w.observe(after, 7, 4, at(2)),
+            Err(Rollback::RevisionBack { was: 5, now: 4 })
+        );
     }
 }
