@@ -44,26 +44,6 @@ fn release(lock_id: &str) -> ReleaseRequest {
     }
 }
 
-/// Grant requests sent to each region, as counted by the coordinators'
-/// `globallock_region_requests_total{op="grant"}` (every outcome). The
-/// coordinators of an in-process cluster share one metrics recorder, so this
-/// counts what all of them sent.
-async fn grants_sent(cluster: &Cluster) -> anyhow::Result<Vec<f64>> {
-    let mut sent = Vec::new();
-    for region in harness::REGIONS {
-        sent.push(
-            cluster
-                .coordinator_metric(
-                    0,
-                    "globallock_region_requests_total",
-                    &[("region", region), ("op", "grant")],
-                )
-                .await?,
-        );
-    }
-    Ok(sent)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -> anyhow::Result<()>
 {
@@ -95,19 +75,19 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
         || {
             let (cluster, mut minority) = (&cluster, minority.clone());
             async move {
-                let before = grants_sent(cluster).await.ok()?;
+                let before = cluster.grants_sent().await.ok()?;
                 let status = minority
                     .acquire(acquire("orders/2", "m", 5_000, 0))
                     .await
                     .expect_err("a minority must never grant");
                 assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
-                let after = grants_sent(cluster).await.ok()?;
+                let after = cluster.grants_sent().await.ok()?;
                 (before == after && names_b_and_c(&status)).then_some(())
             }
         },
     )
     .await;
-    let before = grants_sent(&cluster).await?;
+    let before = cluster.grants_sent().await?;
     for i in 0..10 {
         let status = minority
             .acquire(acquire(&format!("orders/{i}"), "m", 5_000, 0))
@@ -116,7 +96,7 @@ async fn minority_partition_rejects_fast_and_the_majority_side_keeps_serving() -
         assert!(names_b_and_c(&status), "{status:?}");
     }
     assert_eq!(
-        grants_sent(&cluster).await?,
+        cluster.grants_sent().await?,
         before,
         "the minority side sent grant requests although its health checks had \
          marked B and C down"

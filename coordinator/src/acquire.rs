@@ -213,18 +213,12 @@ impl Drive<'_> {
 
     /// Abort round `round`'s lock id at `region`, as a future of its event.
     fn abort(&self, round: RoundId, region: usize) -> BoxFuture<'static, Event> {
-        let lock_id = self.minted[&round].0.clone();
-        abort_at(
-            self.engine.regions.clone(),
-            region,
-            LockRef {
-                shard: self.shard.clone(),
-                resource: self.p.resource.clone(),
-                lock_id,
-            },
-        )
-        .map(move |()| Event::Aborted { round, region })
-        .boxed()
+        let lock = LockRef {
+            shard: self.shard.clone(),
+            resource: self.p.resource.clone(),
+            lock_id: self.minted[&round].0.clone(),
+        };
+        abort_event(self.engine.regions.clone(), round, region, lock)
     }
 
     /// Ask `region` to adopt the earlier lock `lock_id` of this request, as a
@@ -297,16 +291,12 @@ impl Drive<'_> {
                 while let Some(event) = in_flight.next().await {
                     for command in machine.handle(event) {
                         if let Command::Abort { round, region } = command {
-                            let lock_ref = LockRef {
+                            let lock = LockRef {
                                 shard: shard.clone(),
                                 resource: resource.clone(),
                                 lock_id: minted[&round].0.clone(),
                             };
-                            in_flight.push(
-                                abort_at(regions.clone(), region, lock_ref)
-                                    .map(move |()| Event::Aborted { round, region })
-                                    .boxed(),
-                            );
+                            in_flight.push(abort_event(regions.clone(), round, region, lock));
                         }
                     }
                     if machine.is_done() {
@@ -403,6 +393,18 @@ impl Expected {
             }
         }
     }
+}
+
+/// Abort `lock` at `region`, as a future of the machine's event.
+fn abort_event(
+    regions: Arc<Regions>,
+    round: RoundId,
+    region: usize,
+    lock: LockRef,
+) -> BoxFuture<'static, Event> {
+    abort_at(regions, region, lock)
+        .map(move |()| Event::Aborted { round, region })
+        .boxed()
 }
 
 /// Abort `lock.lock_id` at `region` (bounded by the region deadline; a failed

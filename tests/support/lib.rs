@@ -664,6 +664,25 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 impl Cluster {
+    /// Grant requests sent to each region (every outcome), as counted by
+    /// coordinator 0's `globallock_region_requests_total{op="grant"}`. The
+    /// coordinators of an in-process cluster share one metrics recorder, so this
+    /// counts what all of them sent.
+    pub async fn grants_sent(&self) -> anyhow::Result<Vec<f64>> {
+        let mut sent = Vec::new();
+        for region in REGIONS {
+            sent.push(
+                self.coordinator_metric(
+                    0,
+                    "globallock_region_requests_total",
+                    &[("region", region), ("op", "grant")],
+                )
+                .await?,
+            );
+        }
+        Ok(sent)
+    }
+
     /// The current value of one series on coordinator `c`'s `/metrics`.
     pub async fn coordinator_metric(
         &self,
