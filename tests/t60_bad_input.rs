@@ -240,7 +240,26 @@ fn proposal(lock_id: &str, token: u64, ttl_ms: u64) -> globallock_proto::agent::
         ttl_ms,
         request_id: format!("req-{lock_id}"),
         ring_epoch: 0,
+        deadline_unix_ms: 0,
     }
+}
+
+/// A client of region A's agent (as a coordinator would call it), and the time.
+async fn region_a_agent(
+    cluster: &Cluster,
+) -> anyhow::Result<(
+    globallock_proto::agent::region_agent_client::RegionAgentClient<tonic::transport::Channel>,
+    u64,
+)> {
+    let agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(format!(
+        "http://{}",
+        cluster.regions[0].agent_addr
+    ))
+    .await?;
+    let now_us = globallock_protocol::clock::Clock::unix_micros(
+        &globallock_protocol::clock::SystemClock::new(),
+    );
+    Ok((agent, now_us))
 }
 
 /// Holes 4 and 8: an agent refuses a TTL that could outlive its quarantine after
@@ -252,14 +271,8 @@ async fn regression_agents_refuse_ttls_beyond_their_quarantine_and_runaway_token
     let options = ClusterOptions::default();
     let quarantine_ms = options.quarantine_ms;
     let cluster = Cluster::start(options).await?;
-    let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
-        format!("http://{}", cluster.regions[0].agent_addr),
-    )
-    .await?;
+    let (mut agent, now_us) = region_a_agent(&cluster).await?;
     let id = |n: u128| globallock_protocol::lock_id::LockId::new(n, "agent/limits").to_string();
-    let now_us = globallock_protocol::clock::Clock::unix_micros(
-        &globallock_protocol::clock::SystemClock::new(),
-    );
 
     let long = agent
         .grant(proposal(&id(1), now_us, quarantine_ms))
@@ -288,6 +301,48 @@ async fn regression_agents_refuse_ttls_beyond_their_quarantine_and_runaway_token
         .await?
         .into_inner();
     assert_eq!(ok.high_water_mark, now_us);
+    Ok(())
+}
+
+/// Hole 9: a proposal that reaches an agent after its coordinator stopped
+/// waiting (its deadline, plus the slack the agent allows, has passed) is
+/// refused with DEADLINE_EXCEEDED and writes nothing; one in time is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hole9_a_grant_arriving_after_its_deadline_is_refused_not_applied()
+-> anyhow::Result<()> {
+    let options = ClusterOptions::default();
+    let offset_ms = options.late_proposal_slack_ms;
+    let cluster = Cluster::start(options).await?;
+    let (mut agent, now_us) = region_a_agent(&cluster).await?;
+    let id = |n: u128| globallock_protocol::lock_id::LockId::new(n, "agent/limits").to_string();
+    let now_ms = now_us / 1_000;
+    let late = globallock_proto::agent::GrantRequest {
+        deadline_unix_ms: now_ms - offset_ms - 5_000,
+        ..proposal(&id(1), now_us, 5_000)
+    };
+    let refused = agent.grant(late).await.unwrap_err();
+    assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("after its coordinator's deadline"),
+        "{}",
+        refused.message()
+    );
+    let read = cluster.agent_read(0, "agent/limits").await?;
+    assert_eq!((read.holder, read.high_water_mark), (None, 0));
+
+    // Within the allowed offset (a coordinator clock a little behind): granted.
+    let in_time = globallock_proto::agent::GrantRequest {
+        deadline_unix_ms: now_ms - offset_ms / 2,
+        ..proposal(&id(2), now_us, 5_000)
+    };
+    let granted = agent.grant(in_time).await?.into_inner();
+    assert_eq!(
+        granted.vote(),
+        globallock_proto::agent::Vote::Granted,
+        "{granted:?}"
+    );
     Ok(())
 }
 

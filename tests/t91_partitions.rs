@@ -540,3 +540,55 @@ async fn regression_hole1_a_retry_never_wins_a_lock_that_is_being_aborted() -> a
     assert_eq!(check(&history.history(), None), vec![]);
     Ok(())
 }
+
+/// Hole 9 end to end: region C's link delays every request by 3 s, three times
+/// the coordinator's deadline. The lock is won by A and B; the proposal that
+/// reaches C seconds later is refused (its deadline passed), so C never holds a
+/// grant that nobody waits for. Before the fix C applied it and held the
+/// resource until the lock's TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hole9_a_proposal_delayed_past_its_deadline_is_not_applied() -> anyhow::Result<()>
+{
+    let cluster = Cluster::start(ClusterOptions {
+        late_proposal_slack_ms: 0,
+        ..options(1)
+    })
+    .await?;
+    let mut client = cluster.client(0).await?;
+    // The coordinator states deadlines on each agent's clock, as its health
+    // probes read it: wait until a probe of region C succeeded.
+    let rest = cluster.rest_addrs[0];
+    eventually(Duration::from_secs(30), "region C probed", || async move {
+        let ready = harness::http::request(rest, "GET", "/readyz", &[], None).await;
+        ready.ok().filter(|r| {
+            r.json()["reachable_regions"]
+                .to_string()
+                .contains("region-c")
+        })
+    })
+    .await;
+    let delay = Duration::from_secs(3);
+    cluster.link(0, 2).set(Faults::delay(delay, Duration::ZERO));
+    let lock = client
+        .acquire(acquire("late/grant", "p", 60_000, 0))
+        .await?
+        .into_inner();
+    assert!(
+        !lock.granted_regions.contains(&"region-c".to_owned()),
+        "{:?}",
+        lock.granted_regions
+    );
+    // The delayed proposal reaches C after `delay`; watch C well past that. (If
+    // the machine is so slow that it arrives later still, this passes without
+    // proving anything; it never fails when the rule holds.)
+    let until = Instant::now() + delay + Duration::from_secs(5);
+    while Instant::now() < until {
+        let at_c = cluster.agent_read(2, "late/grant").await?;
+        assert_eq!(
+            at_c.holder, None,
+            "region C applied a proposal that arrived after its deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

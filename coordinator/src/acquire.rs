@@ -15,14 +15,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use globallock_proto::agent::{
-    AdoptRequest, GrantOutcome as WireOutcome, GrantRequest, GrantResponse, LockRef,
+    AdoptRequest, GrantRequest, GrantResponse, LockRef, Vote as WireVote,
 };
 use globallock_protocol::acquire::{
     AcquireConfig, AcquireMachine, Answer, Command, Event, RoundId,
 };
 use globallock_protocol::fence::TokenRatchet;
 use globallock_protocol::lock_id::LockId;
-use globallock_protocol::quorum::{GrantReply, Loss};
+use globallock_protocol::quorum::{Grant, Loss, Reply, Vote};
 use tonic::Status;
 use tracing::{Instrument, Span, debug, info_span, warn};
 
@@ -171,6 +171,13 @@ impl Drive<'_> {
             ttl_ms: self.p.ttl_ms,
             request_id: self.request_id.clone(),
             ring_epoch: self.engine.ring_epoch,
+            // When this coordinator stops waiting (the call's own timeout), on
+            // the agent's clock: it refuses the proposal if it arrives later.
+            deadline_unix_ms: self
+                .engine
+                .regions
+                .get(region)
+                .agent_time_in(self.engine.regions.timeout()),
         };
         let span = info_span!("propose", round, lock_id = %lock_id, token);
         let call = self.engine.call_region(
@@ -362,37 +369,43 @@ struct Expected {
 
 impl Expected {
     /// A region's answer as the quorum rule sees it; also feeds the token ratchet.
-    fn classify(&self, result: Result<GrantResponse, Status>) -> GrantReply {
+    fn classify(&self, result: Result<GrantResponse, Status>) -> Reply {
         let Ok(response) = result else {
-            return GrantReply::Failed;
+            return Reply::Failed;
         };
         self.ratchet
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(&self.resource, response.high_water_mark);
-        let holder = response.holder.map(grant_of);
-        match (WireOutcome::try_from(response.outcome), holder) {
-            (Ok(WireOutcome::Granted), Some(g))
-                if g.answers(&self.request_id, &self.owner, self.ttl_ms) =>
-            {
-                GrantReply::Granted(g)
-            }
-            (Ok(WireOutcome::Granted), Some(g)) => {
+        match vote_of(response) {
+            Some(Vote::Granted(g)) if !g.answers(&self.request_id, &self.owner, self.ttl_ms) => {
                 warn!(lock_id = %g.lock_id, granted_request = %g.request_id, "a grant for another request or owner; counting it as no vote");
-                GrantReply::Failed
+                Reply::Failed
             }
-            (Ok(WireOutcome::Held), Some(g)) => GrantReply::Held(g),
-            (Ok(WireOutcome::RequestConflict), Some(g)) => GrantReply::RequestConflict(g),
-            (Ok(WireOutcome::TokenTooLow), _) => GrantReply::TokenTooLow {
-                mark: response.high_water_mark,
-            },
-            (Ok(WireOutcome::Aborted), _) => GrantReply::Aborted,
-            (outcome, _) => {
-                warn!(?outcome, "malformed grant reply; counting it as no vote");
-                GrantReply::Failed
-            }
+            Some(vote) => Reply::Voted(vote),
+            None => Reply::Failed,
         }
     }
+}
+
+/// A region's vote as it came over the wire; `None` (and a warning) when the
+/// answer is malformed (an unknown vote, or a holder missing).
+fn vote_of(response: GrantResponse) -> Option<Vote<Grant>> {
+    let holder = response.holder.map(grant_of);
+    let vote = match (WireVote::try_from(response.vote), holder) {
+        (Ok(WireVote::Granted), Some(g)) => Vote::Granted(g),
+        (Ok(WireVote::Held), Some(g)) => Vote::Held(g),
+        (Ok(WireVote::RequestConflict), Some(g)) => Vote::RequestConflict(g),
+        (Ok(WireVote::TokenTooLow), _) => Vote::TokenTooLow {
+            mark: response.high_water_mark,
+        },
+        (Ok(WireVote::Aborted), _) => Vote::Aborted,
+        (vote, _) => {
+            warn!(?vote, "malformed grant reply; counting it as no vote");
+            return None;
+        }
+    };
+    Some(vote)
 }
 
 /// Abort `lock` at `region`, as a future of the machine's event.

@@ -7,9 +7,9 @@
 //! of a partition). It is never used to grant: only region replies count.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use globallock_proto::agent::HealthRequest;
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
@@ -30,12 +30,36 @@ pub struct Region {
     client: RegionAgentClient<Channel>,
     /// Per shard (by index): did the last probe or request succeed?
     healthy: Vec<AtomicBool>,
+    /// The agent's clock as the last health probe read it.
+    clock: Mutex<Option<AgentClock>>,
+}
+
+/// An agent's wall clock, read by a probe: it said `unix_ms` at some moment
+/// after `sent` (this coordinator's monotonic clock).
+#[derive(Debug, Clone, Copy)]
+struct AgentClock {
+    unix_ms: u64,
+    sent: Instant,
 }
 
 impl Region {
     /// A client for this region's agent (cheap to clone).
     pub fn client(&self) -> RegionAgentClient<Channel> {
         self.client.clone()
+    }
+
+    /// `after` from now, on this region's agent's wall clock (ms since the Unix
+    /// epoch), as the last probe read that clock; 0 before any probe. Never
+    /// earlier than the true moment: the probe's reading is taken as of when it
+    /// was sent, so its round trip only adds slack. This coordinator's own wall
+    /// clock plays no part.
+    pub fn agent_time_in(&self, after: Duration) -> u64 {
+        let clock = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        clock.map_or(0, |c| {
+            let since = c.sent.elapsed() + after;
+            c.unix_ms
+                .saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        })
     }
 }
 
@@ -91,6 +115,7 @@ impl Regions {
                 client: RegionAgentClient::new(endpoint.connect_lazy()),
                 // Optimistic until the first probe: requests still carry deadlines.
                 healthy: shards.iter().map(|_| AtomicBool::new(true)).collect(),
+                clock: Mutex::new(None),
             });
         }
         let shard_index = shards
@@ -220,15 +245,21 @@ impl Regions {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let probes = (0..self.regions.len()).map(|i| self.probe(i, timeout));
-            futures::future::join_all(probes).await;
+            self.probe_all(timeout).await;
         }
+    }
+
+    /// Probe every region once, at the same time (each bounded by `timeout`).
+    pub async fn probe_all(&self, timeout: Duration) {
+        let probes = (0..self.regions.len()).map(|i| self.probe(i, timeout));
+        futures::future::join_all(probes).await;
     }
 
     async fn probe(&self, i: usize, timeout: Duration) {
         let mut client = self.regions[i].client();
         let mut request = tonic::Request::new(HealthRequest {});
         request.set_timeout(timeout);
+        let sent = Instant::now();
         let answer = tokio::time::timeout(timeout, client.health(request)).await;
         match answer {
             Ok(Ok(response)) if response.get_ref().region != self.regions[i].name => {
@@ -243,6 +274,15 @@ impl Regions {
             }
             Ok(Ok(response)) => {
                 let response = response.into_inner();
+                if response.unix_ms > 0 {
+                    *self.regions[i]
+                        .clock
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(AgentClock {
+                        unix_ms: response.unix_ms,
+                        sent,
+                    });
+                }
                 for shard in response.shards {
                     if let Some(&s) = self.shard_index.get(&shard.shard) {
                         self.set(i, s, shard.healthy);

@@ -95,6 +95,9 @@ pub async fn serve(
     // Install the recorder before any request records anything.
     let _ = globallock_telemetry::metrics::recorder();
     crate::engine::register_metrics();
+    // One probe round before serving: health and each agent's clock (which
+    // proposal deadlines are stated on) are known from the first request on.
+    regions.probe_all(config.health_timeout).await;
     let probes = tokio::spawn(
         regions
             .clone()

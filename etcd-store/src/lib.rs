@@ -5,11 +5,11 @@
 //! expires by itself), the resource's fencing-token high-water mark (never
 //! expires), and tombstones of aborted lock ids. Every change is a guarded etcd
 //! transaction; see [`ShardStore::grant`] for the one that matters most.
+//! [`ShardStore`] is the production [`LockStore`] (the agent's view of a shard).
 //!
 //! # Layout
 //! - [`shard`] — [`ShardStore`], the operations on one shard.
 //! - [`keys`] — the key layout and the order-preserving token encoding.
-//! - [`record`] — the stored grant record.
 //! - `leases`: the table of shared lease buckets.
 //! - [`watermark`] — the etcd history an agent saw (cluster id, highest
 //!   revision), kept on disk to notice an etcd restored to older data.
@@ -18,13 +18,11 @@
 pub mod error;
 pub mod keys;
 mod leases;
-pub mod record;
 pub mod shard;
 pub mod watermark;
 
 pub use error::StoreError;
-pub use record::GrantRecord;
-pub use shard::{
-    GrantOutcome, GrantReply, Holding, Proposal, Quarantined, Removal, ResourceState, ShardConfig,
-    ShardStore,
+pub use globallock_protocol::store::{
+    GrantRecord, Holding, LockStore, Proposal, Removal, ResourceState, Vote,
 };
+pub use shard::{Quarantined, ShardConfig, ShardStore};

@@ -21,8 +21,10 @@ use globallock_protocol::membership::{
 use crate::error::StoreError;
 use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
-use crate::record::GrantRecord;
 use crate::watermark::{Before, Watermark};
+use globallock_protocol::store::{
+    FaultKind, GrantRecord, Holding, LockStore, Proposal, Removal, ResourceState, StoreFault, Vote,
+};
 
 /// Marks read per page while collecting them.
 const MARK_PAGE: i64 = 500;
@@ -71,88 +73,11 @@ pub struct ShardConfig {
     pub state_file: Option<std::path::PathBuf>,
 }
 
-/// A proposal to grant a lock, as a region received it.
-#[derive(Debug, Clone)]
-pub struct Proposal<'a> {
-    /// The resource.
-    pub resource: &'a str,
-    /// The proposal's lock id.
-    pub lock_id: &'a str,
-    /// Who asks.
-    pub owner: &'a str,
-    /// The proposed fencing token.
-    pub token: u64,
-    /// The lock's TTL.
-    pub ttl: Duration,
-    /// The acquire's idempotency key.
-    pub request_id: &'a str,
-}
-
-/// A grant that holds a resource in this shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holding {
-    /// The stored record.
-    pub record: GrantRecord,
-    /// How long it lives at least, from now.
-    pub remaining: Duration,
-}
-
-/// What a release or abort did in this shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    /// No grant of that lock id was removed here (none held, another lock's, or
-    /// for an abort, a grant a retry adopted).
-    Nothing,
-    /// The grant was removed: its record as this call read it before removing it
-    /// (`None` only if no attempt of this call read it, which does not happen).
-    Removed(Option<GrantRecord>),
-}
-
-impl Removal {
-    /// True when a grant was removed.
-    pub fn removed(&self) -> bool {
-        matches!(self, Self::Removed(_))
-    }
-}
-
-/// The answer to a proposal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantOutcome {
-    /// Written now, or already held for the same request id with the same body.
-    Granted(Holding),
-    /// Held by another lock.
-    Held(Holding),
-    /// Free, but the token is not above the mark.
-    TokenTooLow,
-    /// This lock id was aborted.
-    Aborted,
-    /// Held for the same request id with another owner or TTL.
-    RequestConflict(Holding),
-}
-
 /// Why a shard is not serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quarantined {
     /// How long until it serves again.
     pub remaining: Duration,
-}
-
-/// A grant answer and the resource's mark after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantReply {
-    /// What happened.
-    pub outcome: GrantOutcome,
-    /// The resource's high-water mark.
-    pub mark: u64,
-}
-
-/// What a shard knows about a resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceState {
-    /// The grant holding it, if any.
-    pub holder: Option<Holding>,
-    /// Its high-water mark (0 if it was never granted).
-    pub mark: u64,
 }
 
 /// Test hook run by [`ShardStore::renew`] between its read of the grant and its
@@ -430,13 +355,10 @@ impl ShardStore {
     /// if the resource is free, this lock id was not aborted, and the token is above
     /// the mark.
     #[instrument(skip_all, fields(shard = %self.name, resource = p.resource, lock_id = p.lock_id, token = p.token))]
-    pub async fn grant(&self, p: &Proposal<'_>) -> Result<GrantReply, StoreError> {
+    pub async fn grant(&self, p: &Proposal<'_>) -> Result<Vote<Holding>, StoreError> {
         let floor = self.serving().await?;
         if p.token <= floor {
-            return Ok(GrantReply {
-                outcome: GrantOutcome::TokenTooLow,
-                mark: floor,
-            });
+            return Ok(Vote::TokenTooLow { mark: floor });
         }
         self.grant_admitted(p, floor).await
     }
@@ -490,7 +412,11 @@ impl ShardStore {
         })
     }
 
-    async fn grant_admitted(&self, p: &Proposal<'_>, floor: u64) -> Result<GrantReply, StoreError> {
+    async fn grant_admitted(
+        &self,
+        p: &Proposal<'_>,
+        floor: u64,
+    ) -> Result<Vote<Holding>, StoreError> {
         let lock_key = self.keys.lock(p.resource);
         let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
@@ -565,10 +491,7 @@ impl ShardStore {
             if response.succeeded() {
                 let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
                 debug!(?remaining, "granted");
-                return Ok(GrantReply {
-                    outcome: GrantOutcome::Granted(Holding { record, remaining }),
-                    mark: p.token,
-                });
+                return Ok(Vote::Granted(Holding { record, remaining }));
             }
             let [lock, fence, tomb, marker, mark_floor] = first_kvs::<5>(&response);
             self.check_marker(floor, marker.as_ref())?;
@@ -601,13 +524,13 @@ impl ShardStore {
                 token: p.token,
             };
             let outcome = match (refusal.answer(), holding) {
-                (RefusalAnswer::Aborted, _) => GrantOutcome::Aborted,
-                (RefusalAnswer::TokenTooLow, _) => GrantOutcome::TokenTooLow,
-                (RefusalAnswer::Held, Some(h)) => GrantOutcome::Held(h),
+                (RefusalAnswer::Aborted, _) => Vote::Aborted,
+                (RefusalAnswer::TokenTooLow, _) => Vote::TokenTooLow { mark },
+                (RefusalAnswer::Held, Some(h)) => Vote::Held(h),
                 // Offered, not yet adopted: the retry's coordinator confirms with
                 // `adopt` once a majority offered the same lock.
-                (RefusalAnswer::Offer, Some(h)) => GrantOutcome::Granted(h),
-                (RefusalAnswer::RequestConflict, Some(h)) => GrantOutcome::RequestConflict(h),
+                (RefusalAnswer::Offer, Some(h)) => Vote::Granted(h),
+                (RefusalAnswer::RequestConflict, Some(h)) => Vote::RequestConflict(h),
                 // The lock was freed or the mark moved between our compare and our
                 // read: try again with what we now know.
                 _ => {
@@ -615,7 +538,7 @@ impl ShardStore {
                     continue;
                 }
             };
-            return Ok(GrantReply { outcome, mark });
+            return Ok(outcome);
         }
         Err(StoreError::Contention {
             shard: self.name.clone(),
@@ -1368,4 +1291,60 @@ fn first_kvs<const N: usize>(response: &TxnResponse) -> [Option<KeyValue>; N] {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl StoreFault for StoreError {
+    fn kind(&self) -> FaultKind {
+        match self {
+            StoreError::Corrupt { .. } => FaultKind::DataLoss,
+            _ => FaultKind::Unavailable,
+        }
+    }
+}
+
+/// The agent's view of a shard: each operation is the inherent one above.
+impl LockStore for ShardStore {
+    type Error = StoreError;
+
+    fn name(&self) -> &str {
+        ShardStore::name(self)
+    }
+
+    async fn grant(&self, proposal: &Proposal<'_>) -> Result<Vote<Holding>, StoreError> {
+        ShardStore::grant(self, proposal).await
+    }
+
+    async fn adopt(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Holding>, StoreError> {
+        ShardStore::adopt(self, resource, lock_id, request_id).await
+    }
+
+    async fn renew(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Option<Holding>, StoreError> {
+        ShardStore::renew(self, resource, lock_id, ttl).await
+    }
+
+    async fn release_grant(&self, resource: &str, lock_id: &str) -> Result<Removal, StoreError> {
+        ShardStore::release_grant(self, resource, lock_id).await
+    }
+
+    async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
+        ShardStore::abort(self, resource, lock_id).await
+    }
+
+    async fn read(&self, resource: &str) -> Result<ResourceState, StoreError> {
+        ShardStore::read(self, resource).await
+    }
+
+    async fn check_health(&self) -> Result<(), StoreError> {
+        ShardStore::check_health(self).await
+    }
 }

@@ -1,4 +1,7 @@
-//! The shard operations against a real etcd process.
+//! The etcd store's own behaviour against a real etcd process: lease buckets,
+//! quarantine after data loss, the watermark, mark collection, lost replies and
+//! races staged between a read and its compare-and-swap. The rules every store
+//! keeps are the contract tests in `region-agent/tests/store_contract.rs`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -10,8 +13,7 @@ use std::time::Duration;
 use globallock_etcd::keys::{KeyLayout, encode_token};
 use globallock_etcd::shard::RenewHook;
 use globallock_etcd::{
-    GrantOutcome, GrantRecord, Holding, Proposal, Quarantined, Removal, ShardConfig, ShardStore,
-    StoreError,
+    GrantRecord, Holding, Proposal, Quarantined, Removal, ShardConfig, ShardStore, StoreError, Vote,
 };
 use globallock_localcluster::EtcdCluster;
 use globallock_protocol::clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -121,9 +123,9 @@ where
     Arc::new(move || Box::pin(hook()))
 }
 
-fn granted(outcome: GrantOutcome) -> Holding {
-    match outcome {
-        GrantOutcome::Granted(h) => h,
+fn granted(vote: Vote<Holding>) -> Holding {
+    match vote {
+        Vote::Granted(h) => h,
         other => panic!("expected a grant, got {other:?}"),
     }
 }
@@ -137,114 +139,6 @@ fn proposal<'a>(lock_id: &'a str, token: u64, request_id: &'a str) -> Proposal<'
         ttl: Duration::from_secs(5),
         request_id,
     }
-}
-
-#[tokio::test]
-async fn grant_is_guarded_by_holder_mark_and_tombstone() {
-    let f = fixture().await;
-    let s = &f.store;
-
-    // First grant on a never-seen resource (the "fence absent" path).
-    let first = s.grant(&proposal("L1", 100, "r1")).await.expect("grant");
-    assert!(matches!(first.outcome, GrantOutcome::Granted(ref h) if h.record.lock_id == "L1"));
-    assert_eq!(first.mark, 100);
-
-    // Held by L1: a second proposal is refused and told who holds it.
-    let second = s.grant(&proposal("L2", 200, "r2")).await.expect("grant");
-    match second.outcome {
-        GrantOutcome::Held(h) => {
-            assert_eq!(h.record.lock_id, "L1");
-            assert!(h.remaining > Duration::from_secs(4));
-        }
-        other => panic!("{other:?}"),
-    }
-
-    // Same request id and body: the earlier grant, not a new one.
-    let replay = s.grant(&proposal("L3", 300, "r1")).await.expect("grant");
-    assert!(matches!(replay.outcome, GrantOutcome::Granted(ref h) if h.record.lock_id == "L1"));
-    // Same request id, other TTL: conflict.
-    let mut other_body = proposal("L4", 300, "r1");
-    other_body.ttl = Duration::from_secs(9);
-    let conflict = s.grant(&other_body).await.expect("grant");
-    assert!(matches!(conflict.outcome, GrantOutcome::RequestConflict(_)));
-
-    // Release by a wrong id changes nothing; by the right id frees it.
-    assert!(!s.release("orders/42", "L2").await.expect("release"));
-    assert!(s.release("orders/42", "L1").await.expect("release"));
-    assert!(!s.release("orders/42", "L1").await.expect("release twice"));
-
-    // Free now, but a token not above the mark is refused.
-    let low = s.grant(&proposal("L5", 100, "r5")).await.expect("grant");
-    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
-    assert_eq!(low.mark, 100);
-    let ok = s.grant(&proposal("L6", 101, "r6")).await.expect("grant");
-    assert!(matches!(ok.outcome, GrantOutcome::Granted(_)));
-
-    // An aborted lock id is refused later even though the resource is free.
-    assert!(s.abort("orders/42", "L6").await.expect("abort"));
-    let late = s.grant(&proposal("L6", 500, "r6")).await.expect("grant");
-    assert_eq!(late.outcome, GrantOutcome::Aborted);
-    // ...while a fresh id is granted.
-    let fresh = s.grant(&proposal("L7", 501, "r7")).await.expect("grant");
-    assert!(matches!(fresh.outcome, GrantOutcome::Granted(_)));
-
-    let state = s.read("orders/42").await.expect("read");
-    assert_eq!(state.mark, 501);
-    assert_eq!(state.holder.expect("held").record.lock_id, "L7");
-}
-
-#[tokio::test]
-async fn renew_extends_only_the_matching_lock_and_never_recreates() {
-    let f = fixture().await;
-    let s = &f.store;
-    let mut p = proposal("L1", 10, "r1");
-    p.ttl = Duration::from_secs(2);
-    s.grant(&p).await.expect("grant");
-
-    assert_eq!(
-        s.renew("orders/42", "nope", None).await.expect("renew"),
-        None
-    );
-    let renewed = s
-        .renew("orders/42", "L1", Some(Duration::from_secs(20)))
-        .await
-        .expect("renew")
-        .expect("held");
-    assert!(renewed.remaining >= Duration::from_secs(20));
-
-    assert!(s.release("orders/42", "L1").await.expect("release"));
-    assert_eq!(
-        s.renew("orders/42", "L1", Some(Duration::from_secs(20)))
-            .await
-            .expect("renew"),
-        None,
-        "renew after release must not resurrect the lock"
-    );
-    assert!(s.read("orders/42").await.expect("read").holder.is_none());
-}
-
-#[tokio::test]
-async fn grants_expire_with_their_lease_bucket() {
-    let f = fixture().await;
-    let s = &f.store;
-    let mut p = proposal("L1", 10, "r1");
-    p.ttl = Duration::from_secs(1);
-    s.grant(&p).await.expect("grant");
-    // etcd raises leases below its minimum (2 s with default timings), so the grant
-    // lives 1–3 s. Wait for it to go, by polling, not by a fixed sleep.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if s.read("orders/42").await.expect("read").holder.is_none() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "grant never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let next = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
-    assert!(matches!(next.outcome, GrantOutcome::Granted(_)));
 }
 
 /// Regression: with one member of a 3-member cluster dead, the client still sent
@@ -286,101 +180,12 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
             })
             .await
             .unwrap_or_else(|e| panic!("grant {i} failed: {e}"));
-        assert!(
-            matches!(reply.outcome, GrantOutcome::Granted(_)),
-            "{i}: {reply:?}"
-        );
+        assert!(matches!(reply, Vote::Granted(_)), "{i}: {reply:?}");
         assert!(
             store.release("orders/42", &lock_id).await.expect("release"),
             "{i}"
         );
     }
-}
-
-/// Hole 1 (two holders): a retry was offered the earlier grant E of its request,
-/// a majority confirmed adopting it, and the retry reported E as won; the
-/// background abort of the round that created E must not remove it afterwards.
-/// Fails on the code before the fix (the abort deleted E).
-#[tokio::test]
-async fn regression_hole1_an_abort_never_removes_a_grant_a_retry_adopted() {
-    let f = fixture().await;
-    let s = &f.store;
-    let original = s.grant(&proposal("E", 100, "r1")).await.expect("grant");
-    assert!(matches!(original.outcome, GrantOutcome::Granted(ref h) if !h.record.adopted));
-
-    // The retry proposes its own lock id L with the same request: it is offered E.
-    let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
-    match retry.outcome {
-        GrantOutcome::Granted(h) => {
-            assert_eq!(h.record.lock_id, "E");
-            assert!(!h.record.adopted, "offered, not adopted yet");
-        }
-        other => panic!("{other:?}"),
-    }
-    // Only the request E was made for can adopt it.
-    assert_eq!(s.adopt("orders/42", "E", "r2").await.expect("adopt"), None);
-    let adopted = s
-        .adopt("orders/42", "E", "r1")
-        .await
-        .expect("adopt")
-        .expect("E is here for r1");
-    assert!(adopted.record.adopted);
-
-    // The first round's late abort of E: refused, E stays.
-    assert!(!s.abort("orders/42", "E").await.expect("abort"));
-    let state = s.read("orders/42").await.expect("read");
-    let holder = state.holder.expect("E still holds the resource");
-    assert_eq!(
-        (holder.record.lock_id.as_str(), holder.record.adopted),
-        ("E", true)
-    );
-    // Its holder still renews and releases it as usual.
-    assert!(
-        s.renew("orders/42", "E", Some(Duration::from_secs(8)))
-            .await
-            .expect("renew")
-            .is_some()
-    );
-    assert!(s.release("orders/42", "E").await.expect("release"));
-}
-
-/// Hole 1, the other order: the abort lands first, so the adoption fails and
-/// the retry gets a fresh grant of its own lock id (which its own round owns).
-#[tokio::test]
-async fn regression_hole1_a_retry_never_adopts_an_aborted_grant() {
-    let f = fixture().await;
-    let s = &f.store;
-    s.grant(&proposal("E", 100, "r1")).await.expect("grant");
-    assert!(s.abort("orders/42", "E").await.expect("abort"));
-    assert_eq!(s.adopt("orders/42", "E", "r1").await.expect("adopt"), None);
-    let retry = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
-    match retry.outcome {
-        GrantOutcome::Granted(h) => {
-            assert_eq!(h.record.lock_id, "L");
-            assert!(!h.record.adopted);
-        }
-        other => panic!("{other:?}"),
-    }
-    // And a late proposal of E itself is refused by its tombstone.
-    let late = s.grant(&proposal("E", 300, "r9")).await.expect("grant");
-    assert!(matches!(
-        late.outcome,
-        GrantOutcome::Aborted | GrantOutcome::Held(_)
-    ));
-}
-
-/// An offer is not an adoption: a grant offered to a retry that never won stays
-/// abortable, so concurrent duplicates of one request cannot pin each other's
-/// grants until they expire.
-#[tokio::test]
-async fn an_offered_grant_that_no_majority_adopted_is_still_aborted() {
-    let f = fixture().await;
-    let s = &f.store;
-    s.grant(&proposal("E", 100, "r1")).await.expect("grant");
-    let offered = s.grant(&proposal("L", 200, "r1")).await.expect("grant");
-    assert!(matches!(offered.outcome, GrantOutcome::Granted(ref h) if h.record.lock_id == "E"));
-    assert!(s.abort("orders/42", "E").await.expect("abort"));
-    assert_eq!(s.read("orders/42").await.expect("read").holder, None);
 }
 
 // --- renew never shortens -----------------------------------------------------
@@ -393,7 +198,7 @@ async fn renew_with_a_shorter_ttl_keeps_the_longer_remaining_time_and_writes_not
     let mut raw = f.raw().await;
     let mut p = proposal("L1", 10, "r1");
     p.ttl = Duration::from_secs(20);
-    let grant = granted(s.grant(&p).await.expect("grant").outcome);
+    let grant = granted(s.grant(&p).await.expect("grant"));
     assert_eq!(grant.remaining, Duration::from_secs(20));
     let (_, revision, lease) = raw_grant(&mut raw).await.expect("stored");
 
@@ -458,7 +263,7 @@ async fn renew_does_not_recreate_a_grant_released_between_its_read_and_its_write
     let mut f = fixture_with(clock.clone()).await;
     let mut p = proposal("L1", 10, "r1");
     p.ttl = Duration::from_secs(2);
-    granted(f.store.grant(&p).await.expect("grant").outcome);
+    granted(f.store.grant(&p).await.expect("grant"));
 
     let other = concurrent_writer(&f, clock.clone()).await;
     let calls = Arc::new(AtomicUsize::new(0));
@@ -496,7 +301,7 @@ async fn renew_does_not_recreate_a_grant_released_between_its_read_and_its_write
         .grant(&proposal("L2", 11, "r2"))
         .await
         .expect("grant");
-    assert_eq!(granted(next.outcome).record.lock_id, "L2");
+    assert_eq!(granted(next).record.lock_id, "L2");
 }
 
 #[tokio::test]
@@ -505,7 +310,7 @@ async fn renew_leaves_alone_another_lock_that_took_the_resource_between_its_read
     let mut f = fixture_with(clock.clone()).await;
     let mut p = proposal("L1", 10, "r1");
     p.ttl = Duration::from_secs(2);
-    granted(f.store.grant(&p).await.expect("grant").outcome);
+    granted(f.store.grant(&p).await.expect("grant"));
 
     let other = concurrent_writer(&f, clock.clone()).await;
     let raw = f.raw().await;
@@ -533,7 +338,7 @@ async fn renew_leaves_alone_another_lock_that_took_the_resource_between_its_read
                 ttl: Duration::from_secs(3),
                 request_id: "r2",
             };
-            let holding = granted(other.grant(&theirs).await.expect("grant").outcome);
+            let holding = granted(other.grant(&theirs).await.expect("grant"));
             let stored = raw_grant(&mut raw).await.expect("L2 stored");
             *taken.lock().unwrap() = Some((holding, stored));
         }
@@ -573,12 +378,7 @@ async fn abort_with_another_lock_id_leaves_the_holder_and_tombstones_that_id() {
     let f = fixture_with(clock.clone()).await;
     let s = &f.store;
     let mut raw = f.raw().await;
-    let holding = granted(
-        s.grant(&proposal("L1", 10, "r1"))
-            .await
-            .expect("grant")
-            .outcome,
-    );
+    let holding = granted(s.grant(&proposal("L1", 10, "r1")).await.expect("grant"));
     let before = raw_grant(&mut raw).await.expect("stored");
 
     assert!(
@@ -603,10 +403,9 @@ async fn abort_with_another_lock_id_leaves_the_holder_and_tombstones_that_id() {
     assert!(s.release(RESOURCE, "L1").await.expect("release"));
     // The resource is free and 20 is above the mark: only the tombstone refuses.
     let late = s.grant(&proposal("OTHER", 20, "r2")).await.expect("grant");
-    assert_eq!(late.outcome, GrantOutcome::Aborted);
-    assert_eq!(late.mark, 10);
+    assert_eq!(late, Vote::Aborted);
     let fresh = s.grant(&proposal("L3", 21, "r3")).await.expect("grant");
-    assert_eq!(granted(fresh.outcome).record.lock_id, "L3");
+    assert_eq!(granted(fresh).record.lock_id, "L3");
 }
 
 // --- quarantine and the token floor ---------------------------------------------
@@ -664,16 +463,14 @@ async fn prepare_without_a_marker_quarantines_until_the_clock_passes_the_quarant
 
     for token in [1, floor - 1, floor] {
         let low = s.grant(&proposal("L1", token, "r1")).await.expect("grant");
-        assert_eq!(low.outcome, GrantOutcome::TokenTooLow, "token {token}");
-        assert_eq!(low.mark, floor);
+        assert_eq!(low, Vote::TokenTooLow { mark: floor }, "token {token}");
     }
     assert!(raw_grant(&mut raw).await.is_none());
     let ok = s
         .grant(&proposal("L2", floor + 1, "r2"))
         .await
         .expect("grant");
-    assert_eq!(ok.mark, floor + 1);
-    assert_eq!(granted(ok.outcome).record.token, floor + 1);
+    assert_eq!(granted(ok).record.token, floor + 1);
     // The floor stays put once serving, however the clock moves.
     clock.advance(Duration::from_secs(60));
     assert_eq!(s.admit().await.expect("admit"), Ok(floor));
@@ -693,7 +490,7 @@ async fn prepare_with_bootstrap_on_an_empty_etcd_serves_at_once_with_floor_zero(
     assert_eq!(s.admit().await.expect("admit"), Ok(0));
     assert_eq!(raw_marker(&mut raw).await, Some(encode_token(0)));
     let reply = s.grant(&proposal("L1", 1, "r1")).await.expect("grant");
-    assert_eq!(granted(reply.outcome).record.token, 1);
+    assert_eq!(granted(reply).record.token, 1);
 
     // Another store on it (without bootstrap) finds the marker and serves at once.
     let again = f.connect(manual_clock()).await;
@@ -728,13 +525,12 @@ async fn prepare_without_bootstrap_on_an_etcd_with_a_marker_serves_at_once_above
     );
 
     let low = s.grant(&proposal("L1", floor, "r1")).await.expect("grant");
-    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
-    assert_eq!(low.mark, floor);
+    assert_eq!(low, Vote::TokenTooLow { mark: floor });
     let ok = s
         .grant(&proposal("L2", floor + 1, "r2"))
         .await
         .expect("grant");
-    assert_eq!(granted(ok.outcome).record.token, floor + 1);
+    assert_eq!(granted(ok).record.token, floor + 1);
 }
 
 #[tokio::test]
@@ -764,7 +560,7 @@ async fn token_floor_survives_a_restart_of_the_store_and_of_etcd() {
         .grant(&proposal("L1", floor, "r1"))
         .await
         .expect("grant");
-    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+    assert_eq!(low, Vote::TokenTooLow { mark: floor });
 
     // etcd itself restarts (keeping its data): still the same floor.
     f.etcd.kill();
@@ -777,14 +573,13 @@ async fn token_floor_survives_a_restart_of_the_store_and_of_etcd() {
         .grant(&proposal("L1", floor, "r1"))
         .await
         .expect("grant");
-    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
-    assert_eq!(low.mark, floor);
+    assert_eq!(low, Vote::TokenTooLow { mark: floor });
     let ok = f
         .store
         .grant(&proposal("L2", floor + 1, "r2"))
         .await
         .expect("grant");
-    assert_eq!(granted(ok.outcome).record.token, floor + 1);
+    assert_eq!(granted(ok).record.token, floor + 1);
 }
 
 /// Hole 2: a shared bucket lease is asked for with the drift allowance on its
@@ -797,8 +592,8 @@ async fn regression_hole2_bucket_leases_are_padded_for_a_fast_leader_clock() {
     let mut long = proposal("L1", 10, "r1");
     long.ttl = Duration::from_secs(300);
     assert!(matches!(
-        s.grant(&long).await.expect("grant").outcome,
-        GrantOutcome::Granted(_)
+        s.grant(&long).await.expect("grant"),
+        Vote::Granted(_)
     ));
     let mut raw = f.raw().await;
     let kv = raw_get(&mut raw, &keys().lock("orders/42"))
@@ -877,12 +672,12 @@ async fn regression_hole6_an_etcd_wiped_under_a_running_store_quarantines_it() {
         .await
         .expect("healthy after the quarantine");
     let low = s.grant(&proposal("L3", 30, "r3")).await.expect("grant");
-    assert_eq!(low.outcome, GrantOutcome::TokenTooLow);
+    assert_eq!(low, Vote::TokenTooLow { mark: floor });
     let above = s
         .grant(&proposal("L4", floor + 1, "r4"))
         .await
         .expect("grant");
-    assert!(matches!(above.outcome, GrantOutcome::Granted(_)));
+    assert!(matches!(above, Vote::Granted(_)));
 }
 
 /// Hole 6: a marker rewritten under a running agent (another floor) must not let
@@ -900,23 +695,6 @@ async fn regression_hole6_a_rewritten_marker_quarantines_instead_of_voting_with_
     let grant = s.grant(&proposal("L2", 20, "r2")).await;
     assert!(is_quarantined(&grant), "grant: {grant:?}");
     assert!(is_quarantined(&s.check_health().await));
-}
-
-/// A release that arrives before its own grant (both in flight to one region)
-/// leaves a tombstone, so the grant that lands afterwards is refused instead of
-/// lingering as a stray holder until its TTL.
-#[tokio::test]
-async fn regression_a_release_that_overtook_its_grant_refuses_the_grant_afterwards() {
-    let f = fixture().await;
-    let s = &f.store;
-    assert!(!s.release("orders/42", "L1").await.expect("release first"));
-    let late = s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
-    assert_eq!(late.outcome, GrantOutcome::Aborted);
-    let state = s.read("orders/42").await.expect("read");
-    assert_eq!(state.holder, None);
-    // Other locks are not affected.
-    let other = s.grant(&proposal("L2", 11, "r2")).await.expect("grant");
-    assert!(matches!(other.outcome, GrantOutcome::Granted(_)));
 }
 
 /// Hole 5: an etcd restored to older data (here: its data directory put back to
@@ -1011,7 +789,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
     let s = &f.store;
     let mut after_sweep = Vec::new();
     for wave in 0..WAVES {
-        let results: Vec<Result<GrantOutcome, StoreError>> = futures::stream::iter(0..PER_WAVE)
+        let results: Vec<Result<Vote<Holding>, StoreError>> = futures::stream::iter(0..PER_WAVE)
             .map(|i| async move {
                 let resource = format!("wave-{wave}/r-{i}");
                 let lock_id = format!("L-{wave}-{i}");
@@ -1024,13 +802,12 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
                     request_id: &lock_id,
                 })
                 .await
-                .map(|reply| reply.outcome)
             })
             .buffer_unordered(64)
             .collect()
             .await;
         for result in results {
-            assert!(matches!(result, Ok(GrantOutcome::Granted(_))), "{result:?}");
+            assert!(matches!(result, Ok(Vote::Granted(_))), "{result:?}");
         }
         assert!(s.count_marks().await.expect("count") >= i64::try_from(PER_WAVE).expect("small"));
         // Every grant of the wave expires with its lease bucket.
@@ -1060,8 +837,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
         })
         .await
         .expect("grant");
-    assert_eq!(refused.outcome, GrantOutcome::TokenTooLow);
-    assert_eq!(refused.mark, top);
+    assert_eq!(refused, Vote::TokenTooLow { mark: top });
     let above = s
         .grant(&Proposal {
             resource: old,
@@ -1073,7 +849,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
         })
         .await
         .expect("grant");
-    assert!(matches!(above.outcome, GrantOutcome::Granted(_)));
+    assert!(matches!(above, Vote::Granted(_)));
 }
 
 /// Hole 7: a sweep never deletes the mark of a held resource, nor a mark written
@@ -1104,7 +880,7 @@ async fn collecting_marks_spares_held_resources_and_recent_marks() {
     let mut again = proposal("F2", 20, "r4");
     again.resource = "free/1";
     let low = s.grant(&again).await.expect("grant");
-    assert_eq!((low.outcome, low.mark), (GrantOutcome::TokenTooLow, 20));
+    assert_eq!(low, Vote::TokenTooLow { mark: 20 });
 }
 
 /// Hole 9: a release whose etcd reply was lost (the transaction applied, the

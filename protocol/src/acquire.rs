@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::quorum::{AcquireDecision, AcquireRound, GrantReply, Loss, MajorityGrant};
+use crate::quorum::{AcquireDecision, AcquireRound, Loss, MajorityGrant, Reply, Vote};
 use crate::validity::DriftAllowance;
 
 /// How many rounds one attempt makes when regions say the token was too low.
@@ -83,14 +83,14 @@ pub enum Event {
         round: RoundId,
     },
     /// Region `region` answered round `round` (a failure or timeout is
-    /// [`GrantReply::Failed`]).
+    /// [`Reply::Failed`]).
     Reply {
         /// The round.
         round: RoundId,
         /// The region.
         region: usize,
         /// Its answer.
-        reply: GrantReply,
+        reply: Reply,
         /// Monotonic time of the answer.
         now: Duration,
     },
@@ -383,7 +383,7 @@ impl AcquireMachine {
         &mut self,
         round_id: RoundId,
         region: usize,
-        reply: GrantReply,
+        reply: Reply,
         now: Duration,
     ) -> Vec<Command> {
         let Some(round) = self.rounds.get_mut(&round_id) else {
@@ -393,9 +393,10 @@ impl AcquireMachine {
             return Vec::new();
         }
         round.pending -= 1;
-        let own_grant = matches!(&reply, GrantReply::Granted(g) if g.lock_id == round.lock_id);
-        round.maybe_ours[region] = own_grant || reply == GrantReply::Failed;
-        if let GrantReply::Held(g) = &reply {
+        let own_grant =
+            matches!(&reply, Reply::Voted(Vote::Granted(g)) if g.lock_id == round.lock_id);
+        round.maybe_ours[region] = own_grant || reply == Reply::Failed;
+        if let Reply::Voted(Vote::Held(g)) = &reply {
             self.last_holder = Some((g.owner.clone(), g.remaining));
         }
         let decision = round.tally.record(region, reply);
@@ -696,11 +697,11 @@ mod tests {
         }
     }
 
-    fn granted(lock_id: &str) -> GrantReply {
-        GrantReply::Granted(grant(lock_id, TTL))
+    fn granted(lock_id: &str) -> Reply {
+        Reply::Voted(Vote::Granted(grant(lock_id, TTL)))
     }
 
-    fn reply(round: RoundId, region: usize, reply: GrantReply, now: Duration) -> Event {
+    fn reply(round: RoundId, region: usize, reply: Reply, now: Duration) -> Event {
         Event::Reply {
             round,
             region,
@@ -771,7 +772,7 @@ mod tests {
         // counts from E's remaining time, not the TTL.
         let mut m = sent(Duration::ZERO);
         let e_left = ms(2_000);
-        let e = |left| GrantReply::Granted(grant("E", left));
+        let e = |left| Reply::Voted(Vote::Granted(grant("E", left)));
         assert_eq!(m.handle(reply(0, 0, e(e_left), ms(2))), vec![]);
         assert_eq!(m.handle(reply(0, 1, granted("L0"), ms(3))), vec![]);
         let adopt = |region| Command::Adopt {
@@ -827,7 +828,7 @@ mod tests {
         // the abort lands first, the adoption fails; with a majority unable to
         // confirm, E is not reported won (it is being removed).
         let mut m = sent(Duration::from_secs(5));
-        let e = GrantReply::Granted(grant("E", ms(4_000)));
+        let e = Reply::Voted(Vote::Granted(grant("E", ms(4_000))));
         m.handle(reply(0, 0, e.clone(), ms(1)));
         let out = m.handle(reply(0, 1, e, ms(2)));
         assert_eq!(
@@ -864,21 +865,21 @@ mod tests {
     fn an_adopted_win_after_waiting_counts_the_wait_in_the_validity() {
         let mut m = sent(Duration::from_secs(10));
         let holder = grant("H", ms(100));
-        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
-        m.handle(reply(0, 1, GrantReply::Held(holder), ms(2)));
+        m.handle(reply(0, 0, Reply::Voted(Vote::Held(holder.clone())), ms(1)));
+        m.handle(reply(0, 1, Reply::Voted(Vote::Held(holder)), ms(2)));
         m.handle(Event::Woke { now: ms(2_000) });
         m.handle(minted(1, ms(2_000)));
         let e_left = ms(4_000);
         m.handle(reply(
             1,
             0,
-            GrantReply::Granted(grant("E", e_left)),
+            Reply::Voted(Vote::Granted(grant("E", e_left))),
             ms(2_001),
         ));
         m.handle(reply(
             1,
             1,
-            GrantReply::Granted(grant("E", e_left)),
+            Reply::Voted(Vote::Granted(grant("E", e_left))),
             ms(2_002),
         ));
         for region in [0, 1] {
@@ -906,8 +907,18 @@ mod tests {
         // them stayed "contended" until those grants expired).
         let mut m = sent(Duration::ZERO);
         m.handle(reply(0, 0, granted("L0"), ms(1)));
-        m.handle(reply(0, 1, GrantReply::Granted(grant("D2", TTL)), ms(2)));
-        let out = m.handle(reply(0, 2, GrantReply::Granted(grant("D3", TTL)), ms(3)));
+        m.handle(reply(
+            0,
+            1,
+            Reply::Voted(Vote::Granted(grant("D2", TTL))),
+            ms(2),
+        ));
+        let out = m.handle(reply(
+            0,
+            2,
+            Reply::Voted(Vote::Granted(grant("D3", TTL))),
+            ms(3),
+        ));
         assert_eq!(
             out,
             vec![
@@ -927,7 +938,7 @@ mod tests {
     #[test]
     fn a_late_own_grant_after_an_adopted_win_is_withdrawn() {
         let mut m = sent(Duration::ZERO);
-        let e = GrantReply::Granted(grant("E", ms(5_000)));
+        let e = Reply::Voted(Vote::Granted(grant("E", ms(5_000))));
         m.handle(reply(0, 0, e.clone(), ms(1)));
         let out = m.handle(reply(0, 1, e, ms(2)));
         // Region 2 has not answered: it may still grant L0, so it is aborted now,
@@ -998,10 +1009,10 @@ mod tests {
         let holder = grant("H", ms(4_000));
         assert_eq!(m.handle(reply(0, 0, granted("L0"), ms(1))), vec![]);
         assert_eq!(
-            m.handle(reply(0, 1, GrantReply::Held(holder.clone()), ms(2))),
+            m.handle(reply(0, 1, Reply::Voted(Vote::Held(holder.clone())), ms(2))),
             vec![]
         );
-        let out = m.handle(reply(0, 2, GrantReply::Held(holder.clone()), ms(3)));
+        let out = m.handle(reply(0, 2, Reply::Voted(Vote::Held(holder.clone())), ms(3)));
         assert_eq!(
             out,
             vec![
@@ -1034,11 +1045,21 @@ mod tests {
         let mut m = sent(Duration::ZERO);
         assert_eq!(m.handle(reply(0, 0, granted("L0"), ms(1))), vec![]);
         assert_eq!(
-            m.handle(reply(0, 1, GrantReply::TokenTooLow { mark: 500 }, ms(2))),
+            m.handle(reply(
+                0,
+                1,
+                Reply::Voted(Vote::TokenTooLow { mark: 500 }),
+                ms(2)
+            )),
             vec![]
         );
         assert_eq!(
-            m.handle(reply(0, 2, GrantReply::TokenTooLow { mark: 900 }, ms(3))),
+            m.handle(reply(
+                0,
+                2,
+                Reply::Voted(Vote::TokenTooLow { mark: 900 }),
+                ms(3)
+            )),
             vec![Command::Abort {
                 round: 0,
                 region: 0
@@ -1074,10 +1095,25 @@ mod tests {
         // Region 0 answered with another lock of the same request (not ours to
         // abort); 1 and 2 refused the token. Nothing holds our proposal.
         let mut m = sent(Duration::ZERO);
-        m.handle(reply(0, 0, GrantReply::Granted(grant("X", TTL)), ms(1)));
-        m.handle(reply(0, 1, GrantReply::TokenTooLow { mark: 5 }, ms(2)));
+        m.handle(reply(
+            0,
+            0,
+            Reply::Voted(Vote::Granted(grant("X", TTL))),
+            ms(1),
+        ));
+        m.handle(reply(
+            0,
+            1,
+            Reply::Voted(Vote::TokenTooLow { mark: 5 }),
+            ms(2),
+        ));
         assert_eq!(
-            m.handle(reply(0, 2, GrantReply::TokenTooLow { mark: 5 }, ms(3))),
+            m.handle(reply(
+                0,
+                2,
+                Reply::Voted(Vote::TokenTooLow { mark: 5 }),
+                ms(3)
+            )),
             vec![Command::Mint { round: 1 }]
         );
     }
@@ -1089,7 +1125,7 @@ mod tests {
             if round > 0 {
                 m.handle(minted(round, ms(1)));
             }
-            let too_low = GrantReply::TokenTooLow { mark: 5 };
+            let too_low = Reply::Voted(Vote::TokenTooLow { mark: 5 });
             m.handle(reply(round, 0, too_low.clone(), ms(1)));
             let out = m.handle(reply(round, 1, too_low, ms(1)));
             // Region 2 has not answered and may hold the low grant: withdrawn.
@@ -1119,11 +1155,11 @@ mod tests {
     #[test]
     fn no_majority_waits_for_the_last_reply_to_name_regions_then_answers() {
         let mut m = sent(Duration::from_secs(5));
-        assert_eq!(m.handle(reply(0, 0, GrantReply::Failed, ms(1))), vec![]);
+        assert_eq!(m.handle(reply(0, 0, Reply::Failed, ms(1))), vec![]);
         // Two failures: no majority can form. Everything that may hold our grant
         // is withdrawn, but the answer waits for region 2.
         assert_eq!(
-            m.handle(reply(0, 1, GrantReply::Failed, ms(2))),
+            m.handle(reply(0, 1, Reply::Failed, ms(2))),
             vec![
                 Command::Abort {
                     round: 0,
@@ -1141,7 +1177,7 @@ mod tests {
         );
         let holder = grant("H", ms(1_000));
         assert_eq!(
-            m.handle(reply(0, 2, GrantReply::Held(holder), ms(3))),
+            m.handle(reply(0, 2, Reply::Voted(Vote::Held(holder)), ms(3))),
             vec![Command::Answer(Answer::Lost {
                 round: 0,
                 loss: Loss::Unavailable(RegionSplit {
@@ -1159,13 +1195,13 @@ mod tests {
         m.handle(reply(
             0,
             0,
-            GrantReply::RequestConflict(other.clone()),
+            Reply::Voted(Vote::RequestConflict(other.clone())),
             ms(1),
         ));
         let out = m.handle(reply(
             0,
             1,
-            GrantReply::RequestConflict(other.clone()),
+            Reply::Voted(Vote::RequestConflict(other.clone())),
             ms(2),
         ));
         assert_eq!(
@@ -1188,8 +1224,8 @@ mod tests {
         let wait = Duration::from_secs(5);
         let mut m = sent(wait);
         let holder = grant("H", ms(300));
-        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
-        let out = m.handle(reply(0, 1, GrantReply::Held(holder.clone()), ms(2)));
+        m.handle(reply(0, 0, Reply::Voted(Vote::Held(holder.clone())), ms(1)));
+        let out = m.handle(reply(0, 1, Reply::Voted(Vote::Held(holder.clone())), ms(2)));
         assert_eq!(
             out,
             vec![
@@ -1219,9 +1255,19 @@ mod tests {
             vec![Command::Mint { round: 1 }]
         );
         m.handle(minted(1, ms(200)));
-        m.handle(reply(1, 0, GrantReply::Held(holder.clone()), ms(201)));
+        m.handle(reply(
+            1,
+            0,
+            Reply::Voted(Vote::Held(holder.clone())),
+            ms(201),
+        ));
         // The second refusal backs off as attempt 1 (a longer delay).
-        let second = m.handle(reply(1, 1, GrantReply::Held(holder.clone()), ms(202)));
+        let second = m.handle(reply(
+            1,
+            1,
+            Reply::Voted(Vote::Held(holder.clone())),
+            ms(202),
+        ));
         assert_eq!(
             second.last(),
             Some(&Command::Backoff {
@@ -1235,8 +1281,13 @@ mod tests {
             vec![Command::Mint { round: 2 }]
         );
         m.handle(minted(2, ms(400)));
-        m.handle(reply(2, 0, GrantReply::Held(holder.clone()), ms(4_990)));
-        let out = m.handle(reply(2, 2, GrantReply::Held(holder.clone()), wait));
+        m.handle(reply(
+            2,
+            0,
+            Reply::Voted(Vote::Held(holder.clone())),
+            ms(4_990),
+        ));
+        let out = m.handle(reply(2, 2, Reply::Voted(Vote::Held(holder.clone())), wait));
         assert_eq!(
             out,
             vec![
@@ -1258,9 +1309,14 @@ mod tests {
         // Region 2 refused our token (it holds nothing of ours): only grants of
         // our own lock id outside the majority are withdrawn, here none.
         let mut m = sent(Duration::ZERO);
-        let e = GrantReply::Granted(grant("E", ms(5_000)));
+        let e = Reply::Voted(Vote::Granted(grant("E", ms(5_000))));
         m.handle(reply(0, 0, e.clone(), ms(1)));
-        m.handle(reply(0, 2, GrantReply::TokenTooLow { mark: 9 }, ms(2)));
+        m.handle(reply(
+            0,
+            2,
+            Reply::Voted(Vote::TokenTooLow { mark: 9 }),
+            ms(2),
+        ));
         let out = m.handle(reply(0, 1, e, ms(3)));
         assert!(
             out.iter().all(|c| matches!(c, Command::Adopt { .. })),
@@ -1275,8 +1331,8 @@ mod tests {
         // "expired on arrival".
         let mut m = sent(Duration::from_secs(10));
         let holder = grant("H", ms(100));
-        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
-        m.handle(reply(0, 1, GrantReply::Held(holder), ms(2)));
+        m.handle(reply(0, 0, Reply::Voted(Vote::Held(holder.clone())), ms(1)));
+        m.handle(reply(0, 1, Reply::Voted(Vote::Held(holder)), ms(2)));
         m.handle(Event::Woke { now: ms(3_000) });
         m.handle(minted(1, ms(3_000)));
         m.handle(reply(1, 0, granted("L1"), ms(3_004)));
@@ -1292,8 +1348,13 @@ mod tests {
     fn a_split_vote_waits_without_a_holder_hint() {
         let mut m = sent(Duration::from_secs(1));
         m.handle(reply(0, 0, granted("L0"), ms(1)));
-        m.handle(reply(0, 1, GrantReply::Granted(grant("X", TTL)), ms(1)));
-        let out = m.handle(reply(0, 2, GrantReply::Aborted, ms(1)));
+        m.handle(reply(
+            0,
+            1,
+            Reply::Voted(Vote::Granted(grant("X", TTL))),
+            ms(1),
+        ));
+        let out = m.handle(reply(0, 2, Reply::Voted(Vote::Aborted), ms(1)));
         assert_eq!(
             out,
             vec![
@@ -1315,8 +1376,8 @@ mod tests {
     fn a_late_grant_of_a_lost_round_is_withdrawn_and_duplicates_count_once() {
         let mut m = sent(Duration::ZERO);
         let holder = grant("H", ms(1_000));
-        m.handle(reply(0, 0, GrantReply::Held(holder.clone()), ms(1)));
-        let out = m.handle(reply(0, 1, GrantReply::Held(holder), ms(2)));
+        m.handle(reply(0, 0, Reply::Voted(Vote::Held(holder.clone())), ms(1)));
+        let out = m.handle(reply(0, 1, Reply::Voted(Vote::Held(holder)), ms(2)));
         assert_eq!(
             out[0],
             Command::Abort {
@@ -1354,7 +1415,7 @@ mod tests {
         m.handle(reply(0, 0, granted("L0"), ms(1)));
         m.handle(reply(0, 1, granted("L0"), ms(1)));
         assert!(!m.is_done());
-        m.handle(reply(0, 2, GrantReply::Failed, ms(1)));
+        m.handle(reply(0, 2, Reply::Failed, ms(1)));
         assert!(m.is_done());
     }
 }

@@ -23,6 +23,9 @@
 //! - [`rate`] — per-client token buckets (a flooding client is refused, others not).
 //! - [`clock`] — the only way the services read time, so tests can move it.
 //! - [`audit`] — audit records, and "who held this resource, when" from them.
+//! - [`store`] — what an agent needs from a shard's store ([`store::LockStore`]),
+//!   and [`store::Vote`], a region's answer to a proposal, from the store to the
+//!   tally; [`record`] — the grant record a store keeps.
 
 pub mod acquire;
 pub mod audit;
@@ -35,8 +38,10 @@ pub mod lock_id;
 pub mod membership;
 pub mod quorum;
 pub mod rate;
+pub mod record;
 pub mod request;
 pub mod ring;
+pub mod store;
 pub mod validity;
 
 /// Number of regions a lock is proposed to. The quorum rule is written for any

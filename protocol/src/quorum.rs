@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::store::Vote;
+
 /// How many regions make a majority of `regions`.
 pub const fn majority(regions: usize) -> usize {
     regions / 2 + 1
@@ -105,23 +107,13 @@ fn majority_grant(
 // Acquire
 // ---------------------------------------------------------------------------
 
-/// One region's answer to a grant proposal.
+/// One region's answer to a grant proposal, as the tally sees it: the region's
+/// [`Vote`], or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantReply {
-    /// Granted now, or held already for the same request id (then the grant may
-    /// carry an earlier lock id).
-    Granted(Grant),
-    /// Held by another lock.
-    Held(Grant),
-    /// Free, but our token is not above the region's mark.
-    TokenTooLow {
-        /// The region's high-water mark.
-        mark: u64,
-    },
-    /// This lock id was aborted in that region earlier.
-    Aborted,
-    /// Held for our request id but with another owner or TTL.
-    RequestConflict(Grant),
+pub enum Reply {
+    /// The region voted (see [`Vote`]; a granted vote may carry an earlier lock
+    /// id of the same request: an offer to adopt).
+    Voted(Vote<Grant>),
     /// No answer: unreachable, timed out, or an error.
     Failed,
 }
@@ -159,7 +151,7 @@ pub enum AcquireDecision {
 #[derive(Debug, Clone)]
 pub struct AcquireRound {
     /// One slot per region; `None` until it replied.
-    replies: Vec<Option<GrantReply>>,
+    replies: Vec<Option<Reply>>,
 }
 
 impl AcquireRound {
@@ -172,7 +164,7 @@ impl AcquireRound {
 
     /// Record region `region`'s reply and decide. A second reply from the same
     /// region (a duplicate) replaces nothing: the first answer stands.
-    pub fn record(&mut self, region: usize, reply: GrantReply) -> AcquireDecision {
+    pub fn record(&mut self, region: usize, reply: Reply) -> AcquireDecision {
         if let Some(slot @ None) = self.replies.get_mut(region) {
             *slot = Some(reply);
         }
@@ -193,7 +185,7 @@ impl AcquireRound {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| match r {
-                Some(GrantReply::Granted(g)) => Some((i, g)),
+                Some(Reply::Voted(Vote::Granted(g))) => Some((i, g)),
                 _ => None,
             });
         let groups = group_grants(granted);
@@ -208,7 +200,7 @@ impl AcquireRound {
                 .1
                 .iter()
                 .filter_map(|&i| match &self.replies[i] {
-                    Some(GrantReply::Granted(g)) => Some(g.remaining),
+                    Some(Reply::Voted(Vote::Granted(g))) => Some(g.remaining),
                     _ => None,
                 })
                 .collect();
@@ -230,14 +222,14 @@ impl AcquireRound {
         let failed = self
             .replies
             .iter()
-            .filter(|r| matches!(r, Some(GrantReply::Failed)))
+            .filter(|r| matches!(r, Some(Reply::Failed)))
             .count();
         if n - failed < majority {
-            return Loss::Unavailable(split(&self.replies, |r| matches!(r, GrantReply::Failed)));
+            return Loss::Unavailable(split(&self.replies, |r| matches!(r, Reply::Failed)));
         }
         let replies = || self.replies.iter().flatten();
         if let Some(grant) = replies().find_map(|r| match r {
-            GrantReply::RequestConflict(g) => Some(g.clone()),
+            Reply::Voted(Vote::RequestConflict(g)) => Some(g.clone()),
             _ => None,
         }) {
             return Loss::RequestConflict(grant);
@@ -248,11 +240,11 @@ impl AcquireRound {
         // e.g. one that landed after its release, made the whole round "held",
         // also when the loss was decided before the last region answered).
         let too_low = replies()
-            .filter(|r| matches!(r, GrantReply::TokenTooLow { .. }))
+            .filter(|r| matches!(r, Reply::Voted(Vote::TokenTooLow { .. })))
             .count();
         let highest_mark = replies()
             .filter_map(|r| match r {
-                GrantReply::TokenTooLow { mark } => Some(*mark),
+                Reply::Voted(Vote::TokenTooLow { mark }) => Some(*mark),
                 _ => None,
             })
             .max();
@@ -263,7 +255,7 @@ impl AcquireRound {
         }
         if let Some(grant) = replies()
             .filter_map(|r| match r {
-                GrantReply::Held(g) => Some(g),
+                Reply::Voted(Vote::Held(g)) => Some(g),
                 _ => None,
             })
             .max_by_key(|g| g.remaining)
@@ -556,8 +548,8 @@ mod tests {
         }
     }
 
-    fn granted(lock_id: &str, token: u64) -> GrantReply {
-        GrantReply::Granted(grant(lock_id, token, 10_000))
+    fn granted(lock_id: &str, token: u64) -> Reply {
+        Reply::Voted(Vote::Granted(grant(lock_id, token, 10_000)))
     }
 
     #[test]
@@ -571,9 +563,9 @@ mod tests {
     fn one_grant_is_never_a_majority() {
         let mut round = AcquireRound::new(3);
         assert_eq!(round.record(0, granted("L", 7)), AcquireDecision::Pending);
-        let lost = round.record(1, GrantReply::Failed);
+        let lost = round.record(1, Reply::Failed);
         assert_eq!(lost, AcquireDecision::Pending);
-        match round.record(2, GrantReply::Failed) {
+        match round.record(2, Reply::Failed) {
             AcquireDecision::Lost(Loss::Unavailable(split)) => {
                 assert_eq!(split.reachable, vec![0]);
                 assert_eq!(split.unreachable, vec![1, 2]);
@@ -602,17 +594,14 @@ mod tests {
         round.record(1, granted("L", 7));
         assert_eq!(round.record(1, granted("L", 7)), AcquireDecision::Pending);
         // And a later different reply from the same region does not overwrite it.
-        assert_eq!(
-            round.record(1, GrantReply::Failed),
-            AcquireDecision::Pending
-        );
+        assert_eq!(round.record(1, Reply::Failed), AcquireDecision::Pending);
     }
 
     #[test]
     fn two_refusals_lose_early_naming_the_holder() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::Held(grant("H", 5, 3_000)));
-        match round.record(1, GrantReply::Held(grant("H", 5, 2_000))) {
+        round.record(0, Reply::Voted(Vote::Held(grant("H", 5, 3_000))));
+        match round.record(1, Reply::Voted(Vote::Held(grant("H", 5, 2_000)))) {
             AcquireDecision::Lost(Loss::Held(holder)) => {
                 assert_eq!(holder.lock_id, "H");
                 assert_eq!(holder.remaining, Duration::from_millis(3_000));
@@ -624,10 +613,10 @@ mod tests {
     #[test]
     fn too_many_failures_is_unavailable_even_if_one_region_says_held() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::Held(grant("H", 5, 3_000)));
-        round.record(1, GrantReply::Failed);
+        round.record(0, Reply::Voted(Vote::Held(grant("H", 5, 3_000))));
+        round.record(1, Reply::Failed);
         assert!(matches!(
-            round.record(2, GrantReply::Failed),
+            round.record(2, Reply::Failed),
             AcquireDecision::Lost(Loss::Unavailable(_))
         ));
     }
@@ -635,11 +624,8 @@ mod tests {
     #[test]
     fn regression_held_plus_one_failure_with_one_pending_is_held_not_unavailable() {
         let mut round = AcquireRound::new(3);
-        assert_eq!(
-            round.record(2, GrantReply::Failed),
-            AcquireDecision::Pending
-        );
-        match round.record(0, GrantReply::Held(grant("H", 5, 3_000))) {
+        assert_eq!(round.record(2, Reply::Failed), AcquireDecision::Pending);
+        match round.record(0, Reply::Voted(Vote::Held(grant("H", 5, 3_000)))) {
             AcquireDecision::Lost(Loss::Held(holder)) => assert_eq!(holder.lock_id, "H"),
             other => panic!("expected Held, got {other:?}"),
         }
@@ -648,8 +634,8 @@ mod tests {
     #[test]
     fn two_failures_decide_unavailable_without_waiting_for_the_third() {
         let mut round = AcquireRound::new(3);
-        round.record(1, GrantReply::Failed);
-        match round.record(2, GrantReply::Failed) {
+        round.record(1, Reply::Failed);
+        match round.record(2, Reply::Failed) {
             AcquireDecision::Lost(Loss::Unavailable(split)) => {
                 // Region 0 has not answered: it is not claimed reachable.
                 assert_eq!(split.reachable, Vec::<usize>::new());
@@ -662,10 +648,10 @@ mod tests {
     #[test]
     fn token_too_low_reports_the_highest_mark() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::TokenTooLow { mark: 40 });
+        round.record(0, Reply::Voted(Vote::TokenTooLow { mark: 40 }));
         round.record(1, granted("L", 7));
         assert_eq!(
-            round.record(2, GrantReply::TokenTooLow { mark: 90 }),
+            round.record(2, Reply::Voted(Vote::TokenTooLow { mark: 90 })),
             AcquireDecision::Lost(Loss::TokenTooLow { mark: 90 })
         );
     }
@@ -673,10 +659,10 @@ mod tests {
     #[test]
     fn held_outranks_token_too_low() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::TokenTooLow { mark: 40 });
+        round.record(0, Reply::Voted(Vote::TokenTooLow { mark: 40 }));
         round.record(1, granted("L", 7));
         assert!(matches!(
-            round.record(2, GrantReply::Held(grant("H", 5, 1))),
+            round.record(2, Reply::Voted(Vote::Held(grant("H", 5, 1)))),
             AcquireDecision::Lost(Loss::Held(_))
         ));
     }
@@ -686,10 +672,10 @@ mod tests {
         // Two free regions refused only the token; one still holds a stray grant.
         // Re-proposing above the marks wins: the answer is not "held".
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::TokenTooLow { mark: 40 });
-        round.record(1, GrantReply::Held(grant("H", 5, 1)));
+        round.record(0, Reply::Voted(Vote::TokenTooLow { mark: 40 }));
+        round.record(1, Reply::Voted(Vote::Held(grant("H", 5, 1))));
         assert_eq!(
-            round.record(2, GrantReply::TokenTooLow { mark: 45 }),
+            round.record(2, Reply::Voted(Vote::TokenTooLow { mark: 45 })),
             AcquireDecision::Lost(Loss::TokenTooLow { mark: 45 })
         );
     }
@@ -700,13 +686,13 @@ mod tests {
         // Decided after two replies: a stray holder and one free region. The
         // third (pending) region may be free too: re-propose above the mark.
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::Held(grant("H", 5, 1)));
+        round.record(0, Reply::Voted(Vote::Held(grant("H", 5, 1))));
         assert_eq!(
-            round.record(1, GrantReply::TokenTooLow { mark: 40 }),
+            round.record(1, Reply::Voted(Vote::TokenTooLow { mark: 40 })),
             AcquireDecision::Lost(Loss::TokenTooLow { mark: 40 })
         );
         // With every region answered and only one free, the holder is reported.
-        round.record(2, GrantReply::Held(grant("H", 5, 1)));
+        round.record(2, Reply::Voted(Vote::Held(grant("H", 5, 1))));
         assert!(matches!(
             round.decide(),
             AcquireDecision::Lost(Loss::Held(_))
@@ -716,9 +702,9 @@ mod tests {
     #[test]
     fn request_conflict_is_reported() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::RequestConflict(grant("E", 3, 1)));
+        round.record(0, Reply::Voted(Vote::RequestConflict(grant("E", 3, 1))));
         assert!(matches!(
-            round.record(1, GrantReply::RequestConflict(grant("E", 3, 1))),
+            round.record(1, Reply::Voted(Vote::RequestConflict(grant("E", 3, 1)))),
             AcquireDecision::Lost(Loss::RequestConflict(_))
         ));
     }
@@ -731,7 +717,7 @@ mod tests {
         round.record(0, granted("E", 3));
         round.record(1, granted("L", 9));
         assert_eq!(
-            round.record(2, GrantReply::Aborted),
+            round.record(2, Reply::Voted(Vote::Aborted)),
             AcquireDecision::Lost(Loss::Split)
         );
     }
@@ -739,9 +725,9 @@ mod tests {
     #[test]
     fn an_earlier_grant_for_the_same_request_wins_with_its_own_remaining_time() {
         let mut round = AcquireRound::new(3);
-        round.record(0, GrantReply::Granted(grant("E", 3, 4_000)));
+        round.record(0, Reply::Voted(Vote::Granted(grant("E", 3, 4_000))));
         round.record(1, granted("L", 9));
-        match round.record(2, GrantReply::Granted(grant("E", 3, 2_500))) {
+        match round.record(2, Reply::Voted(Vote::Granted(grant("E", 3, 2_500)))) {
             AcquireDecision::Won(won) => {
                 assert_eq!(won.grant.lock_id, "E");
                 assert_eq!(won.regions, vec![0, 2]);

@@ -62,6 +62,13 @@ pub struct AgentConfig {
     /// Must be below `quarantine_ms`.
     #[serde(default = "default_max_token_lead_ms")]
     pub max_token_lead_ms: u64,
+    /// A proposal that arrives more than this (ms) after its coordinator's
+    /// deadline is refused (DEADLINE_EXCEEDED): such a grant would hold the
+    /// resource for nobody. Coordinators state the deadline on this agent's own
+    /// clock (from their health probes), so this only covers a step of this
+    /// clock between two probes. Too small refuses grants, never breaks safety.
+    #[serde(default = "default_late_proposal_slack_ms")]
+    pub late_proposal_slack_ms: u64,
     /// Shards without an incarnation marker at start are new (write it) rather than
     /// amnesiac (quarantine). Only for a brand-new deployment.
     #[serde(default)]
@@ -129,6 +136,9 @@ fn default_drift_rate() -> f64 {
 fn default_max_token_lead_ms() -> u64 {
     60_000
 }
+fn default_late_proposal_slack_ms() -> u64 {
+    1_000
+}
 fn default_compaction_interval_s() -> u64 {
     300
 }
@@ -163,6 +173,8 @@ pub struct AgentLimits {
     pub max_ttl: Duration,
     /// How far above this agent's wall clock a fencing token may be.
     pub max_token_lead: Duration,
+    /// How late after its deadline a proposal is still taken.
+    pub late_slack: Duration,
 }
 
 /// A configuration that passed every check.
@@ -269,6 +281,12 @@ impl AgentConfig {
             1,
             self.quarantine_ms - 1,
         )?;
+        within(
+            "late_proposal_slack_ms",
+            self.late_proposal_slack_ms,
+            0,
+            600_000,
+        )?;
         if self.metrics_listen == Some(self.listen) {
             return Err(invalid(
                 "metrics_listen",
@@ -354,6 +372,7 @@ impl AgentConfig {
             limits: AgentLimits {
                 max_ttl: Duration::from_millis(self.max_ttl_ms),
                 max_token_lead: Duration::from_millis(self.max_token_lead_ms),
+                late_slack: Duration::from_millis(self.late_proposal_slack_ms),
             },
             shards,
             ring,

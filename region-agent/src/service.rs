@@ -6,19 +6,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globallock_etcd::{
-    GrantOutcome, GrantRecord, Holding, Proposal, Removal as StoreRemoval, ShardStore, StoreError,
-};
+use globallock_etcd::ShardStore;
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    AdoptRequest, AdoptResponse, GrantOutcome as WireOutcome, GrantRequest, GrantResponse,
-    HealthRequest, HealthResponse, Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse,
-    RemoveResponse, RenewRequest, RenewResponse, ShardHealth,
+    AdoptRequest, AdoptResponse, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
+    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
+    RenewResponse, ShardHealth, Vote as WireVote,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::request;
 use globallock_protocol::ring::HashRing;
+use globallock_protocol::store::{
+    FaultKind, GrantRecord, Holding, LockStore, Proposal, Removal as StoreRemoval, StoreFault, Vote,
+};
 use globallock_telemetry::propagation::adopt_grpc_parent;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, info_span};
@@ -35,13 +36,14 @@ enum Removal {
     Abort,
 }
 
-/// One region's agent.
-#[derive(Debug, Clone)]
-pub struct AgentService {
+/// One region's agent, over the stores of its shards (etcd in production:
+/// [`ShardStore`]; any [`LockStore`] in tests).
+#[derive(Debug)]
+pub struct AgentService<S = ShardStore> {
     /// This region's name.
     region: Arc<str>,
     /// Shard name → its store.
-    shards: Arc<HashMap<String, Arc<ShardStore>>>,
+    shards: Arc<HashMap<String, Arc<S>>>,
     /// The ring over the shard names (to catch coordinators with another shard list).
     ring: Arc<HashRing>,
     /// Longest TTL and highest token lead this region accepts.
@@ -56,11 +58,26 @@ pub struct AgentService {
     state_dir: Option<std::path::PathBuf>,
 }
 
-impl AgentService {
+impl<S> Clone for AgentService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            shards: self.shards.clone(),
+            ring: self.ring.clone(),
+            limits: self.limits,
+            clock: self.clock.clone(),
+            ring_epoch: self.ring_epoch,
+            handover: self.handover.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
+impl<S: LockStore> AgentService<S> {
     /// An agent over connected shard stores.
     pub fn new(
         region: &str,
-        stores: Vec<Arc<ShardStore>>,
+        stores: Vec<Arc<S>>,
         ring: HashRing,
         limits: AgentLimits,
         clock: SharedClock,
@@ -172,9 +189,34 @@ impl AgentService {
         Ok(token)
     }
 
+    /// Refuse a proposal that arrived after its coordinator stopped waiting for
+    /// the answer (`deadline_unix_ms`, stated on this agent's clock as the
+    /// coordinator last saw it in a health probe; 0: none). A grant applied then
+    /// would hold the resource for nobody until the coordinator's abort (or its
+    /// TTL) removes it. Only proposals later than the slack are refused (this
+    /// clock may have been stepped since the probe).
+    fn in_time(&self, deadline_unix_ms: u64) -> Result<(), Status> {
+        if deadline_unix_ms == 0 {
+            return Ok(());
+        }
+        let offset = u64::try_from(self.limits.late_slack.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.clock.unix_micros() / 1_000;
+        let late_by = now_ms.saturating_sub(deadline_unix_ms.saturating_add(offset));
+        if late_by > 0 {
+            metrics::counter!("globallock_agent_late_proposals_total").increment(1);
+            return Err(Status::deadline_exceeded(format!(
+                "region {}: the proposal arrived {} ms after its coordinator's deadline \
+                 (beyond the {offset} ms slack allowed); not granted",
+                self.region,
+                late_by + offset
+            )));
+        }
+        Ok(())
+    }
+
     /// The store of the shard the coordinator named, after checking the resource
     /// and that our ring routes it there too.
-    fn shard(&self, shard: &str, resource: &str) -> Result<&ShardStore, Status> {
+    fn shard(&self, shard: &str, resource: &str) -> Result<&S, Status> {
         request::resource(resource).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ours = self.ring.shard_for(resource);
         if ours != shard {
@@ -261,6 +303,7 @@ fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<Res
             tonic::Code::InvalidArgument => "invalid",
             tonic::Code::FailedPrecondition => "misrouted",
             tonic::Code::Unavailable => "unavailable",
+            tonic::Code::DeadlineExceeded => "late",
             _ => "error",
         },
     };
@@ -279,16 +322,38 @@ fn record_target(shard: &str, resource: &str, lock_id: &str) {
 }
 
 /// The one mapping from store failures to gRPC status for this service.
-fn unavailable(error: StoreError) -> Status {
+fn unavailable(error: impl StoreFault) -> Status {
     let message = globallock_runtime::error_chain(&error);
-    match error {
-        StoreError::Corrupt { .. } => Status::data_loss(message),
-        _ => Status::unavailable(message),
+    match error.kind() {
+        FaultKind::DataLoss => Status::data_loss(message),
+        FaultKind::Unavailable => Status::unavailable(message),
     }
 }
 
+/// The region's vote as it goes over the wire: the variant, the holder it
+/// names, and what a token must exceed (a holder's token is the resource's
+/// mark while it holds: only a grant raises a mark).
+fn wire_vote(vote: Vote<Holding>) -> (WireVote, Option<Holding>, u64) {
+    let mark = match &vote {
+        Vote::TokenTooLow { mark } => *mark,
+        other => other.holder().map_or(0, |h| h.record.token),
+    };
+    let kind = match &vote {
+        Vote::Granted(_) => WireVote::Granted,
+        Vote::Held(_) => WireVote::Held,
+        Vote::RequestConflict(_) => WireVote::RequestConflict,
+        Vote::TokenTooLow { .. } => WireVote::TokenTooLow,
+        Vote::Aborted => WireVote::Aborted,
+    };
+    let holder = match vote {
+        Vote::Granted(h) | Vote::Held(h) | Vote::RequestConflict(h) => Some(h),
+        Vote::TokenTooLow { .. } | Vote::Aborted => None,
+    };
+    (kind, holder, mark)
+}
+
 /// The handlers, each run inside the span its trait method made.
-impl AgentService {
+impl<S: LockStore> AgentService<S> {
     /// Name this region in the answer's metadata (see `REGION_METADATA`).
     fn stamp<T>(&self, result: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
         let value = tonic::metadata::MetadataValue::try_from(&*self.region);
@@ -318,7 +383,7 @@ impl AgentService {
         if r.fencing_token <= floor {
             // Tokens of the previous ring are below the floor: re-propose above it.
             return Ok(Response::new(GrantResponse {
-                outcome: WireOutcome::TokenTooLow.into(),
+                vote: WireVote::TokenTooLow.into(),
                 holder: None,
                 high_water_mark: floor,
             }));
@@ -333,21 +398,16 @@ impl AgentService {
             ttl: self.ttl(r.ttl_ms)?,
             request_id: &r.request_id,
         };
-        let reply = store.grant(&proposal).await.map_err(unavailable)?;
-        let (outcome, held) = match reply.outcome {
-            GrantOutcome::Granted(h) => (WireOutcome::Granted, Some(h)),
-            GrantOutcome::Held(h) => (WireOutcome::Held, Some(h)),
-            GrantOutcome::RequestConflict(h) => (WireOutcome::RequestConflict, Some(h)),
-            GrantOutcome::TokenTooLow => (WireOutcome::TokenTooLow, None),
-            GrantOutcome::Aborted => (WireOutcome::Aborted, None),
-        };
-        span.record("outcome", outcome.as_str_name());
-        metrics::counter!("globallock_agent_grants_total", "shard" => r.shard.clone(), "outcome" => outcome.as_str_name())
+        self.in_time(r.deadline_unix_ms)?;
+        let vote = store.grant(&proposal).await.map_err(unavailable)?;
+        let (vote, held, mark) = wire_vote(vote);
+        span.record("outcome", vote.as_str_name());
+        metrics::counter!("globallock_agent_grants_total", "shard" => r.shard.clone(), "outcome" => vote.as_str_name())
             .increment(1);
         Ok(Response::new(GrantResponse {
-            outcome: outcome.into(),
+            vote: vote.into(),
             holder: held.map(holder),
-            high_water_mark: reply.mark,
+            high_water_mark: mark,
         }))
     }
 
@@ -452,12 +512,13 @@ impl AgentService {
             region: self.region.to_string(),
             healthy,
             shards,
+            unix_ms: self.clock.unix_micros() / 1_000,
         }))
     }
 }
 
 #[tonic::async_trait]
-impl RegionAgent for AgentService {
+impl<S: LockStore> RegionAgent for AgentService<S> {
     async fn grant(
         &self,
         request: Request<GrantRequest>,

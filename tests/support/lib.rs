@@ -55,6 +55,8 @@ pub struct ClusterOptions {
     /// Put a fault proxy in front of every etcd member's peer port (inbound Raft
     /// traffic), for the three-member region.
     pub proxy_peers: bool,
+    /// How late after its deadline an agent still takes a proposal.
+    pub late_proposal_slack_ms: u64,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +74,7 @@ impl Default for ClusterOptions {
             proxied: false,
             proxy_etcd: false,
             proxy_peers: false,
+            late_proposal_slack_ms: 1_000,
         }
     }
 }
@@ -287,6 +290,7 @@ impl Cluster {
             max_ttl_ms: self.agent_max_ttl_ms(),
             drift_rate: 0.01,
             max_token_lead_ms: self.options.quarantine_ms / 2,
+            late_proposal_slack_ms: self.options.late_proposal_slack_ms,
             state_dir: Some(self.dir.path().join(&region.name).join("agent-state")),
             bootstrap: self.regions[r].bootstrap,
             compaction_interval_s: 0,

@@ -1,0 +1,235 @@
+//! The agent's gRPC service driven directly (no sockets, no etcd) over the
+//! in-memory store: the checks the agent makes before it touches a store, and
+//! how a store's answer goes over the wire.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use globallock_proto::agent::region_agent_server::RegionAgent;
+use globallock_proto::agent::{
+    AdoptRequest, GrantRequest, HealthRequest, LockRef, ReadRequest, Vote as WireVote,
+};
+use globallock_protocol::clock::ManualClock;
+use globallock_protocol::lock_id::LockId;
+use globallock_protocol::ring::HashRing;
+use region_agent::config::AgentLimits;
+use region_agent::memory::MemoryStore;
+use region_agent::service::AgentService;
+use tonic::{Code, Request};
+
+const NOW_US: u64 = 1_700_000_000_000_000;
+const RESOURCE: &str = "billing/invoice-7";
+const OFFSET: Duration = Duration::from_secs(2);
+
+struct Agent {
+    service: AgentService<MemoryStore>,
+    store: Arc<MemoryStore>,
+    clock: Arc<ManualClock>,
+}
+
+fn agent() -> Agent {
+    let clock = ManualClock::new(NOW_US);
+    let store = Arc::new(MemoryStore::new(
+        "shard-0",
+        clock.clone(),
+        Duration::from_secs(60),
+    ));
+    let ring = HashRing::new(&["shard-0".to_owned()], 160).unwrap();
+    let limits = AgentLimits {
+        max_ttl: Duration::from_secs(300),
+        max_token_lead: Duration::from_secs(60),
+        late_slack: OFFSET,
+    };
+    let service = AgentService::new("region-a", vec![store.clone()], ring, limits, clock.clone());
+    Agent {
+        service,
+        store,
+        clock,
+    }
+}
+
+fn lock_id(n: u128) -> String {
+    LockId::new(n, RESOURCE).to_string()
+}
+
+fn proposal(n: u128, token: u64) -> GrantRequest {
+    GrantRequest {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(n),
+        owner: "billing-worker".into(),
+        fencing_token: token,
+        ttl_ms: 10_000,
+        request_id: format!("req-{n}"),
+        ring_epoch: 0,
+        deadline_unix_ms: NOW_US / 1_000 + 1_000,
+    }
+}
+
+async fn read(a: &Agent) -> globallock_proto::agent::ReadResponse {
+    let request = ReadRequest {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+    };
+    a.service
+        .read(Request::new(request))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_vote_goes_over_the_wire_with_its_holder_and_the_mark_a_token_must_exceed() {
+    let a = agent();
+    let first = a
+        .service
+        .grant(Request::new(proposal(1, NOW_US)))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata().get("globallock-region").unwrap(),
+        "region-a",
+        "every answer names its region"
+    );
+    let first = first.into_inner();
+    assert_eq!(first.vote(), WireVote::Granted);
+    assert_eq!(first.holder.as_ref().unwrap().lock_id, lock_id(1));
+    assert_eq!(first.high_water_mark, NOW_US);
+
+    let held = a
+        .service
+        .grant(Request::new(proposal(2, NOW_US + 5)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.vote(), WireVote::Held);
+    assert_eq!(held.holder.unwrap().lock_id, lock_id(1));
+    assert_eq!(
+        held.high_water_mark, NOW_US,
+        "the holder's token is the mark"
+    );
+
+    let lock = LockRef {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(1),
+    };
+    let released = a.service.release(Request::new(lock)).await.unwrap();
+    assert!(released.into_inner().removed);
+    let low = a
+        .service
+        .grant(Request::new(proposal(3, NOW_US)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (low.vote(), low.holder, low.high_water_mark),
+        (WireVote::TokenTooLow, None, NOW_US)
+    );
+}
+
+/// Hole 9: a proposal that arrives after its coordinator's deadline (beyond the
+/// clock offset the agent allows) is refused and writes nothing.
+#[tokio::test]
+async fn regression_hole9_a_late_proposal_is_refused_and_writes_nothing() {
+    let a = agent();
+    let mut late = proposal(1, NOW_US);
+    late.deadline_unix_ms = NOW_US / 1_000 - OFFSET.as_millis() as u64 - 1;
+    let refused = a.service.grant(Request::new(late)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused:?}");
+    let state = read(&a).await;
+    assert_eq!((state.holder, state.high_water_mark), (None, 0));
+
+    // Exactly at the allowed offset: still in time.
+    let mut edge = proposal(2, NOW_US);
+    edge.deadline_unix_ms = NOW_US / 1_000 - OFFSET.as_millis() as u64;
+    let granted = a.service.grant(Request::new(edge)).await.unwrap();
+    assert_eq!(granted.into_inner().vote(), WireVote::Granted);
+
+    // And a proposal without a deadline (0) is not refused for lateness.
+    a.clock.advance(Duration::from_secs(11));
+    let mut none = proposal(3, NOW_US + 1);
+    none.deadline_unix_ms = 0;
+    let answer = a.service.grant(Request::new(none)).await.unwrap();
+    assert_eq!(answer.into_inner().vote(), WireVote::Granted);
+}
+
+#[tokio::test]
+async fn proposals_for_another_ring_epoch_or_shard_are_refused_before_the_store() {
+    let a = agent();
+    let mut other_epoch = proposal(1, NOW_US);
+    other_epoch.ring_epoch = 7;
+    let refused = a
+        .service
+        .grant(Request::new(other_epoch))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("ring epoch 7"),
+        "{}",
+        refused.message()
+    );
+
+    let mut misrouted = proposal(2, NOW_US);
+    misrouted.shard = "shard-9".into();
+    let refused = a.service.grant(Request::new(misrouted)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(read(&a).await.holder, None);
+}
+
+#[tokio::test]
+async fn an_adopted_grant_survives_the_abort_of_the_round_that_made_it() {
+    let a = agent();
+    let first = a.service.grant(Request::new(proposal(1, NOW_US))).await;
+    assert_eq!(first.unwrap().into_inner().vote(), WireVote::Granted);
+    let adopt = AdoptRequest {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(1),
+        request_id: "req-1".into(),
+        ring_epoch: 0,
+    };
+    let adopted = a.service.adopt(Request::new(adopt)).await.unwrap();
+    assert!(adopted.into_inner().adopted);
+    let abort = LockRef {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(1),
+    };
+    let aborted = a.service.abort(Request::new(abort)).await.unwrap();
+    assert!(!aborted.into_inner().removed);
+    assert_eq!(read(&a).await.holder.unwrap().lock_id, lock_id(1));
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_makes_requests_unavailable_and_health_red() {
+    let a = agent();
+    a.store.set_down(true);
+    let refused = a
+        .service
+        .grant(Request::new(proposal(1, NOW_US)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(refused.message().contains("down"), "{}", refused.message());
+    let health = a
+        .service
+        .health(Request::new(HealthRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!health.healthy);
+    assert!(!health.shards[0].healthy);
+
+    a.store.set_down(false);
+    let health = a
+        .service
+        .health(Request::new(HealthRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(health.healthy, "{health:?}");
+}
