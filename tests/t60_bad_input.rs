@@ -241,6 +241,7 @@ fn proposal(lock_id: &str, token: u64, ttl_ms: u64) -> globallock_proto::agent::
         request_id: format!("req-{lock_id}"),
         ring_epoch: 0,
         deadline_unix_ms: 0,
+        principal: String::new(),
     }
 }
 

@@ -58,7 +58,8 @@ use std::time::{Duration, Instant};
 
 use globallock_proto::v1::lock_service_client::LockServiceClient;
 use globallock_proto::v1::{
-    AcquireRequest, DescribeRequest, ReleaseRequest, RenewRequest, ValidateRequest,
+    AcquireRequest, DescribeRequest, ListLocksRequest, ReleaseRequest, RenewRequest,
+    ValidateRequest,
 };
 use serde::Serialize;
 use tonic::Code;
@@ -110,6 +111,9 @@ pub enum ClientError {
         /// What is wrong with it, and what to write instead when that is known.
         reason: String,
     },
+    /// The TLS files could not be used.
+    #[error("TLS")]
+    Tls(#[from] globallock_tls::TlsError),
     /// No endpoints were given.
     #[error("no coordinator endpoints given")]
     NoEndpoints,
@@ -130,6 +134,7 @@ impl ClientError {
             | Self::Transport(s) => Some(s),
             Self::Unreachable(_)
             | Self::Endpoint { .. }
+            | Self::Tls(_)
             | Self::NoEndpoints
             | Self::LockLost(_) => None,
         }
@@ -380,6 +385,30 @@ pub struct Description {
     pub expires_in_ms: u64,
 }
 
+/// A lock held now, as a listing shows it (no lock id: that is its holder's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListedLock {
+    /// The resource.
+    pub resource: String,
+    /// The holder's owner.
+    pub owner: String,
+    /// The holder's token.
+    pub fencing_token: u64,
+    /// How long a majority holds it at least (from when the coordinator answered).
+    pub expires_in_ms: u64,
+    /// The regions that hold it.
+    pub granted_regions: Vec<String>,
+}
+
+/// One page of the locks held now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockPage {
+    /// The locks, in resource order.
+    pub locks: Vec<ListedLock>,
+    /// Pass to [`Client::list_locks`] for the next page; empty on the last page.
+    pub next_page_token: String,
+}
+
 /// Whether a token is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Validation {
@@ -407,6 +436,8 @@ struct Inner {
     channels: Vec<(String, Channel)>,
     /// The coordinator tried first (the last one that answered).
     preferred: AtomicUsize,
+    /// `authorization: Bearer <token>` for every call, if set.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -417,18 +448,58 @@ impl Client {
     pub fn connect<S: AsRef<str>>(
         endpoints: impl IntoIterator<Item = S>,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(endpoints, None)
+    }
+
+    /// Like [`Client::connect`], over TLS to `https://` endpoints: trusting the
+    /// CA in `tls`, and with mutual TLS when `tls` names a certificate (which
+    /// then identifies the caller to the coordinator).
+    pub fn connect_tls<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+        tls: &ClientTls,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(endpoints, Some(tls))
+    }
+
+    fn connect_with<S: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = S>,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let config = tls.map(ClientTls::config).transpose()?;
         let mut channels = Vec::new();
         for endpoint in endpoints {
             let endpoint = endpoint.as_ref().trim().to_owned();
-            check_scheme(&endpoint)?;
-            let channel = Endpoint::from_shared(endpoint.clone())
-                .map_err(|source| ClientError::Endpoint {
-                    endpoint: endpoint.clone(),
-                    reason: error_chain(&source),
-                })?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .connect_lazy();
+            check_scheme(&endpoint, config.is_some())?;
+            let bad = |source: tonic::transport::Error| ClientError::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: error_chain(&source),
+            };
+            let channel = match &config {
+                Some(config) => {
+                    // The connector does the TLS, and checks the coordinator's
+                    // certificate against the host named in the endpoint.
+                    let rest = &endpoint["https://".len()..];
+                    let url = format!("http://{rest}");
+                    let host = url
+                        .parse::<tonic::transport::Uri>()
+                        .ok()
+                        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+                        .unwrap_or_default();
+                    let name = globallock_tls::identity::server_name(&host)?;
+                    Endpoint::from_shared(url)
+                        .map_err(bad)?
+                        .connect_timeout(Duration::from_secs(2))
+                        .connect_with_connector_lazy(globallock_tls::TlsConnector::new(
+                            config.clone(),
+                            name,
+                        ))
+                }
+                None => Endpoint::from_shared(endpoint.clone())
+                    .map_err(bad)?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect_lazy(),
+            };
             channels.push((endpoint, channel));
         }
         if channels.is_empty() {
@@ -438,7 +509,29 @@ impl Client {
             inner: Arc::new(Inner {
                 channels,
                 preferred: AtomicUsize::new(0),
+                bearer: None,
             }),
+        })
+    }
+
+    /// Send `token` as `authorization: Bearer <token>` with every call: the
+    /// coordinator identifies the caller by it (for callers without a client
+    /// certificate). Use it over TLS only.
+    pub fn with_token(self, token: &str) -> Result<Self, ClientError> {
+        let value =
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| ClientError::Endpoint {
+                    endpoint: String::new(),
+                    reason: "the bearer token must be printable ASCII".into(),
+                })?;
+        let inner = Inner {
+            channels: self.inner.channels.clone(),
+            preferred: AtomicUsize::new(self.inner.preferred.load(Ordering::Relaxed)),
+            bearer: Some(value),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
         })
     }
 
@@ -461,6 +554,11 @@ impl Client {
             let mut request = tonic::Request::new(message.clone());
             // The caller's trace continues through the coordinator to every region.
             globallock_telemetry::propagation::inject_grpc(request.metadata_mut());
+            if let Some(bearer) = &self.inner.bearer {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
             match call(LockServiceClient::new(channel.clone()), request).await {
                 Ok(response) => {
                     self.inner.preferred.store(i, Ordering::Relaxed);
@@ -581,6 +679,42 @@ impl Client {
         })
     }
 
+    /// One page of the locks held now on resources starting with `prefix` (`""`:
+    /// every resource), in resource order, as a majority of regions agree: at
+    /// most `page_size` (0: the server's default, 100; at most 1000), after the
+    /// page whose `next_page_token` is `page_token` (`""`: the first page). A
+    /// page can hold fewer locks while more follow: the last page is the one
+    /// with an empty `next_page_token`.
+    pub async fn list_locks(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<LockPage, ClientError> {
+        let request = ListLocksRequest {
+            prefix: prefix.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let r = self
+            .call(request, |mut c, r| async move { c.list_locks(r).await })
+            .await?;
+        Ok(LockPage {
+            locks: r
+                .locks
+                .into_iter()
+                .map(|l| ListedLock {
+                    resource: l.resource,
+                    owner: l.owner,
+                    fencing_token: l.fencing_token,
+                    expires_in_ms: l.expires_in_ms,
+                    granted_regions: l.granted_regions,
+                })
+                .collect(),
+            next_page_token: r.next_page_token,
+        })
+    }
+
     /// Is `fencing_token` the current holder's token for `resource`?
     pub async fn validate(
         &self,
@@ -625,26 +759,64 @@ impl Client {
 
 /// Refuse an endpoint without an `http://` or `https://` scheme: tonic would
 /// accept `127.0.0.1:7400` and fail every call with a bare "transport error".
-fn check_scheme(endpoint: &str) -> Result<(), ClientError> {
-    let lower = endpoint.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
+fn check_scheme(endpoint: &str, tls: bool) -> Result<(), ClientError> {
+    if endpoint.starts_with(if tls { "https://" } else { "http://" }) {
         return Ok(());
     }
+    let scheme = if tls { "https" } else { "http" };
     let reason = match endpoint.split_once("://") {
+        Some(("https", rest)) => format!(
+            "https:// needs the CA to trust (--ca, GLOBALLOCK_CA), or use \"http://{rest}\" \
+             for a coordinator started with insecure = true"
+        ),
+        Some(("http", rest)) => {
+            format!("plaintext http:// while TLS files were given: write \"https://{rest}\"")
+        }
         Some((scheme, rest)) => format!(
-            "unsupported scheme {scheme:?}: coordinator endpoints are http:// URLs, e.g. \"http://{rest}\""
+            "unsupported scheme {scheme:?}: coordinator endpoints are https:// (or, without TLS, \
+             http://) URLs, e.g. \"{wanted}://{rest}\"",
+            wanted = if tls { "https" } else { "http" }
         ),
         None if endpoint.is_empty() => {
-            "empty: coordinator endpoints are URLs like \"http://127.0.0.1:7400\"".to_owned()
+            "empty: coordinator endpoints are URLs like \"https://127.0.0.1:7400\"".to_owned()
         }
         None => format!(
-            "missing the scheme: coordinator endpoints are URLs, write \"http://{endpoint}\""
+            "missing the scheme: coordinator endpoints are URLs, write \"{scheme}://{endpoint}\""
         ),
     };
     Err(ClientError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason,
     })
+}
+
+/// TLS to the coordinators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA certificates (PEM) the coordinators' certificates must chain to.
+    pub ca: std::path::PathBuf,
+    /// This caller's certificate and key (PEM) for mutual TLS, if any;
+    /// reloaded when the files change.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ClientTls {
+    fn config(&self) -> Result<Arc<globallock_tls::Reloading<rustls::ClientConfig>>, ClientError> {
+        let reloading = match &self.identity {
+            Some((cert, key)) => globallock_tls::Reloading::new(
+                globallock_tls::TlsFiles {
+                    ca: self.ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                globallock_tls::config::client,
+            )?,
+            None => globallock_tls::Reloading::fixed(globallock_tls::config::anonymous_client(
+                globallock_tls::files::roots(&self.ca)?,
+            )?),
+        };
+        Ok(Arc::new(reloading))
+    }
 }
 
 /// If `status` comes from failing to reach a coordinator (rather than from a
@@ -768,7 +940,9 @@ mod tests {
             "{error}"
         );
         assert!(Client::connect(["http://127.0.0.1:7400"]).is_ok());
-        assert!(Client::connect(["HTTPS://coordinator:7400"]).is_ok());
+        // https:// needs a CA to trust: the error says which flag gives it.
+        let error = Client::connect(["https://coordinator:7400"]).unwrap_err();
+        assert!(error.to_string().contains("--ca"), "{error}");
     }
 
     #[test]

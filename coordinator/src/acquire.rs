@@ -171,6 +171,7 @@ impl Drive<'_> {
             ttl_ms: self.p.ttl_ms,
             request_id: self.request_id.clone(),
             ring_epoch: self.engine.ring_epoch,
+            principal: self.p.principal.clone(),
             // When this coordinator stops waiting (the call's own timeout), on
             // the agent's clock: it refuses the proposal if it arrives later.
             deadline_unix_ms: self
@@ -224,6 +225,9 @@ impl Drive<'_> {
             shard: self.shard.clone(),
             resource: self.p.resource.clone(),
             lock_id: self.minted[&round].0.clone(),
+            // This coordinator's own round: not a release on anyone's behalf.
+            principal: String::new(),
+            force: true,
         };
         abort_event(self.engine.regions.clone(), round, region, lock)
     }
@@ -302,6 +306,9 @@ impl Drive<'_> {
                                 shard: shard.clone(),
                                 resource: resource.clone(),
                                 lock_id: minted[&round].0.clone(),
+                                // This coordinator's own round: not a release on anyone's behalf.
+                                principal: String::new(),
+                                force: true,
                             };
                             in_flight.push(abort_event(regions.clone(), round, region, lock));
                         }

@@ -9,7 +9,9 @@ use globallock_protocol::request::Limits;
 use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
 use globallock_protocol::validity::DriftAllowance;
 use globallock_runtime::settings::{InvalidSetting, load_layered, within};
+use globallock_tls::{ClientAuth, Reloading, TlsError, TlsFiles};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Environment variables starting with this override file settings, e.g.
 /// `GLOBALLOCK_COORDINATOR_LISTEN=127.0.0.1:7401`.
@@ -77,6 +79,36 @@ pub struct CoordinatorConfig {
     /// Fixed safety margin subtracted from every reported validity.
     #[serde(default = "default_drift_margin_ms")]
     pub drift_margin_ms: u64,
+    /// TLS on every door and hop (`[tls]`: `ca`, `cert`, `key`, PEM files,
+    /// reloaded when they change). Clients are served with this certificate,
+    /// and it is the client certificate shown to agents, so it must carry
+    /// `coordinator.globallock` among its DNS names.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Run every door and hop in plaintext. Refused unless set explicitly when
+    /// `[tls]` is absent; warned about at every start.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Who may call, and what they may do (`[access]`). Absent: every caller
+    /// may do everything (refused unless `open_access = true`).
+    #[serde(default)]
+    pub access: Option<AccessEntry>,
+    /// Serve every caller without identifying it. Refused unless set
+    /// explicitly when `[access]` is absent; warned about at every start.
+    #[serde(default)]
+    pub open_access: bool,
+}
+
+/// The `[access]` table: principals and the permissions they have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEntry {
+    /// `[[access.principals]]`: name, certificate identities, bearer tokens.
+    #[serde(default)]
+    pub principals: Vec<globallock_protocol::access::PrincipalEntry>,
+    /// `[[access.rules]]`: prefix, principals, verbs. Anything not allowed is denied.
+    #[serde(default)]
+    pub rules: Vec<globallock_protocol::access::Rule>,
 }
 
 /// One region as written.
@@ -85,7 +117,8 @@ pub struct CoordinatorConfig {
 pub struct RegionEntry {
     /// The region's name (as its agent's `region` setting spells it).
     pub name: String,
-    /// The region agent's URL, e.g. `http://127.0.0.1:7411`.
+    /// The region agent's URL: `https://host:port` with TLS (the agent must
+    /// prove `<name>.agent.globallock`), `http://host:port` with `insecure`.
     pub endpoint: String,
 }
 
@@ -135,6 +168,9 @@ pub enum ConfigError {
     /// The shard list does not make a ring.
     #[error("shards: {0}")]
     Ring(#[from] RingError),
+    /// The TLS files cannot be used.
+    #[error("tls")]
+    Tls(#[from] TlsError),
 }
 
 /// A configuration that passed every check.
@@ -168,6 +204,45 @@ pub struct ValidConfig {
     pub limits: Limits,
     /// Clock drift allowance.
     pub drift: DriftAllowance,
+    /// TLS for every door and hop; `None` only with `insecure = true`.
+    pub tls: Option<CoordinatorTls>,
+    /// Access control; `None` only with `open_access = true`.
+    pub access: Option<globallock_protocol::access::AccessControl>,
+}
+
+/// The coordinator's TLS configurations, each reloaded when its files change.
+#[derive(Debug, Clone)]
+pub struct CoordinatorTls {
+    /// The public gRPC door (client certificates optional: they identify callers).
+    pub grpc: Arc<Reloading<rustls::ServerConfig>>,
+    /// The REST door (HTTP/2 and HTTP/1.1).
+    pub rest: Arc<Reloading<rustls::ServerConfig>>,
+    /// Calls to agents (mutual TLS).
+    pub agents: Arc<Reloading<rustls::ClientConfig>>,
+}
+
+impl CoordinatorTls {
+    /// Load and check the files (an error stops the coordinator before it binds).
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        use globallock_tls::config;
+        use globallock_tls::identity::COORDINATOR;
+        let server = |alpn: &'static [&'static [u8]]| {
+            config::naming(COORDINATOR.to_owned(), files.cert.clone(), move |m| {
+                config::server(m, ClientAuth::Optional, alpn)
+            })
+        };
+        let grpc = Reloading::new(files.clone(), server(&[b"h2"]))?;
+        let rest = Reloading::new(files.clone(), server(&[b"h2", b"http/1.1"]))?;
+        let agents = Reloading::new(
+            files.clone(),
+            config::naming(COORDINATOR.to_owned(), files.cert.clone(), config::client),
+        )?;
+        Ok(Self {
+            grpc: Arc::new(grpc),
+            rest: Arc::new(rest),
+            agents: Arc::new(agents),
+        })
+    }
 }
 
 impl CoordinatorConfig {
@@ -180,6 +255,45 @@ impl CoordinatorConfig {
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let invalid =
             |field, problem: String| ConfigError::Invalid(InvalidSetting::new(field, problem));
+        let tls = match (&self.tls, self.insecure) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure",
+                    "is true while [tls] is set: choose one".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "tls",
+                    "is not configured: set [tls] ca, cert and key (PEM files), or insecure = true \
+                     to run every door and hop in plaintext (never in production)"
+                        .into(),
+                ));
+            }
+            (Some(files), false) => Some(CoordinatorTls::load(files)?),
+            (None, true) => None,
+        };
+        let access = match (&self.access, self.open_access) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "open_access",
+                    "is true while [access] is set: choose one".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "access",
+                    "is not configured: list [[access.principals]] and [[access.rules]], or set \
+                     open_access = true to let every caller do everything (never in production)"
+                        .into(),
+                ));
+            }
+            (Some(a), false) => Some(
+                globallock_protocol::access::AccessControl::new(&a.principals, &a.rules)
+                    .map_err(|e| invalid("access", e.to_string()))?,
+            ),
+            (None, true) => None,
+        };
         let n = self.regions.len();
         if n < 3 || n.is_multiple_of(2) {
             return Err(invalid(
@@ -211,13 +325,23 @@ impl CoordinatorConfig {
                     format!("{:?} is listed twice", region.name),
                 ));
             }
-            if !(region.endpoint.starts_with("http://") || region.endpoint.starts_with("https://"))
-            {
+            let scheme = if self.tls.is_some() {
+                "https://"
+            } else {
+                "http://"
+            };
+            if !region.endpoint.starts_with(scheme) {
                 return Err(invalid(
                     "regions.endpoint",
                     format!(
-                        "{:?} of region {:?} is not an http:// or https:// URL",
-                        region.endpoint, region.name
+                        "{:?} of region {:?} is not an {scheme} URL ({})",
+                        region.endpoint,
+                        region.name,
+                        if self.tls.is_some() {
+                            "agents are called over TLS"
+                        } else {
+                            "insecure = true calls agents in plaintext"
+                        }
                     ),
                 ));
             }
@@ -283,6 +407,8 @@ impl CoordinatorConfig {
             ));
         }
         Ok(ValidConfig {
+            access,
+            tls,
             listen: self.listen,
             rest_listen: self.rest_listen,
             metrics_listen: self.metrics_listen,
@@ -315,9 +441,52 @@ impl CoordinatorConfig {
 mod tests {
     use super::*;
 
+    /// Certificates made for these tests (the sample names files under /etc).
+    fn certs() -> &'static globallock_localcluster::ClusterTls {
+        globallock_localcluster::ClusterTls::for_tests()
+    }
+
+    /// The sample file, with its `[tls]` files replaced by real ones.
     fn sample() -> CoordinatorConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("coordinator.sample.toml");
-        CoordinatorConfig::load(&path).expect("sample loads")
+        let mut config = CoordinatorConfig::load(&path).expect("sample loads");
+        assert!(config.tls.is_some(), "the sample runs with TLS");
+        config.tls = Some(certs().coordinator.clone());
+        config
+    }
+
+    #[test]
+    fn tls_or_an_explicit_insecure_is_required_and_the_certificate_must_name_a_coordinator() {
+        let mut neither = sample();
+        neither.tls = None;
+        let text = neither.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("tls") && text.contains("insecure = true"),
+            "{text}"
+        );
+
+        let mut both = sample();
+        both.insecure = true;
+        let text = both.validate().unwrap_err().to_string();
+        assert!(text.starts_with("insecure"), "{text}");
+
+        // An agent's certificate cannot serve as a coordinator's.
+        let mut agent_cert = sample();
+        agent_cert.tls = Some(certs().agents[0].clone());
+        let error = agent_cert.validate().unwrap_err();
+        let text = globallock_runtime::error_chain(&error);
+        assert!(text.contains("coordinator.globallock"), "{text}");
+
+        // Plaintext, when asked for: agents are then http:// URLs.
+        let mut plain = sample();
+        plain.tls = None;
+        plain.insecure = true;
+        let text = plain.clone().validate().unwrap_err().to_string();
+        assert!(text.contains("http://"), "{text}");
+        for region in &mut plain.regions {
+            region.endpoint = region.endpoint.replace("https://", "http://");
+        }
+        assert!(plain.validate().expect("plaintext config").tls.is_none());
     }
 
     #[test]

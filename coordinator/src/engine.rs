@@ -16,17 +16,20 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::agent::{
-    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
-    RenewResponse,
+    Holder, ListRequest, ListResponse, LockRef, REGION_METADATA, ReadRequest, ReadResponse,
+    RemoveResponse, RenewRequest, RenewResponse,
 };
+use globallock_protocol::access::AccessControl;
 use globallock_protocol::audit::{AuditEvent, AuditRecord};
 use globallock_protocol::backoff::Backoff;
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::fence::TokenRatchet;
+use globallock_protocol::listing;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::quorum::{
-    Grant, MajorityGrant, ReadDecision, ReadReply, ReadTally, RegionSplit, ReleaseDecision,
-    ReleaseTally, RemoveReply, RenewDecision, RenewReply, RenewTally,
+    Grant, ListDecision, ListReply, ListedLock, MajorityGrant, ReadDecision, ReadReply, ReadTally,
+    RegionSplit, ReleaseDecision, ReleaseTally, RemoveReply, RenewDecision, RenewReply, RenewTally,
+    decide_list,
 };
 use globallock_protocol::rate::{Rate, RateLimiter};
 use globallock_protocol::request::{self, Limits};
@@ -38,6 +41,7 @@ use tonic::transport::Channel;
 use tonic::{Response, Status};
 use tracing::{Instrument, Span, debug, info_span, instrument, warn};
 
+use crate::access::Caller;
 use crate::contention::TopContended;
 use crate::error::{LockError, Reachability, RegionFailure};
 use crate::regions::Regions;
@@ -55,6 +59,9 @@ pub struct AcquireParams {
     pub wait_ms: u64,
     /// Idempotency key (empty: none).
     pub request_id: String,
+    /// The caller's principal (empty: access control is off): stored with the
+    /// grant, and the acquire rate is counted per principal.
+    pub principal: String,
 }
 
 /// A granted lock.
@@ -101,6 +108,8 @@ pub struct HolderView {
     pub lock_id: String,
     /// Its owner.
     pub owner: String,
+    /// The principal that acquired it (empty: access control was off).
+    pub principal: String,
     /// Its token.
     pub fencing_token: u64,
     /// The TTL it was granted with.
@@ -109,6 +118,30 @@ pub struct HolderView {
     pub expires_in: Duration,
     /// The regions that hold it.
     pub regions: Vec<String>,
+}
+
+/// A lock as a listing shows it: no lock id (that is its holder's to use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedHolder {
+    /// The resource.
+    pub resource: String,
+    /// Its owner.
+    pub owner: String,
+    /// Its token.
+    pub fencing_token: u64,
+    /// How long a majority holds it at least.
+    pub expires_in: Duration,
+    /// The regions that hold it.
+    pub regions: Vec<String>,
+}
+
+/// One page of the locks held now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockPage {
+    /// The locks, in resource order.
+    pub locks: Vec<ListedHolder>,
+    /// The token of the next page; empty on the last page.
+    pub next_page_token: String,
 }
 
 /// The lock service: stateless apart from hints (token marks) and region health.
@@ -136,6 +169,8 @@ pub struct LockEngine {
     audit: AuditLog,
     /// The ring's epoch, sent with every proposal.
     pub(crate) ring_epoch: u64,
+    /// Who may call and do what (`None`: everyone, everything).
+    access: Option<AccessControl>,
 }
 
 /// Optional behaviour of an engine beyond the protocol.
@@ -151,6 +186,8 @@ pub struct EngineOptions {
     pub audit: AuditLog,
     /// The ring's epoch, sent with every proposal.
     pub ring_epoch: u64,
+    /// Access control (`None`: open access).
+    pub access: Option<AccessControl>,
 }
 
 type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
@@ -175,7 +212,13 @@ impl LockEngine {
             contention: TopContended::default(),
             audit: options.audit,
             ring_epoch: options.ring_epoch,
+            access: options.access,
         }
+    }
+
+    /// Access control, when it is on.
+    pub fn access(&self) -> Option<&AccessControl> {
+        self.access.as_ref()
     }
 
     /// The most contended resources seen by this coordinator.
@@ -185,7 +228,7 @@ impl LockEngine {
 
     /// Write an audit record for the current request.
     #[allow(clippy::too_many_arguments)]
-    fn audit(
+    pub(crate) fn audit(
         &self,
         event: AuditEvent,
         resource: &str,
@@ -236,7 +279,7 @@ impl LockEngine {
             .limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take(&p.owner, self.clock.monotonic());
+            .take(rate_key(&p), self.clock.monotonic());
         if let Err(retry_after) = rate {
             return Err(LockError::RateLimited {
                 owner: p.owner.clone(),
@@ -303,9 +346,15 @@ impl LockEngine {
     }
 
     /// Extend a lock. Succeeds only while a majority still holds this lock id.
-    pub async fn renew(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
+    /// Only the principal that acquired the lock may renew it, or an admin.
+    pub async fn renew(
+        &self,
+        lock_id: &str,
+        ttl_ms: u64,
+        caller: &Caller,
+    ) -> Result<Renewed, LockError> {
         let started = std::time::Instant::now();
-        let result = self.renew_inner(lock_id, ttl_ms).await;
+        let result = self.renew_inner(lock_id, ttl_ms, caller).await;
         observe("renew", started, &result);
         let outcome = match &result {
             Ok(_) => "renewed",
@@ -320,7 +369,12 @@ impl LockEngine {
     }
 
     #[instrument(name = "renew", skip_all, fields(lock_id = %lock_id, ttl_ms, resource, outcome))]
-    async fn renew_inner(&self, lock_id: &str, ttl_ms: u64) -> Result<Renewed, LockError> {
+    async fn renew_inner(
+        &self,
+        lock_id: &str,
+        ttl_ms: u64,
+        caller: &Caller,
+    ) -> Result<Renewed, LockError> {
         let id: LockId = lock_id.parse()?;
         let ttl = if ttl_ms == 0 {
             None
@@ -337,12 +391,15 @@ impl LockEngine {
             resource: id.resource().to_owned(),
             lock_id: lock_id.to_owned(),
             ttl_ms,
+            principal: caller.principal.clone(),
+            force: caller.admin,
         };
         let started = self.clock.monotonic();
         let mut replies = self.fan_out(&shard, "renew", request, |mut c, r| async move {
             c.renew(r).await
         });
         let mut tally = RenewTally::new(self.regions.len());
+        let mut not_owner = false;
         let (decision, failures) = self
             .gather(&shard, &mut replies, |i, result| {
                 let reply = match result {
@@ -351,12 +408,22 @@ impl LockEngine {
                         holder: Some(h),
                     }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
                     Ok(_) => RenewReply::NotFound,
+                    // Held by another principal: not this caller's to renew.
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                        not_owner = true;
+                        RenewReply::NotFound
+                    }
                     Err(_) => RenewReply::Failed,
                 };
                 Some(tally.record(i, reply)).filter(|d| *d != RenewDecision::Pending)
             })
             .await;
         tokio::spawn(replies.collect::<Vec<_>>());
+        if not_owner && !matches!(decision, Some(RenewDecision::Renewed(_))) {
+            return Err(LockError::NotOwner {
+                lock_id: lock_id.to_owned(),
+            });
+        }
         let elapsed = self.clock.monotonic().saturating_sub(started);
         let outcome = match decision.unwrap_or(RenewDecision::Pending) {
             RenewDecision::Renewed(won) => self.renewed(&id, lock_id, ttl, won, elapsed),
@@ -422,10 +489,13 @@ impl LockEngine {
     }
 
     fn release_in_background(&self, shard: &str, resource: &str, lock_id: &str) {
+        // Only after its own holder's renewal found it gone: forced.
         let request = LockRef {
             shard: shard.to_owned(),
             resource: resource.to_owned(),
             lock_id: lock_id.to_owned(),
+            principal: String::new(),
+            force: true,
         };
         let replies = self.fan_out(shard, "release", request, |mut c, r| async move {
             c.release(r).await
@@ -434,9 +504,11 @@ impl LockEngine {
     }
 
     /// Release a lock everywhere; only the grant with this exact id is removed.
-    pub async fn release(&self, lock_id: &str) -> Result<Vec<String>, LockError> {
+    /// Only the principal that acquired the lock may release it, or an admin
+    /// (audited as a force-release).
+    pub async fn release(&self, lock_id: &str, caller: &Caller) -> Result<Vec<String>, LockError> {
         let started = std::time::Instant::now();
-        let result = self.release_inner(lock_id).await;
+        let result = self.release_inner(lock_id, caller).await;
         observe("release", started, &result);
         let outcome = match &result {
             Ok(_) => "released",
@@ -448,7 +520,11 @@ impl LockEngine {
     }
 
     #[instrument(name = "release", skip_all, fields(lock_id = %lock_id, resource, outcome))]
-    async fn release_inner(&self, lock_id: &str) -> Result<Vec<String>, LockError> {
+    async fn release_inner(
+        &self,
+        lock_id: &str,
+        caller: &Caller,
+    ) -> Result<Vec<String>, LockError> {
         let id: LockId = lock_id.parse()?;
         Span::current().record("resource", id.resource());
         let shard = self.ring.shard_for(id.resource()).to_owned();
@@ -459,6 +535,8 @@ impl LockEngine {
             shard: shard.clone(),
             resource: id.resource().to_owned(),
             lock_id: lock_id.to_owned(),
+            principal: caller.principal.clone(),
+            force: caller.admin,
         };
         let mut replies = self.fan_out(&shard, "release", request, |mut c, r| async move {
             c.release(r).await
@@ -467,6 +545,7 @@ impl LockEngine {
         // Whose lock this was, as the first region that removed it says (for the
         // audit trail: a release names the owner and token that ended).
         let mut ended: Option<Holder> = None;
+        let mut not_owner = false;
         let (decision, failures) = self
             .gather(&shard, &mut replies, |i, result| {
                 let reply = match result {
@@ -480,6 +559,10 @@ impl LockEngine {
                         RemoveReply::Removed
                     }
                     Ok(RemoveResponse { removed: false, .. }) => RemoveReply::NotFound,
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                        not_owner = true;
+                        RemoveReply::NotFound
+                    }
                     Err(_) => RemoveReply::Failed,
                 };
                 Some(tally.record(i, reply)).filter(|d| *d != ReleaseDecision::Pending)
@@ -487,13 +570,27 @@ impl LockEngine {
             .await;
         // The remaining regions still remove their grant, off the critical path.
         tokio::spawn(replies.collect::<Vec<_>>());
+        if not_owner && !matches!(decision, Some(ReleaseDecision::Released { .. })) {
+            return Err(LockError::NotOwner {
+                lock_id: lock_id.to_owned(),
+            });
+        }
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
                 let regions = self.regions.names(&regions);
+                // An admin's release of another principal's lock is a
+                // force-release, and the audit trail says so.
+                let forced = ended
+                    .as_ref()
+                    .is_some_and(|h| caller.admin && h.principal != caller.principal);
                 let (owner, token) =
                     ended.map_or((String::new(), 0), |h| (h.owner, h.fencing_token));
                 self.audit(
-                    AuditEvent::Released,
+                    if forced {
+                        AuditEvent::ForceReleased
+                    } else {
+                        AuditEvent::Released
+                    },
                     id.resource(),
                     &owner,
                     lock_id,
@@ -563,6 +660,7 @@ impl LockEngine {
                 holder: Some(HolderView {
                     lock_id: held.grant.lock_id,
                     owner: held.grant.owner,
+                    principal: held.grant.principal,
                     fencing_token: held.grant.token,
                     ttl_ms: held.grant.ttl_ms,
                     expires_in: held.held_for.saturating_sub(elapsed),
@@ -585,6 +683,117 @@ impl LockEngine {
         let description = self.describe(resource).await?;
         let current = description.holder.map_or(0, |h| h.fencing_token);
         Ok((current != 0 && current == token, current))
+    }
+
+    /// The locks held now on resources starting with `prefix`, as a majority of
+    /// regions agree, one page of at most `page_size` (0: the default) at a
+    /// time, after the page of `page_token` (empty: the first page).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        page_size: u64,
+        page_token: &str,
+    ) -> Result<LockPage, LockError> {
+        let started = std::time::Instant::now();
+        let result = self.list_inner(prefix, page_size, page_token).await;
+        observe("list", started, &result);
+        result
+    }
+
+    #[instrument(name = "list", skip_all, fields(prefix = %prefix, page_size, locks, outcome))]
+    async fn list_inner(
+        &self,
+        prefix: &str,
+        page_size: u64,
+        page_token: &str,
+    ) -> Result<LockPage, LockError> {
+        request::prefix(prefix)?;
+        let page_size = request::page_size(page_size)?;
+        let start_after = listing::start_after(page_token)?;
+        Span::current().record("page_size", page_size);
+        let started = self.clock.monotonic();
+        // Every shard at once; each answers for the resources it covered.
+        let shards = self
+            .ring
+            .shards()
+            .iter()
+            .map(|shard| self.list_shard(shard, prefix, &start_after, page_size));
+        let outcome = futures::future::try_join_all(shards).await.map(|parts| {
+            let elapsed = self.clock.monotonic().saturating_sub(started);
+            let page = listing::merge(parts, page_size);
+            LockPage {
+                locks: page
+                    .locks
+                    .into_iter()
+                    .map(|lock| ListedHolder {
+                        resource: lock.resource,
+                        owner: lock.held.grant.owner,
+                        fencing_token: lock.held.grant.token,
+                        expires_in: lock.held.held_for.saturating_sub(elapsed),
+                        regions: self.regions.names(&lock.held.regions),
+                    })
+                    .collect(),
+                next_page_token: page
+                    .next
+                    .as_deref()
+                    .map(listing::page_token)
+                    .unwrap_or_default(),
+            }
+        });
+        if let Ok(page) = &outcome {
+            Span::current().record("locks", page.locks.len());
+        }
+        record_outcome(&outcome);
+        outcome
+    }
+
+    /// One shard's part of a listing: every region's page of its grants, and
+    /// what a majority holds among the resources they all covered.
+    async fn list_shard(
+        &self,
+        shard: &str,
+        prefix: &str,
+        start_after: &str,
+        page_size: usize,
+    ) -> Result<(Vec<ListedLock>, Option<String>), LockError> {
+        self.regions
+            .require_majority(shard)
+            .map_err(LockError::Unavailable)?;
+        let request = ListRequest {
+            shard: shard.to_owned(),
+            prefix: prefix.to_owned(),
+            start_after: start_after.to_owned(),
+            limit: u32::try_from(page_size).unwrap_or(u32::MAX),
+        };
+        let mut replies =
+            self.fan_out(
+                shard,
+                "list",
+                request,
+                |mut c, r| async move { c.list(r).await },
+            );
+        // Every region's page is needed: a grant only a silent region shows
+        // could make a majority.
+        let mut pages = vec![ListReply::Failed; self.regions.len()];
+        let mut waiting = self.regions.len();
+        let (_, failures) = self
+            .gather(shard, &mut replies, |i, result| {
+                if let Some(page) = pages.get_mut(i) {
+                    *page = match result {
+                        Ok(response) => list_reply(response),
+                        Err(_) => ListReply::Failed,
+                    };
+                }
+                waiting = waiting.saturating_sub(1);
+                (waiting == 0).then_some(())
+            })
+            .await;
+        match decide_list(&pages) {
+            ListDecision::Listed { locks, through } => Ok((locks, through)),
+            ListDecision::Unavailable(split) => {
+                Err(LockError::Unavailable(self.reachability(&split, &failures)))
+            }
+        }
     }
 
     /// Send `message` to every region with `call`, each bounded by the region
@@ -745,6 +954,24 @@ pub(crate) fn grant_of(h: Holder) -> Grant {
         ttl_ms: h.ttl_ms,
         request_id: h.request_id,
         remaining: Duration::from_millis(h.remaining_ms),
+        principal: h.principal,
+    }
+}
+
+/// A region's page of a shard's grants, as the list rule reads it. A page
+/// naming a grant without its holder breaks the protocol: no answer.
+fn list_reply(response: ListResponse) -> ListReply {
+    let grants: Option<Vec<(String, Grant)>> = response
+        .grants
+        .into_iter()
+        .map(|g| Some((g.resource, grant_of(g.holder?))))
+        .collect();
+    match grants {
+        Some(grants) => ListReply::Listed {
+            grants,
+            more: response.more,
+        },
+        None => ListReply::Failed,
     }
 }
 
@@ -776,7 +1003,7 @@ pub fn register_metrics() {
     for outcome in ["released", "not_found", "no_quorum", "invalid", "error"] {
         metrics::counter!("globallock_releases_total", "outcome" => outcome).increment(0);
     }
-    for op in ["acquire", "renew", "release", "describe"] {
+    for op in ["acquire", "renew", "release", "describe", "list"] {
         metrics::counter!("globallock_quorum_failures_total", "op" => op).increment(0);
     }
     metrics::counter!("globallock_locks_lost_total").increment(0);
@@ -815,4 +1042,14 @@ fn error_label(error: &LockError) -> &'static str {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whose acquire rate an acquire counts against: its principal (which the
+/// caller cannot choose), or without access control its owner label.
+fn rate_key(p: &AcquireParams) -> &str {
+    if p.principal.is_empty() {
+        &p.owner
+    } else {
+        &p.principal
+    }
 }

@@ -121,6 +121,20 @@ pub enum LockError {
     /// The resource's fencing tokens are used up.
     #[error(transparent)]
     TokensExhausted(#[from] TokensExhausted),
+    /// The caller could not be identified (access control is on).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(#[from] globallock_protocol::access::Unauthenticated),
+    /// The caller may not do this (to this resource, or to another
+    /// principal's lock).
+    #[error("permission denied: {0}")]
+    Denied(#[from] globallock_protocol::access::Denied),
+    /// The lock belongs to another principal, and the caller may not act on
+    /// other principals' locks (`admin`).
+    #[error("permission denied: lock {lock_id:?} belongs to another principal")]
+    NotOwner {
+        /// The lock id.
+        lock_id: String,
+    },
     /// A region answered something that breaks the protocol.
     #[error("internal error: {0}")]
     Internal(String),
@@ -151,6 +165,8 @@ impl LockError {
             Self::Unavailable(_) | Self::TooSlow { .. } => "no-quorum",
             Self::RateLimited { .. } => "rate-limited",
             Self::TokensExhausted(_) => "tokens-exhausted",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Denied(_) | Self::NotOwner { .. } => "permission-denied",
             Self::Internal(_) => "internal",
         }
     }

@@ -5,6 +5,8 @@
 //! any number can run side by side.
 //!
 //! # Layout
+//! - [`access`] — who is calling (client certificate, bearer token) and whether
+//!   it may: the front doors' check before the engine is asked anything.
 //! - [`config`] — settings, loaded from TOML + environment, validated before binding.
 //! - [`engine`] — acquire, renew, release, describe, validate: fan-out to the
 //!   regions and the decisions of `globallock_protocol::quorum`.
@@ -19,6 +21,7 @@
 //! - [`rest`] — the REST API (axum) and its OpenAPI document.
 //! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
 
+pub mod access;
 mod acquire;
 pub mod config;
 pub mod contention;

@@ -18,6 +18,8 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
+use globallock_tls::{Reloading, TlsConnector, identity};
+
 use crate::config::RegionEntry;
 use crate::error::{Reachability, RegionFailure};
 
@@ -79,28 +81,49 @@ pub struct Regions {
 
 /// The configuration could not produce a channel.
 #[derive(Debug, thiserror::Error)]
-#[error("region {region}: bad endpoint {endpoint:?}")]
-pub struct EndpointError {
-    /// The region.
-    pub region: String,
-    /// The endpoint.
-    pub endpoint: String,
-    /// Why.
-    #[source]
-    pub source: tonic::transport::Error,
+pub enum EndpointError {
+    /// The URL is unusable.
+    #[error("region {region}: bad endpoint {endpoint:?}")]
+    Url {
+        /// The region.
+        region: String,
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The region's name cannot be checked in a certificate.
+    #[error("region {region}: its agent's identity cannot be checked")]
+    Identity {
+        /// The region.
+        region: String,
+        /// Why.
+        #[source]
+        source: globallock_tls::TlsError,
+    },
 }
 
 impl Regions {
     /// Channels to every region (connected lazily; nothing is dialled here).
+    /// With `tls`, every agent is called over mutual TLS and must prove its
+    /// region (`<name>.agent.globallock`); an agent of another region is refused.
     pub fn new(
         entries: &[RegionEntry],
         shards: &[String],
         timeout: Duration,
+        tls: Option<Arc<Reloading<rustls::ClientConfig>>>,
     ) -> Result<Self, EndpointError> {
         let mut regions = Vec::with_capacity(entries.len());
         for entry in entries {
-            let endpoint = Endpoint::from_shared(entry.endpoint.clone())
-                .map_err(|source| EndpointError {
+            // With TLS the connector does the TLS; the channel itself speaks
+            // HTTP/2 over what the connector returns.
+            let url = match entry.endpoint.strip_prefix("https://") {
+                Some(rest) if tls.is_some() => format!("http://{rest}"),
+                _ => entry.endpoint.clone(),
+            };
+            let endpoint = Endpoint::from_shared(url)
+                .map_err(|source| EndpointError::Url {
                     region: entry.name.clone(),
                     endpoint: entry.endpoint.clone(),
                     source,
@@ -110,9 +133,22 @@ impl Regions {
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(timeout.max(Duration::from_secs(1)))
                 .keep_alive_while_idle(true);
+            let channel = match &tls {
+                Some(config) => {
+                    let name =
+                        identity::server_name(&identity::agent(&entry.name)).map_err(|source| {
+                            EndpointError::Identity {
+                                region: entry.name.clone(),
+                                source,
+                            }
+                        })?;
+                    endpoint.connect_with_connector_lazy(TlsConnector::new(config.clone(), name))
+                }
+                None => endpoint.connect_lazy(),
+            };
             regions.push(Region {
                 name: entry.name.clone(),
-                client: RegionAgentClient::new(endpoint.connect_lazy()),
+                client: RegionAgentClient::new(channel),
                 // Optimistic until the first probe: requests still carry deadlines.
                 healthy: shards.iter().map(|_| AtomicBool::new(true)).collect(),
                 clock: Mutex::new(None),

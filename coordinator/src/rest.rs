@@ -8,7 +8,8 @@
 //! are `400`, naming the field where there is one; bodies over 64 KiB are `413`.
 //! Paths are percent-decoded strictly: a `%` not followed by two hex digits is
 //! `400`, and a resource path with an unencoded `/` is a `404` that shows the
-//! `%2F` form.
+//! `%2F` form. The query of `GET /locks` is as strict: an unknown or repeated
+//! parameter, a bad escape or a `limit` out of bounds is `400` naming it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +17,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use globallock_protocol::access::{Credentials, Verb};
 use globallock_protocol::fence::MAX_TOKEN;
 use globallock_protocol::lock_id::LockId;
-use globallock_protocol::request::{self, InvalidInput, Limits};
+use globallock_protocol::request::{self, InvalidInput, Limits, MAX_PAGE_SIZE};
 use globallock_telemetry::propagation::adopt_http_parent;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -70,7 +72,7 @@ struct AppState {
 /// The REST router over `engine`.
 pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
     Router::new()
-        .route("/locks", post(create_lock))
+        .route("/locks", post(create_lock).get(list_locks))
         .route("/locks/{lock_id}", get(get_lock).delete(delete_lock))
         .route("/locks/{lock_id}/renew", put(renew_lock))
         .route("/resources/{resource}", get(get_resource))
@@ -480,6 +482,7 @@ struct LockBody {
 
 async fn create_lock(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     headers: HeaderMap,
     StrictJson(body): StrictJson<AcquireBody>,
 ) -> Result<Response, Problem> {
@@ -503,6 +506,9 @@ async fn create_lock(
             key.to_owned()
         }
     };
+    let caller = state
+        .engine
+        .authorize(&credentials, Verb::Acquire, &body.resource)?;
     let acquired = state
         .engine
         .acquire(AcquireParams {
@@ -511,6 +517,7 @@ async fn create_lock(
             ttl_ms: body.ttl_ms,
             wait_ms: body.wait_ms,
             request_id,
+            principal: caller.principal,
         })
         .await?;
     let location = format!("/locks/{}", acquired.lock_id);
@@ -531,36 +538,193 @@ async fn create_lock(
     Ok(response)
 }
 
+/// The query of `GET /locks`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ListQuery {
+    prefix: String,
+    /// `None`: the default page size.
+    limit: Option<u64>,
+    page_token: String,
+}
+
+/// Parse the query of `GET /locks` strictly: each parameter at most once,
+/// percent-decoded to UTF-8 (`+` is a space), `limit` an integer from 1 to
+/// 1000; anything else (an unknown parameter too) is a problem naming it.
+fn list_query(raw: Option<&str>) -> Result<ListQuery, Problem> {
+    let mut query = ListQuery::default();
+    let mut seen: Vec<String> = Vec::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = query_component(name).unwrap_or_else(|_| name.to_owned());
+        let field: &'static str = match name.as_str() {
+            "prefix" => "prefix",
+            "limit" => "limit",
+            "page_token" => "page_token",
+            _ => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-argument",
+                    format!(
+                        "unknown query parameter {name:?}: GET /locks takes prefix, limit and \
+                         page_token"
+                    ),
+                )
+                .with("field", json!(name)));
+            }
+        };
+        if seen.contains(&name) {
+            return Err(Problem::invalid(&InvalidInput::new(
+                field,
+                "is given more than once",
+            )));
+        }
+        seen.push(name);
+        let value = query_component(value)
+            .map_err(|problem| Problem::invalid(&InvalidInput::new(field, problem)))?;
+        match field {
+            "prefix" => query.prefix = value,
+            "page_token" => query.page_token = value,
+            _ => {
+                let limit = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE as u64).contains(n))
+                    .ok_or_else(|| {
+                        Problem::invalid(&InvalidInput::new(
+                            "limit",
+                            format!(
+                                "{value:?} is not an integer between 1 and {MAX_PAGE_SIZE} \
+                                 (leave it out for {})",
+                                request::DEFAULT_PAGE_SIZE
+                            ),
+                        ))
+                    })?;
+                query.limit = Some(limit);
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// One percent-decoded query name or value (`+` is a space); `Err` says why not.
+fn query_component(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let digit = |k: usize| bytes.get(k).and_then(|b| char::from(*b).to_digit(16));
+                let byte = digit(i + 1)
+                    .zip(digit(i + 2))
+                    .and_then(|(high, low)| u8::try_from(high * 16 + low).ok());
+                let Some(byte) = byte else {
+                    return Err(format!(
+                        "has an invalid percent-encoding at byte {i}: a % must start %XX (two \
+                         hex digits); write % itself as %25"
+                    ));
+                };
+                out.push(byte);
+                i += 2;
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded".to_owned())
+}
+
+#[derive(Debug, Serialize)]
+struct ListedLockBody {
+    resource: String,
+    owner: String,
+    fencing_token: u64,
+    expires_in_ms: u64,
+    granted_regions: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LockListBody {
+    locks: Vec<ListedLockBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+/// `GET /locks?prefix=&limit=&page_token=`: the locks held now, a page at a
+/// time, as a majority of regions agree (no lock ids).
+async fn list_locks(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let query = list_query(raw.as_deref())?;
+    // Listing a prefix needs `describe` on all of it.
+    state
+        .engine
+        .authorize(&credentials, Verb::Describe, &query.prefix)?;
+    let page = state
+        .engine
+        .list(&query.prefix, query.limit.unwrap_or(0), &query.page_token)
+        .await?;
+    let body = LockListBody {
+        locks: page
+            .locks
+            .into_iter()
+            .map(|lock| ListedLockBody {
+                resource: lock.resource,
+                owner: lock.owner,
+                fencing_token: lock.fencing_token,
+                expires_in_ms: millis(lock.expires_in),
+                granted_regions: lock.regions,
+            })
+            .collect(),
+        next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
 async fn get_lock(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     lock_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
     let parsed = parse_lock_id(&lock_id)?;
+    let caller = state
+        .engine
+        .authorize(&credentials, Verb::Describe, parsed.resource())?;
     let description = state.engine.describe(parsed.resource()).await?;
     match description.holder {
-        Some(holder) if holder.lock_id == lock_id => Ok(axum::Json(LockBody {
-            lock_id: holder.lock_id,
-            resource: parsed.resource().to_owned(),
-            owner: holder.owner,
-            fencing_token: holder.fencing_token,
-            ttl_ms: holder.ttl_ms,
-            validity_ms: None,
-            expires_in_ms: Some(millis(holder.expires_in)),
-            granted_regions: holder.regions,
-        })
-        .into_response()),
+        // Another principal's lock is not found, whoever knows its id.
+        Some(holder) if holder.lock_id == lock_id && caller.may_see(&holder.principal) => {
+            Ok(axum::Json(LockBody {
+                lock_id: holder.lock_id,
+                resource: parsed.resource().to_owned(),
+                owner: holder.owner,
+                fencing_token: holder.fencing_token,
+                ttl_ms: holder.ttl_ms,
+                validity_ms: None,
+                expires_in_ms: Some(millis(holder.expires_in)),
+                granted_regions: holder.regions,
+            })
+            .into_response())
+        }
         _ => Err(LockError::NotFound { lock_id }.into()),
     }
 }
 
 async fn delete_lock(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     lock_id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
-    parse_lock_id(&lock_id)?;
-    state.engine.release(&lock_id).await?;
+    let parsed = parse_lock_id(&lock_id)?;
+    let caller = state
+        .engine
+        .authorize(&credentials, Verb::Release, parsed.resource())?;
+    state.engine.release(&lock_id, &caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -579,11 +743,15 @@ fn present_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opti
 
 async fn renew_lock(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     lock_id: Result<Path<String>, PathRejection>,
     OptionalJson(body): OptionalJson<RenewBody>,
 ) -> Result<Response, Problem> {
     let lock_id = path_param(lock_id, "lock_id")?;
-    parse_lock_id(&lock_id)?;
+    let parsed = parse_lock_id(&lock_id)?;
+    let caller = state
+        .engine
+        .authorize(&credentials, Verb::Renew, parsed.resource())?;
     // An explicit 0 is out of bounds; an absent ttl_ms (or no body at all) keeps
     // the granted TTL.
     let ttl_ms = match body.and_then(|b| b.ttl_ms) {
@@ -599,7 +767,7 @@ async fn renew_lock(
         Some(ttl) => ttl,
         None => 0,
     };
-    let renewed = state.engine.renew(&lock_id, ttl_ms).await?;
+    let renewed = state.engine.renew(&lock_id, ttl_ms, &caller).await?;
     Ok(axum::Json(json!({
         "lock_id": lock_id,
         "fencing_token": renewed.fencing_token,
@@ -611,16 +779,28 @@ async fn renew_lock(
 
 async fn get_resource(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     resource: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let resource = path_param(resource, "resource")?;
+    let caller = state
+        .engine
+        .authorize(&credentials, Verb::Describe, &resource)?;
     let description = state.engine.describe(&resource).await?;
     let body = match description.holder {
-        Some(h) => json!({
+        // The lock id is the holder's own: nobody else learns it.
+        Some(h) if caller.may_see(&h.principal) => json!({
             "resource": resource,
             "held": true,
             "owner": h.owner,
             "lock_id": h.lock_id,
+            "fencing_token": h.fencing_token,
+            "expires_in_ms": millis(h.expires_in),
+        }),
+        Some(h) => json!({
+            "resource": resource,
+            "held": true,
+            "owner": h.owner,
             "fencing_token": h.fencing_token,
             "expires_in_ms": millis(h.expires_in),
         }),
@@ -637,10 +817,14 @@ struct ValidateBody {
 
 async fn validate_token(
     State(state): State<AppState>,
+    Creds(credentials): Creds,
     resource: Result<Path<String>, PathRejection>,
     StrictJson(body): StrictJson<ValidateBody>,
 ) -> Result<Response, Problem> {
     let resource = path_param(resource, "resource")?;
+    state
+        .engine
+        .authorize(&credentials, Verb::Validate, &resource)?;
     if body.fencing_token > MAX_TOKEN {
         return Err(Problem::invalid(&InvalidInput::new(
             "fencing_token",
@@ -677,8 +861,12 @@ async fn openapi(State(state): State<AppState>) -> Response {
 }
 
 /// The most contended resources on this coordinator (bounded top-K; resource
-/// names never become metric labels).
-async fn top_contended(State(state): State<AppState>) -> Response {
+/// names never become metric labels). Needs `admin` on every resource.
+async fn top_contended(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+) -> Result<Response, Problem> {
+    state.engine.authorize(&credentials, Verb::Admin, "")?;
     let top: Vec<Value> = state
         .engine
         .contention()
@@ -686,7 +874,35 @@ async fn top_contended(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|(resource, refused, overcount)| json!({"resource": resource, "refused_acquires": refused, "max_overcount": overcount}))
         .collect();
-    axum::Json(json!({ "top": top })).into_response()
+    Ok(axum::Json(json!({ "top": top })).into_response())
+}
+
+/// The names in the client certificate of a REST connection (none over
+/// plaintext, or when the client showed none); set once per connection.
+#[derive(Debug, Clone, Default)]
+pub struct RestPeer {
+    /// URI and DNS names of the client certificate.
+    pub names: Vec<String>,
+}
+
+/// The caller's credentials: its connection's certificate names and its
+/// `Authorization: Bearer` header.
+struct Creds(Credentials);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Creds {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let names = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<RestPeer>>()
+            .map(|info| info.0.names.clone())
+            .unwrap_or_default();
+        Ok(Self(crate::access::http_credentials(&parts.headers, names)))
+    }
 }
 
 async fn no_route(uri: Uri) -> Problem {
@@ -732,4 +948,62 @@ fn slash_hint(path: &str, validate_is_endpoint: bool) -> String {
          e.g. /resources/{}{endpoint}",
         name.replace('/', "%2F")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem_field(result: Result<ListQuery, Problem>) -> (StatusCode, Value) {
+        let problem = result.expect_err("refused");
+        (
+            problem.status,
+            problem.extensions.get("field").cloned().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_list_query_is_decoded_strictly() {
+        assert_eq!(list_query(None).ok(), Some(ListQuery::default()));
+        assert_eq!(list_query(Some("")).ok(), Some(ListQuery::default()));
+        assert_eq!(
+            list_query(Some(
+                "prefix=orders%2Feu+west%2F%C3%BC&limit=2&page_token=b3Jk"
+            ))
+            .ok(),
+            Some(ListQuery {
+                prefix: "orders/eu west/ü".into(),
+                limit: Some(2),
+                page_token: "b3Jk".into(),
+            })
+        );
+        assert_eq!(
+            list_query(Some("prefix=&limit=1000")).ok(),
+            Some(ListQuery {
+                limit: Some(1_000),
+                ..ListQuery::default()
+            })
+        );
+        for (query, field) in [
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=", "limit"),
+            ("limit=-1", "limit"),
+            ("limit=+5", "limit"),
+            ("limit=ten", "limit"),
+            ("prefix=a&prefix=b", "prefix"),
+            ("prefix=%ZZ", "prefix"),
+            ("prefix=%+1", "prefix"),
+            ("prefix=%4", "prefix"),
+            ("prefix=%FF", "prefix"),
+            ("page_token=%", "page_token"),
+            ("pefix=orders", "pefix"),
+        ] {
+            assert_eq!(
+                problem_field(list_query(Some(query))),
+                (StatusCode::BAD_REQUEST, json!(field)),
+                "{query}"
+            );
+        }
+    }
 }

@@ -15,6 +15,9 @@ use crate::engine::{EngineOptions, LockEngine};
 use crate::grpc::GrpcService;
 use crate::regions::{EndpointError, Regions};
 use globallock_telemetry::audit::AuditLog;
+use globallock_tls::TlsIncoming;
+
+use crate::rest::RestPeer;
 
 /// Why the coordinator stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,7 @@ pub fn build_engine(
         &config.regions,
         config.ring.shards(),
         config.region_timeout,
+        config.tls.as_ref().map(|t| t.agents.clone()),
     )?);
     let audit = match &config.audit_log {
         Some(path) => AuditLog::to_file(path).map_err(|source| ServeError::Audit {
@@ -62,6 +66,7 @@ pub fn build_engine(
         acquire_rate: config.acquire_rate,
         audit,
         ring_epoch: config.ring_epoch,
+        access: config.access.clone(),
     };
     let engine = Arc::new(LockEngine::new(
         regions.clone(),
@@ -110,25 +115,66 @@ pub async fn serve(
         let stop = shutdown.signal();
         tokio::spawn(globallock_telemetry::metrics::serve(listener, stop))
     });
-    let rest = listeners.rest.map(|listener| {
-        info!(address = %local(&listener), "coordinator serving REST");
-        let app = crate::rest::router(engine.clone(), regions.clone());
-        let stop = shutdown.signal();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        })
-    });
+    if config.tls.is_none() {
+        warn!(
+            "insecure = true: every door and hop of this coordinator is plaintext; never run it so in production"
+        );
+    }
+    let rest = match listeners.rest {
+        None => None,
+        Some(listener) => {
+            info!(address = %local(&listener), tls = config.tls.is_some(), "coordinator serving REST");
+            let app = crate::rest::router(engine.clone(), regions.clone());
+            let stop = shutdown.signal();
+            Some(match &config.tls {
+                Some(tls) => {
+                    let incoming = TlsIncoming::new(listener, tls.rest.clone(), "rest")
+                        .map_err(ServeError::Rest)?;
+                    tokio::spawn(async move {
+                        axum::serve(
+                            RestTls(incoming),
+                            app.into_make_service_with_connect_info::<RestPeer>(),
+                        )
+                        .with_graceful_shutdown(stop)
+                        .await
+                    })
+                }
+                None => tokio::spawn(async move {
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<RestPeer>(),
+                    )
+                    .with_graceful_shutdown(stop)
+                    .await
+                }),
+            })
+        }
+    };
     info!(
         address = %local(&listeners.grpc),
+        tls = config.tls.is_some(),
         regions = ?config.regions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         "coordinator serving gRPC"
     );
-    let grpc = tonic::transport::Server::builder()
-        .add_service(LockServiceServer::new(GrpcService::new(engine)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.signal())
-        .await;
+    let server = tonic::transport::Server::builder()
+        .add_service(LockServiceServer::new(GrpcService::new(engine)));
+    let grpc = match &config.tls {
+        Some(tls) => {
+            let incoming = TlsIncoming::new(listeners.grpc, tls.grpc.clone(), "grpc")
+                .map_err(ServeError::Rest)?;
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown.signal())
+                .await
+        }
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listeners.grpc),
+                    shutdown.signal(),
+                )
+                .await
+        }
+    };
     for task in [rest, metrics].into_iter().flatten() {
         match task.await {
             Ok(Err(error)) => return Err(ServeError::Rest(error)),
@@ -139,6 +185,49 @@ pub async fn serve(
     probes.abort();
     info!("coordinator stopped");
     Ok(grpc?)
+}
+
+/// The REST door's TLS connections, for `axum::serve`.
+struct RestTls(TlsIncoming);
+
+impl axum::serve::Listener for RestTls {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Some(tls) = self.0.accept().await {
+                let peer = tls.get_ref().0.peer_addr();
+                match peer {
+                    Ok(peer) => return (tls, peer),
+                    Err(_) => continue,
+                }
+            }
+            // The accept loop ended (it does only when this is dropped).
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, RestTls>> for RestPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, RestTls>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self {
+            names: crate::access::certificate_names(session.peer_certificates()),
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for RestPeer
+{
+    fn connect_info(_: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Self::default()
+    }
 }
 
 fn local(listener: &TcpListener) -> String {

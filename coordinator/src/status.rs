@@ -67,6 +67,8 @@ pub fn present(error: &LockError) -> Presentation {
             ..p(Code::ResourceExhausted, 429)
         },
         LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409),
+        LockError::Unauthenticated(_) => p(Code::Unauthenticated, 401),
+        LockError::Denied(_) | LockError::NotOwner { .. } => p(Code::PermissionDenied, 403),
         LockError::Internal(_) => p(Code::Internal, 500),
     }
 }
@@ -148,7 +150,12 @@ pub fn error_metadata(error: &LockError) -> HashMap<String, String> {
         }
         LockError::RateLimited { owner, .. } => put("owner", owner.clone()),
         LockError::TokensExhausted(exhausted) => put("mark", exhausted.mark.to_string()),
-        LockError::Internal(_) => {}
+        LockError::Denied(denied) => {
+            put("verb", denied.verb.as_str().to_owned());
+            put("resource", denied.resource.clone());
+        }
+        LockError::NotOwner { lock_id } => put("lock_id", lock_id.clone()),
+        LockError::Unauthenticated(_) | LockError::Internal(_) => {}
     }
     metadata
 }

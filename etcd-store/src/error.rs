@@ -37,6 +37,15 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A key under the grant prefix does not name a resource (it was not
+    /// written by a store of this layout).
+    #[error("shard {shard}: key {key} under the grant prefix names no resource")]
+    CorruptKey {
+        /// The shard.
+        shard: String,
+        /// The key, lossily decoded.
+        key: String,
+    },
     /// A transaction kept losing races with concurrent writers.
     #[error("shard {shard}: {op} kept conflicting with concurrent writes")]
     Contention {

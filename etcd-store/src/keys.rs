@@ -30,6 +30,12 @@ impl KeyLayout {
         format!("{}lock/", self.prefix)
     }
 
+    /// The resource a grant key belongs to (the inverse of [`KeyLayout::lock`]).
+    pub fn resource_of_lock(&self, key: &[u8]) -> Option<String> {
+        let hex_name = key.strip_prefix(self.lock_prefix().as_bytes())?;
+        String::from_utf8(hex::decode(hex_name).ok()?).ok()
+    }
+
     /// The fencing-token high-water mark of a resource (never expires).
     pub fn fence(&self, resource: &str) -> String {
         format!("{}fence/{}", self.prefix, hex::encode(resource))
@@ -95,6 +101,26 @@ mod tests {
         for t in tokens {
             assert_eq!(decode_token(encode_token(t).as_bytes()), Some(t));
         }
+    }
+
+    #[test]
+    fn grant_keys_keep_the_order_and_the_prefixes_of_resource_names() {
+        let keys = KeyLayout::new("/globallock/");
+        let names = ["", "a", "a/b", "a0", "b", "naïve", "ü", "\u{10ffff}"];
+        for pair in names.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(keys.lock(pair[0]) < keys.lock(pair[1]), "{pair:?}");
+        }
+        assert!(keys.lock("a/b").starts_with(&keys.lock("a/")));
+        assert!(!keys.lock("ab").starts_with(&keys.lock("a/")));
+        for name in names {
+            assert_eq!(
+                keys.resource_of_lock(keys.lock(name).as_bytes()).as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(keys.resource_of_lock(b"/globallock/lock/zz"), None);
+        assert_eq!(keys.resource_of_lock(b"/globallock/fence/61"), None);
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub mod watermark;
 
 pub use error::StoreError;
 pub use globallock_protocol::store::{
-    GrantRecord, Holding, LockStore, Proposal, Removal, ResourceState, Vote,
+    GrantRecord, Holding, Listed, Listing, LockStore, Proposal, Removal, ResourceState, Vote,
 };
 pub use shard::{Quarantined, ShardConfig, ShardStore};

@@ -23,7 +23,8 @@ use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
 use crate::watermark::{Before, Watermark};
 use globallock_protocol::store::{
-    FaultKind, GrantRecord, Holding, LockStore, Proposal, Removal, ResourceState, StoreFault, Vote,
+    FaultKind, GrantRecord, Holding, Listed, Listing, LockStore, Proposal, Removal, ResourceState,
+    StoreFault, Vote,
 };
 
 /// Marks read per page while collecting them.
@@ -429,6 +430,7 @@ impl ShardStore {
             request_id: p.request_id.to_owned(),
             granted_unix_ms: self.clock.unix_micros() / 1_000,
             adopted: false,
+            principal: p.principal.to_owned(),
         };
         let value =
             serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
@@ -514,7 +516,10 @@ impl ShardStore {
                 held: holding.as_ref().map(|h| {
                     if !same_request(&h.record.request_id, p.request_id) {
                         HeldBy::Other
-                    } else if h.record.owner == p.owner && h.record.ttl_ms == record.ttl_ms {
+                    } else if h.record.owner == p.owner
+                        && h.record.ttl_ms == record.ttl_ms
+                        && h.record.principal == p.principal
+                    {
                         HeldBy::SameRequest
                     } else {
                         HeldBy::ConflictingRequest
@@ -977,6 +982,81 @@ impl ShardStore {
         Ok(ResourceState { holder, mark })
     }
 
+    /// The grants of resources that start with `prefix` and sort after
+    /// `start_after` (`""`: from the first), in resource order, at most `limit`
+    /// (0 lists nothing). One range read over the grant keys, whose hex-encoded
+    /// names keep the names' byte order and prefixes, in one transaction with
+    /// the incarnation marker, checked like every other read.
+    #[instrument(skip_all, fields(shard = %self.name, prefix, limit))]
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Listing, StoreError> {
+        let floor = self.serving().await?;
+        let first = self.keys.lock(prefix);
+        let end = prefix_end(&first);
+        let mut from = first.into_bytes();
+        if !start_after.is_empty() {
+            // The first key above `start_after`'s is that key and a NUL byte.
+            let mut after = self.keys.lock(start_after).into_bytes();
+            after.push(0);
+            from = from.max(after);
+        }
+        let range = (limit > 0 && from < end).then(|| {
+            let options = GetOptions::new()
+                .with_range(end)
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+            TxnOp::get(from, Some(options))
+        });
+        let mut ops = vec![TxnOp::get(self.keys.incarnation(), None)];
+        ops.extend(range);
+        let response = self.txn("list", Txn::new().and_then(ops)).await?;
+        let mut pages = response.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let marker = pages.next().flatten();
+        self.check_marker(floor, marker.as_ref().and_then(|m| m.kvs().first()))?;
+        let Some(page) = pages.next().flatten() else {
+            // Nothing can sort in the range (or no room on the page).
+            return Ok(Listing {
+                grants: Vec::new(),
+                more: limit == 0,
+            });
+        };
+        // Grants share lease buckets: ask etcd about each lease once at most.
+        let mut lease_left: std::collections::HashMap<i64, Duration> = Default::default();
+        let mut grants = Vec::with_capacity(page.kvs().len());
+        for kv in page.kvs() {
+            let resource =
+                self.keys
+                    .resource_of_lock(kv.key())
+                    .ok_or_else(|| StoreError::CorruptKey {
+                        shard: self.name.clone(),
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    })?;
+            let record = self.decode(kv)?;
+            let remaining = match lease_left.get(&kv.lease()) {
+                Some(left) => *left,
+                None => {
+                    let left = self.remaining(kv.lease()).await?;
+                    lease_left.insert(kv.lease(), left);
+                    left
+                }
+            };
+            grants.push(Listed {
+                resource,
+                holding: Holding { record, remaining },
+            });
+        }
+        Ok(Listing {
+            grants,
+            more: page.more(),
+        })
+    }
+
     /// How many grants this shard holds now (a serializable count: cheap, and
     /// only for the `locks held` gauge).
     pub async fn count_grants(&self) -> Result<i64, StoreError> {
@@ -1296,7 +1376,7 @@ fn millis(d: Duration) -> u64 {
 impl StoreFault for StoreError {
     fn kind(&self) -> FaultKind {
         match self {
-            StoreError::Corrupt { .. } => FaultKind::DataLoss,
+            StoreError::Corrupt { .. } | StoreError::CorruptKey { .. } => FaultKind::DataLoss,
             _ => FaultKind::Unavailable,
         }
     }
@@ -1342,6 +1422,15 @@ impl LockStore for ShardStore {
 
     async fn read(&self, resource: &str) -> Result<ResourceState, StoreError> {
         ShardStore::read(self, resource).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Listing, StoreError> {
+        ShardStore::list(self, prefix, start_after, limit).await
     }
 
     async fn check_health(&self) -> Result<(), StoreError> {

@@ -138,6 +138,7 @@ fn proposal<'a>(lock_id: &'a str, token: u64, request_id: &'a str) -> Proposal<'
         token,
         ttl: Duration::from_secs(5),
         request_id,
+        principal: "",
     }
 }
 
@@ -177,6 +178,7 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
                 token: 100 + i,
                 ttl: Duration::from_secs(5),
                 request_id: &request_id,
+                principal: "",
             })
             .await
             .unwrap_or_else(|e| panic!("grant {i} failed: {e}"));
@@ -337,6 +339,7 @@ async fn renew_leaves_alone_another_lock_that_took_the_resource_between_its_read
                 token: 11,
                 ttl: Duration::from_secs(3),
                 request_id: "r2",
+                principal: "",
             };
             let holding = granted(other.grant(&theirs).await.expect("grant"));
             let stored = raw_grant(&mut raw).await.expect("L2 stored");
@@ -697,6 +700,76 @@ async fn regression_hole6_a_rewritten_marker_quarantines_instead_of_voting_with_
     assert!(is_quarantined(&s.check_health().await));
 }
 
+/// A listing reads the incarnation marker with the grants, like every other
+/// read: on an etcd wiped (or a marker rewritten) under the running store, the
+/// listing itself finds it, answers nothing, and quarantines the shard.
+#[tokio::test]
+async fn a_listing_checks_the_marker_and_quarantines_on_a_wiped_or_rewritten_one() {
+    for rewrite in [false, true] {
+        let f = fixture_with(manual_clock()).await;
+        let s = &f.store;
+        s.grant(&proposal("L1", 10, "r1")).await.expect("grant");
+        let listed = s.list("", "", 10).await.expect("list");
+        assert_eq!(listed.grants.len(), 1);
+        let mut raw = f.raw().await;
+        if rewrite {
+            raw.put(keys().incarnation(), encode_token(5_000), None)
+                .await
+                .expect("rewrite marker");
+        } else {
+            raw.delete(keys().incarnation(), None)
+                .await
+                .expect("wipe marker");
+        }
+        let listed = s.list("", "", 10).await;
+        assert!(is_quarantined(&listed), "rewrite {rewrite}: {listed:?}");
+        assert!(is_quarantined(&s.check_health().await));
+        // Also with an empty range (nothing can sort after "~"), the marker is read.
+        let f = fixture_with(manual_clock()).await;
+        let mut raw = f.raw().await;
+        raw.delete(keys().incarnation(), None)
+            .await
+            .expect("wipe marker");
+        assert!(is_quarantined(&f.store.list("", "~", 10).await));
+    }
+}
+
+/// A key under the grant prefix that names no resource, or a record that does
+/// not decode, is data loss for a listing (an operator must look), not a
+/// silently shorter list.
+#[tokio::test]
+async fn a_listing_refuses_a_key_or_record_it_cannot_read() {
+    let f = fixture_with(manual_clock()).await;
+    let mut raw = f.raw().await;
+    let stray = format!("{}zz", keys().lock_prefix());
+    raw.put(stray.as_str(), "{}", None)
+        .await
+        .expect("stray key");
+    let listed = f.store.list("", "", 10).await;
+    assert!(
+        matches!(listed, Err(StoreError::CorruptKey { ref key, .. }) if *key == stray),
+        "{listed:?}"
+    );
+    raw.delete(stray.as_str(), None).await.expect("delete");
+    raw.put(keys().lock("orders/1"), "not json", None)
+        .await
+        .expect("corrupt record");
+    let listed = f.store.list("orders/", "", 10).await;
+    assert!(
+        matches!(listed, Err(StoreError::Corrupt { .. })),
+        "{listed:?}"
+    );
+    // Outside the prefix, the listing does not touch it.
+    assert!(
+        f.store
+            .list("jobs/", "", 10)
+            .await
+            .expect("list")
+            .grants
+            .is_empty()
+    );
+}
+
 /// Hole 5: an etcd restored to older data (here: its data directory put back to
 /// a copy taken earlier) keeps the incarnation marker but lost recent grants and
 /// marks. The store notices the revision going back, quarantines, and so does a
@@ -800,6 +873,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
                     token: wave * PER_WAVE + i + 1,
                     ttl: Duration::from_secs(1),
                     request_id: &lock_id,
+                    principal: "",
                 })
                 .await
             })
@@ -834,6 +908,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
             token: 8,
             ttl: Duration::from_secs(1),
             request_id: "again",
+            principal: "",
         })
         .await
         .expect("grant");
@@ -846,6 +921,7 @@ async fn regression_hole7_marks_are_collected_and_the_key_count_stays_flat() {
             token: top + 1,
             ttl: Duration::from_secs(1),
             request_id: "again-2",
+            principal: "",
         })
         .await
         .expect("grant");

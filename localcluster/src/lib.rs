@@ -13,14 +13,16 @@
 //! regions, each with its shards' etcd clusters and a region agent, plus one
 //! coordinator.
 
+pub mod certs;
 pub mod etcd;
 pub mod ports;
 pub mod process;
 pub mod processes;
 pub mod proxy;
 
+pub use certs::{CertError, DevCa, Role};
 pub use etcd::{EtcdCluster, EtcdError, EtcdMember, MemberPorts};
 pub use ports::free_port;
 pub use process::{ManagedProcess, ProcessError};
-pub use processes::{ClusterError, CoordinatorSpec, Layout, ProcessCluster};
+pub use processes::{ClusterError, ClusterTls, CoordinatorSpec, Layout, ProcessCluster, channel};
 pub use proxy::{Direction, FaultProxy, Faults};

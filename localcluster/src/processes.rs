@@ -12,11 +12,17 @@ use globallock_proto::agent::HealthRequest;
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::v1::DescribeRequest;
 use globallock_proto::v1::lock_service_client::LockServiceClient;
+use globallock_tls::TlsFiles;
 use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::certs::{DevCa, Role};
 use crate::etcd::{EtcdCluster, EtcdError};
 use crate::ports::free_port;
 use crate::process::{ManagedProcess, ProcessError};
+
+/// The identity of the dev client certificate (`make dev`'s operator).
+pub const DEV_CLIENT: &str = "spiffe://globallock.dev/user/dev";
 
 /// The regions every local cluster has.
 pub const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
@@ -27,6 +33,12 @@ pub enum ClusterError {
     /// An etcd cluster failed.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
+    /// The cluster's certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    /// The cluster's certificates could not be used.
+    #[error("TLS")]
+    Tls(#[from] globallock_tls::TlsError),
     /// A process could not be started or signalled.
     #[error(transparent)]
     Process(#[from] ProcessError),
@@ -65,6 +77,10 @@ pub struct Layout {
     pub region_timeout_ms: u64,
     /// Coordinators' longest TTL.
     pub max_ttl_ms: u64,
+    /// Run every door and hop over TLS, with a CA and certificates made at
+    /// start under `data_dir/tls` (`false`: every service runs with
+    /// `insecure = true`).
+    pub tls: bool,
 }
 
 impl Layout {
@@ -77,6 +93,7 @@ impl Layout {
             quarantine_ms: 330_000,
             region_timeout_ms: 500,
             max_ttl_ms: 300_000,
+            tls: false,
         }
     }
 }
@@ -153,9 +170,83 @@ struct Coordinator {
     audit: PathBuf,
 }
 
+/// The certificates of a TLS cluster (PEM files under `data_dir/tls`).
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The CA every certificate chains to.
+    pub ca: PathBuf,
+    /// Every coordinator's identity.
+    pub coordinator: TlsFiles,
+    /// Each region's agent identity, in region order.
+    pub agents: Vec<TlsFiles>,
+    /// A client identity (`spiffe://globallock.dev/user/dev`).
+    pub client: TlsFiles,
+    /// The CA itself, to issue more (tests: other callers, rotations).
+    pub authority: std::sync::Arc<DevCa>,
+}
+
+impl ClusterTls {
+    /// Make a CA and every certificate under `dir`.
+    pub fn create(dir: &Path) -> Result<Self, crate::certs::CertError> {
+        let ca = DevCa::create(dir, "dev")?;
+        let agents = REGIONS
+            .iter()
+            .map(|r| ca.issue(&Role::Agent((*r).to_owned()), &format!("agent-{r}"), false))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            ca: ca.ca_file(),
+            coordinator: ca.issue(&Role::Coordinator, "coordinator", false)?,
+            agents,
+            client: ca.issue(&Role::Client(DEV_CLIENT.into()), "client", false)?,
+            authority: std::sync::Arc::new(ca),
+        })
+    }
+
+    /// One set of certificates per test process, made on first use in a
+    /// directory kept until the process ends (configuration tests).
+    pub fn for_tests() -> &'static Self {
+        static CERTS: std::sync::OnceLock<(tempfile::TempDir, ClusterTls)> =
+            std::sync::OnceLock::new();
+        let (_, tls) = CERTS.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("a temporary directory for test certificates");
+            let tls = Self::create(dir.path()).expect("test certificates");
+            (dir, tls)
+        });
+        tls
+    }
+
+    /// A channel to the agent of region `r` at `addr`, as a coordinator.
+    pub fn agent_channel(&self, r: usize, addr: SocketAddr) -> Result<Channel, ClusterError> {
+        channel(
+            &self.coordinator,
+            &globallock_tls::identity::agent(REGIONS[r]),
+            addr,
+        )
+    }
+
+    /// A channel to a coordinator at `addr`, as the dev client.
+    pub fn coordinator_channel(&self, addr: SocketAddr) -> Result<Channel, ClusterError> {
+        channel(&self.client, &addr.ip().to_string(), addr)
+    }
+}
+
+/// A lazily connected channel to `addr` over mutual TLS as `identity`,
+/// accepting the peer only if it proves `name`.
+pub fn channel(identity: &TlsFiles, name: &str, addr: SocketAddr) -> Result<Channel, ClusterError> {
+    let config = globallock_tls::Reloading::new(identity.clone(), globallock_tls::config::client)?;
+    let name = globallock_tls::identity::server_name(name)?;
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClusterError::Io(std::io::Error::other(e)))?
+        .connect_with_connector_lazy(globallock_tls::TlsConnector::new(
+            std::sync::Arc::new(config),
+            name,
+        )))
+}
+
 /// A running local cluster; everything is stopped when dropped.
 pub struct ProcessCluster {
     layout: Layout,
+    tls: Option<ClusterTls>,
     agent_bin: PathBuf,
     coordinator_bin: PathBuf,
     regions: Vec<Region>,
@@ -192,7 +283,14 @@ impl ProcessCluster {
     /// Start every region (etcd clusters and agent) and wait until the agents are
     /// healthy. Coordinators come next, with [`ProcessCluster::start_coordinator`].
     pub async fn start(layout: Layout) -> Result<Self, ClusterError> {
+        std::fs::create_dir_all(&layout.data_dir)?;
+        let tls = if layout.tls {
+            Some(ClusterTls::create(&layout.data_dir.join("tls"))?)
+        } else {
+            None
+        };
         let mut cluster = Self {
+            tls,
             agent_bin: find_binary("region-agent")?,
             coordinator_bin: find_binary("coordinator")?,
             layout,
@@ -220,7 +318,14 @@ impl ProcessCluster {
                 metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             };
             // Fresh etcd: these shards are new, not amnesiac (first start only).
-            std::fs::write(&region.config, agent_config(&region, &cluster.layout, true))?;
+            let tls = cluster
+                .tls
+                .as_ref()
+                .map(|t| &t.agents[cluster.regions.len()]);
+            std::fs::write(
+                &region.config,
+                agent_config(&region, &cluster.layout, tls, true),
+            )?;
             cluster.regions.push(region);
         }
         for r in 0..cluster.regions.len() {
@@ -229,7 +334,8 @@ impl ProcessCluster {
         for r in 0..cluster.regions.len() {
             cluster.wait_agent(r).await?;
             // Later restarts are restarts: a shard without its marker is amnesiac.
-            let config = agent_config(&cluster.regions[r], &cluster.layout, false);
+            let tls = cluster.tls.as_ref().map(|t| &t.agents[r]);
+            let config = agent_config(&cluster.regions[r], &cluster.layout, tls, false);
             std::fs::write(&cluster.regions[r].config, config)?;
         }
         Ok(cluster)
@@ -250,14 +356,22 @@ impl ProcessCluster {
     async fn wait_agent(&self, r: usize) -> Result<(), ClusterError> {
         let region = &self.regions[r];
         let url = format!("http://{}", region.agent_addr);
+        let channel = match &self.tls {
+            Some(tls) => Some(tls.agent_channel(r, region.agent_addr)?),
+            None => None,
+        };
         wait_until(
             Duration::from_secs(30),
             &format!("agent of {}", region.name),
             &region.dir.join("agent.log"),
             || {
                 let url = url.clone();
+                let channel = channel.clone();
                 async move {
-                    let mut client = RegionAgentClient::connect(url).await.ok()?;
+                    let mut client = match channel {
+                        Some(channel) => RegionAgentClient::new(channel),
+                        None => RegionAgentClient::connect(url).await.ok()?,
+                    };
                     client
                         .health(HealthRequest {})
                         .await
@@ -274,8 +388,18 @@ impl ProcessCluster {
     pub fn agent_endpoints(&self) -> Vec<String> {
         self.regions
             .iter()
-            .map(|r| format!("http://{}", r.agent_addr))
+            .map(|r| format!("{}://{}", self.scheme(), r.agent_addr))
             .collect()
+    }
+
+    /// `https` for a TLS cluster, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The certificates, for a TLS cluster.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
     }
 
     /// The agents' addresses, in region order (to put proxies in front of them).
@@ -317,7 +441,11 @@ impl ProcessCluster {
         };
         std::fs::write(
             &coordinator.config,
-            coordinator_config(&coordinator, &self.layout),
+            coordinator_config(
+                &coordinator,
+                &self.layout,
+                self.tls.as_ref().map(|t| &t.coordinator),
+            ),
         )?;
         self.coordinators.push(coordinator);
         self.restart_coordinator(i).await?;
@@ -339,14 +467,22 @@ impl ProcessCluster {
         )?);
         let url = format!("http://{}", c.spec.grpc);
         let log = c.log.clone();
+        let channel = match &self.tls {
+            Some(tls) => Some(tls.coordinator_channel(c.spec.grpc)?),
+            None => None,
+        };
         wait_until(
             Duration::from_secs(30),
             &format!("coordinator {i}"),
             &log,
             || {
                 let url = url.clone();
+                let channel = channel.clone();
                 async move {
-                    let mut client = LockServiceClient::connect(url).await.ok()?;
+                    let mut client = match channel {
+                        Some(channel) => LockServiceClient::new(channel),
+                        None => LockServiceClient::connect(url).await.ok()?,
+                    };
                     client
                         .describe(DescribeRequest {
                             resource: "localcluster/ready".into(),
@@ -362,7 +498,7 @@ impl ProcessCluster {
 
     /// Coordinator `i`'s gRPC URL.
     pub fn coordinator_url(&self, i: usize) -> String {
-        format!("http://{}", self.coordinators[i].spec.grpc)
+        format!("{}://{}", self.scheme(), self.coordinators[i].spec.grpc)
     }
 
     /// Coordinator `i`'s pid (0 while stopped).
@@ -434,7 +570,7 @@ impl ProcessCluster {
             .iter()
             .map(|r| RegionInfo {
                 region: r.name.clone(),
-                agent_address: format!("http://{}", r.agent_addr),
+                agent_address: format!("{}://{}", self.scheme(), r.agent_addr),
                 agent_metrics: format!("http://{}/metrics", r.metrics_addr),
                 agent_pid: r.agent.as_ref().map_or(0, ManagedProcess::pid),
                 shards: r
@@ -456,8 +592,8 @@ impl ProcessCluster {
         self.coordinators
             .iter()
             .map(|c| CoordinatorInfo {
-                grpc: format!("http://{}", c.spec.grpc),
-                rest: c.spec.rest.map(|a| format!("http://{a}")),
+                grpc: format!("{}://{}", self.scheme(), c.spec.grpc),
+                rest: c.spec.rest.map(|a| format!("{}://{a}", self.scheme())),
                 metrics: c.spec.metrics.map(|a| format!("http://{a}/metrics")),
                 pid: c.process.as_ref().map_or(0, ManagedProcess::pid),
                 audit_log: c.audit.display().to_string(),
@@ -524,7 +660,25 @@ where
     }
 }
 
-fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
+/// The `[tls]` table for `files`, or `insecure = true`.
+fn tls_config(files: Option<&TlsFiles>) -> String {
+    match files {
+        Some(f) => format!(
+            "\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+            f.ca.display().to_string(),
+            f.cert.display().to_string(),
+            f.key.display().to_string()
+        ),
+        None => "insecure = true\n".to_owned(),
+    }
+}
+
+fn agent_config(
+    region: &Region,
+    layout: &Layout,
+    tls: Option<&TlsFiles>,
+    bootstrap: bool,
+) -> String {
     let mut text = format!(
         "# Written by globallock-localcluster.\nregion = {:?}\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
          audit_log = {:?}\ncompaction_interval_s = 60\nquarantine_ms = {}\nmax_ttl_ms = {}\n\
@@ -538,6 +692,9 @@ fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
         layout.quarantine_ms / 2,
         region.dir.join("agent-state").display().to_string(),
     );
+    if tls.is_none() {
+        text.push_str(&tls_config(None));
+    }
     for (s, etcd) in region.etcd.iter().enumerate() {
         let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
         text.push_str(&format!(
@@ -545,10 +702,13 @@ fn agent_config(region: &Region, layout: &Layout, bootstrap: bool) -> String {
             endpoints.join(", ")
         ));
     }
+    if tls.is_some() {
+        text.push_str(&tls_config(tls));
+    }
     text
 }
 
-fn coordinator_config(c: &Coordinator, layout: &Layout) -> String {
+fn coordinator_config(c: &Coordinator, layout: &Layout, tls: Option<&TlsFiles>) -> String {
     let shards: Vec<String> = (0..layout.shards)
         .map(|s| format!("\"shard-{s}\""))
         .collect();
@@ -567,10 +727,34 @@ fn coordinator_config(c: &Coordinator, layout: &Layout) -> String {
     if let Some(metrics) = c.spec.metrics {
         text.push_str(&format!("metrics_listen = \"{metrics}\"\n"));
     }
+    if tls.is_none() {
+        text.push_str(&tls_config(None));
+        text.push_str("open_access = true\n");
+    }
     for (name, endpoint) in REGIONS.iter().zip(&c.spec.region_endpoints) {
         text.push_str(&format!(
             "\n[[regions]]\nname = {name:?}\nendpoint = {endpoint:?}\n"
         ));
     }
+    if tls.is_some() {
+        text.push_str(&tls_config(tls));
+    }
+    text.push_str(&access_config(tls.is_some()));
     text
+}
+
+/// With TLS, `[access]` lets the dev client identity do everything (it is
+/// the cluster's operator); without, every caller may (`open_access`).
+fn access_config(tls: bool) -> String {
+    if !tls {
+        // `open_access = true` is a top-level key: coordinator_config writes
+        // it before the tables.
+        return String::new();
+    }
+    format!(
+        "\n[[access.principals]]\nname = \"dev\"\nidentities = [{:?}]\n\
+         \n[[access.rules]]\nprefix = \"\"\nprincipals = [\"dev\"]\n\
+         verbs = [\"acquire\", \"renew\", \"release\", \"describe\", \"validate\", \"admin\"]\n",
+        DEV_CLIENT
+    )
 }

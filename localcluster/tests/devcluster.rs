@@ -77,8 +77,12 @@ fn other_ports_and_data_dir_are_what_it_prints_and_what_prometheus_scrapes() {
     let printed = wait_for_output(&mut devcluster, &out, Duration::from_secs(90));
     let data_dir = data_dir.canonicalize().unwrap();
 
-    // The try: lines reach the coordinator that was started, not the default one.
-    let endpoint = format!("--endpoint http://127.0.0.1:{grpc}");
+    // The try: lines reach the coordinator that was started, not the default one,
+    // over TLS with the dev CA of this data directory.
+    let endpoint = format!(
+        "--endpoint https://127.0.0.1:{grpc} --dev-dir {}",
+        data_dir.display()
+    );
     for command in [
         "lockctl acquire orders/42 --ttl 30s",
         "lockctl describe orders/42",
@@ -92,9 +96,37 @@ fn other_ports_and_data_dir_are_what_it_prints_and_what_prometheus_scrapes() {
             "{line:?} must name {endpoint}:\n{printed}"
         );
     }
+    let tls = data_dir.join("tls");
     assert!(
-        printed.contains(&format!("curl -s -XPOST http://127.0.0.1:{rest}/locks")),
+        printed.contains(&format!(
+            "curl -s --cacert {} --cert {} --key {} -XPOST https://127.0.0.1:{rest}/locks",
+            tls.join("dev-ca.pem").display(),
+            tls.join("client.pem").display(),
+            tls.join("client.key").display()
+        )),
         "{printed}"
+    );
+    // The acquire line works as printed.
+    let line = printed
+        .lines()
+        .find(|l| l.contains("lockctl acquire orders/42"))
+        .unwrap();
+    let args: Vec<&str> = line
+        .split_whitespace()
+        .skip_while(|w| !w.ends_with("lockctl"))
+        .skip(1)
+        .collect();
+    let lockctl = globallock_localcluster::processes::find_binary("lockctl").unwrap();
+    let acquired = Command::new(lockctl).args(&args).output().unwrap();
+    assert!(
+        acquired.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&acquired.stdout),
+        String::from_utf8_lossy(&acquired.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&acquired.stdout).contains("fencing_token"),
+        "{acquired:?}"
     );
 
     // Prometheus: a config in the data directory, scraping this cluster's targets

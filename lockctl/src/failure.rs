@@ -21,6 +21,8 @@ pub const EXIT_HELD: u8 = 75;
 pub const EXIT_UNREACHABLE: u8 = 76;
 /// `run`/`lock`: the lock was lost while it was held.
 pub const EXIT_LOCK_LOST: u8 = 79;
+/// The TLS files cannot be used (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
 
 /// A failure, ready to report.
 #[derive(Debug, Clone)]
@@ -138,6 +140,17 @@ impl Failure {
                 Self::new("bad-endpoint", EXIT_USAGE, message).with("endpoint", endpoint.clone())
             }
             ClientError::NoEndpoints => Self::new("bad-endpoint", EXIT_USAGE, message),
+            ClientError::Tls(cause) => {
+                let mut text = message;
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(cause);
+                while let Some(e) = source {
+                    text.push_str(": ");
+                    text.push_str(&e.to_string());
+                    source = e.source();
+                }
+                Self::new("tls", EXIT_CONFIG, text)
+                    .hint("--ca, --cert and --key name PEM files (or GLOBALLOCK_CA, _CERT, _KEY)")
+            }
             ClientError::Unreachable(failures) => unreachable(failures),
             _ => Self::new("coordinator-error", EXIT_UNREACHABLE, message),
         };

@@ -1,7 +1,8 @@
-//! `lockctl`: acquire, renew, release, describe and validate global locks from a
-//! shell. Output is a readable table or, with `--output json`, one JSON object
+//! `lockctl`: acquire, renew, release, describe, list and validate global locks
+//! from a shell. Output is a readable table or, with `--output json`, one JSON object
 //! (errors too: `{"error": {"kind", "message", "exit_code", ...}}` on stdout).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ mod audit;
 mod duration;
 mod failure;
 mod hold;
+mod list;
 mod run;
 
 const EXIT_CODES: &str = "\
@@ -37,6 +39,7 @@ Exit status:
   75  the resource is held by another lock, or the owner is rate limited
       (EX_TEMPFAIL): retry later or use --wait
   76  cannot reach any coordinator, or it failed (EX_PROTOCOL)
+  78  the TLS files (--ca, --cert, --key) cannot be used (EX_CONFIG)
   79  `run`/`lock`: the lock was lost while held; `run` sent the command SIGTERM,
       then SIGKILL after --grace
   126 `run`: the command could not be executed; 127: it was not found";
@@ -45,16 +48,41 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
-    /// Coordinator gRPC URL(s), e.g. http://127.0.0.1:7400 (not the REST port);
-    /// repeat or separate with commas to fail over.
+    /// Coordinator gRPC URL(s), e.g. https://127.0.0.1:7400 (not the REST port;
+    /// http:// for a coordinator run with insecure = true); repeat or separate
+    /// with commas to fail over.
     #[arg(
         long,
         env = "GLOBALLOCK_ENDPOINT",
-        default_value = "http://127.0.0.1:7400",
+        default_value = "https://127.0.0.1:7400",
         value_delimiter = ',',
         global = true
     )]
     endpoint: Vec<String>,
+    /// CA certificate (PEM) to trust for https:// endpoints. Default: the CA
+    /// `make dev` made, DEV_DIR/tls/dev-ca.pem, when it exists.
+    #[arg(long, env = "GLOBALLOCK_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// This caller's certificate (PEM), for mutual TLS; with --key. Default with
+    /// the dev CA: DEV_DIR/tls/client.pem, the dev client identity.
+    #[arg(long, env = "GLOBALLOCK_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, env = "GLOBALLOCK_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
+    /// A bearer token identifying the caller (for callers without a client
+    /// certificate); prefer the environment variable to keep it out of `ps`.
+    #[arg(long, env = "GLOBALLOCK_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Where `make dev` keeps its data (its CA and dev client identity are
+    /// under tls/).
+    #[arg(
+        long,
+        env = "GLOBALLOCK_DEV_DIR",
+        default_value = ".dev-cluster",
+        global = true
+    )]
+    dev_dir: PathBuf,
     /// Output format (errors too: with json, they are an object on stdout).
     #[arg(long, short, value_enum, default_value = "text", global = true)]
     output: Output,
@@ -110,6 +138,20 @@ enum Command {
     Describe {
         /// The resource.
         resource: String,
+    },
+    /// List the locks held now, as a majority of regions agree, in resource order:
+    /// resource, owner, fencing token, how long each stays held at least
+    /// (expires_in_ms) and the regions holding it. Lock ids are not shown.
+    List {
+        /// Only resources whose name starts with this, e.g. orders/ (default: all).
+        prefix: Option<String>,
+        /// Show at most this many locks (default: all of them, fetched a page at a
+        /// time); with more left, the next page's token is printed.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Continue where an earlier `list --limit` stopped (the token it printed).
+        #[arg(long)]
+        page_token: Option<String>,
     },
     /// Hold a lock until Ctrl-C or SIGTERM, then release it (like `etcdctl lock`
     /// without a command): prints the lock id and fencing token once acquired and
@@ -223,6 +265,42 @@ fn json_requested(args: &[String]) -> bool {
     false
 }
 
+/// A client for `--endpoint`: over TLS for https:// endpoints, trusting --ca
+/// (or the dev CA of `make dev`) and showing --cert (or the dev client identity).
+fn connect(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
+    let client = connect_tls(cli)?;
+    match &cli.token {
+        Some(token) => client.with_token(token),
+        None => Ok(client),
+    }
+}
+
+fn connect_tls(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
+    if !cli.endpoint.iter().any(|e| e.starts_with("https://")) {
+        return Client::connect(&cli.endpoint);
+    }
+    let dev = cli.dev_dir.join("tls");
+    let ca = match &cli.ca {
+        Some(ca) => ca.clone(),
+        None if dev.join("dev-ca.pem").exists() => dev.join("dev-ca.pem"),
+        // Without a CA, say so (the endpoint check names what to do).
+        None => return Client::connect(&cli.endpoint),
+    };
+    let identity = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        // A token identifies the caller: no dev identity besides it.
+        _ if cli.token.is_some() => None,
+        _ if cli.ca.is_none() && dev.join("client.pem").exists() => {
+            Some((dev.join("client.pem"), dev.join("client.key")))
+        }
+        _ => None,
+    };
+    Client::connect_tls(
+        &cli.endpoint,
+        &globallock_client::ClientTls { ca, identity },
+    )
+}
+
 /// Help and version exit 0; every other command-line error exits 64 (EX_USAGE).
 fn usage_error(error: &clap::Error, args: &[String]) -> ExitCode {
     use clap::error::ErrorKind;
@@ -247,7 +325,11 @@ async fn main() -> ExitCode {
         Err(error) => return usage_error(&error, &args),
     };
     let output = cli.output;
-    let client = match Client::connect(&cli.endpoint) {
+    // Reading audit logs needs no coordinator (nor its CA).
+    if let Command::Audit { resource, logs, at } = &cli.command {
+        return audit::audit(resource, logs, *at, output);
+    }
+    let client = match connect(&cli) {
         Ok(client) => client,
         Err(error) => return Failure::client(&error).report(output),
     };
@@ -285,9 +367,23 @@ async fn main() -> ExitCode {
             .describe(resource)
             .await
             .map(|description| print(output, &description, ExitCode::SUCCESS)),
-        Command::Audit { resource, logs, at } => {
-            return audit::audit(resource, logs, *at, output);
+        Command::List {
+            prefix,
+            limit,
+            page_token,
+        } => {
+            list::list(
+                &client,
+                list::Options {
+                    prefix: prefix.as_deref().unwrap_or(""),
+                    limit: limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                    page_token: page_token.as_deref().unwrap_or(""),
+                    output,
+                },
+            )
+            .await
         }
+        Command::Audit { .. } => unreachable!("handled before connecting"),
         Command::Lock {
             resource,
             owner,

@@ -402,3 +402,124 @@ async fn lock_holds_until_a_signal_then_releases() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_prints_the_locks_held_under_a_prefix_as_a_table_or_json() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut acquired = Vec::new();
+    for (resource, owner) in [
+        ("cli/b", "bob"),
+        ("cli/a", "alice"),
+        ("cli/c", "carol"),
+        ("other/x", "xavier"),
+    ] {
+        let mut acquire = lockctl(&cluster);
+        acquire.args(["acquire", resource, "--owner", owner, "-o", "json"]);
+        let out = output(acquire).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        acquired.push(stdout_json(&out));
+    }
+
+    // JSON: every lock under the prefix, in resource order, without lock ids.
+    let mut list = lockctl(&cluster);
+    list.args(["list", "cli/", "-o", "json"]);
+    let out = output(list).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout_json(&out);
+    let locks = listed["locks"].as_array().unwrap();
+    let names: Vec<&str> = locks
+        .iter()
+        .map(|l| l["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cli/a", "cli/b", "cli/c"], "{listed}");
+    assert_eq!(locks[0]["owner"], "alice");
+    assert_eq!(locks[0]["fencing_token"], acquired[1]["fencing_token"]);
+    assert!(
+        locks[0]["expires_in_ms"].as_u64().unwrap() > 20_000,
+        "{listed}"
+    );
+    assert!(locks[0]["granted_regions"].as_array().unwrap().len() >= 2);
+    assert!(locks[0].get("lock_id").is_none(), "{listed}");
+    assert!(listed.get("next_page_token").is_none(), "{listed}");
+
+    // --limit stops early and prints where to continue; --page-token continues.
+    let mut first = lockctl(&cluster);
+    first.args(["list", "cli/", "--limit", "2", "-o", "json"]);
+    let first = stdout_json(&output(first).await);
+    assert_eq!(first["locks"].as_array().unwrap().len(), 2, "{first}");
+    let token = first["next_page_token"].as_str().unwrap();
+    let mut rest = lockctl(&cluster);
+    rest.args(["list", "cli/", "--page-token", token, "-o", "json"]);
+    let rest = stdout_json(&output(rest).await);
+    assert_eq!(rest["locks"][0]["resource"], "cli/c", "{rest}");
+    assert_eq!(rest["locks"].as_array().unwrap().len(), 1, "{rest}");
+
+    // Text: a header of the JSON names, then one aligned row per lock.
+    let mut text = lockctl(&cluster);
+    text.args(["list", "cli/"]);
+    let out = output(text).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("resource")
+            && lines[0].contains("owner")
+            && lines[0].contains("fencing_token")
+            && lines[0].contains("expires_in_ms")
+            && lines[0].contains("granted_regions"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("cli/a") && lines[1].contains("alice"),
+        "{table}"
+    );
+    let column = lines[0].find("owner").unwrap();
+    assert_eq!(lines[3].find("carol"), Some(column), "aligned: {table}");
+    // --limit in text: the rows, and a note on stderr saying how to go on.
+    let mut limited = lockctl(&cluster);
+    limited.args(["list", "cli/", "--limit", "1"]);
+    let out = output(limited).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(stderr(&out).contains("--page-token"), "{}", stderr(&out));
+
+    // Nothing held there: no rows, a note, exit 0.
+    let mut none = lockctl(&cluster);
+    none.args(["list", "nothing/"]);
+    let out = output(none).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("no locks held"), "{}", stderr(&out));
+
+    // Released: gone from the list.
+    let mut release = lockctl(&cluster);
+    release.args(["release", acquired[0]["lock_id"].as_str().unwrap()]);
+    assert!(output(release).await.status.success());
+    let mut list = lockctl(&cluster);
+    list.args(["list", "cli/", "-o", "json"]);
+    let listed = stdout_json(&output(list).await);
+    let names: Vec<&str> = listed["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cli/a", "cli/c"], "{listed}");
+
+    // A bad --limit is a usage error; a bad token an invalid argument: both 64.
+    let mut zero = lockctl(&cluster);
+    zero.args(["list", "--limit", "0"]);
+    assert_eq!(output(zero).await.status.code(), Some(64));
+    let mut bad = lockctl(&cluster);
+    bad.args(["list", "cli/", "--page-token", "not-a-token!", "-o", "json"]);
+    let out = output(bad).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let error = &stdout_json(&out)["error"];
+    assert_eq!(error["kind"], "invalid-argument", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("page_token"),
+        "{error}"
+    );
+    Ok(())
+}

@@ -694,6 +694,7 @@ mod tests {
             ttl_ms: 10_000,
             request_id: "request-1".into(),
             remaining,
+            principal: String::new(),
         }
     }
 

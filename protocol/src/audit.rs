@@ -18,6 +18,10 @@ pub enum AuditEvent {
     Released,
     /// A region saw a grant disappear without a release: its lease expired.
     Expired,
+    /// An admin released another principal's lock.
+    ForceReleased,
+    /// A caller was refused by access control (unidentified, or not allowed).
+    Denied,
 }
 
 /// One audit record (one JSON line).
@@ -97,7 +101,10 @@ pub fn tenures<'a>(
                     ended_by: None,
                 })
             }
-            AuditEvent::Released | AuditEvent::Expired | AuditEvent::Lost => {
+            AuditEvent::Released
+            | AuditEvent::ForceReleased
+            | AuditEvent::Expired
+            | AuditEvent::Lost => {
                 if let Some(t) = out
                     .iter_mut()
                     .find(|t| t.lock_id == r.lock_id && t.until_unix_ms.is_none())
@@ -165,6 +172,20 @@ mod tests {
         );
         assert_eq!(holder_at(&t, 10_000).map(|t| t.token), Some(3));
         assert!(tenures(&records, "other").is_empty());
+    }
+
+    #[test]
+    fn a_force_release_ends_a_tenure_and_a_denial_does_not() {
+        let records = vec![
+            record(100, AuditEvent::Granted, "A", 1),
+            record(150, AuditEvent::Denied, "A", 1),
+            record(200, AuditEvent::ForceReleased, "A", 1),
+        ];
+        let t = tenures(&records, "r");
+        assert_eq!(
+            (t[0].until_unix_ms, t[0].ended_by),
+            (Some(200), Some(AuditEvent::ForceReleased))
+        );
     }
 
     #[test]

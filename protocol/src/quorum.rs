@@ -35,6 +35,8 @@ pub struct Grant {
     pub request_id: String,
     /// How long it lives at least in that region, as of the reply.
     pub remaining: Duration,
+    /// The principal that acquired it (empty: access control was off).
+    pub principal: String,
 }
 
 impl Grant {
@@ -529,6 +531,130 @@ impl ReadTally {
     }
 }
 
+// ---------------------------------------------------------------------------
+// List
+// ---------------------------------------------------------------------------
+
+/// One region's page of one shard's grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListReply {
+    /// The grants it holds, by resource, in resource order.
+    Listed {
+        /// (resource, grant) pairs.
+        grants: Vec<(String, Grant)>,
+        /// True when the region stopped at the page's limit: it may hold more
+        /// grants after the last one listed.
+        more: bool,
+    },
+    /// No answer.
+    Failed,
+}
+
+impl ListReply {
+    /// The last resource this page speaks for, when it stopped at its limit
+    /// (`None`: it speaks for every resource after the start).
+    fn horizon(&self) -> Option<&str> {
+        match self {
+            Self::Listed { grants, more: true } => grants.iter().map(|(r, _)| r.as_str()).max(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an answer: a page that stopped at its limit without
+    /// listing anything breaks the protocol and is no answer.
+    fn answered(&self) -> bool {
+        match self {
+            Self::Listed { grants, more } => !(*more && grants.is_empty()),
+            Self::Failed => false,
+        }
+    }
+}
+
+/// A lock that a majority of regions holds, found by a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedLock {
+    /// The resource.
+    pub resource: String,
+    /// The lock, its regions, and how long a majority holds it.
+    pub held: MajorityGrant,
+}
+
+/// What one shard's listing comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListDecision {
+    /// The locks a majority holds, in resource order, among the resources up
+    /// to `through` (included): every answering region spoke for those. `None`:
+    /// they spoke for every resource after the start.
+    Listed {
+        /// The locks.
+        locks: Vec<ListedLock>,
+        /// The last resource covered, when a region's page stopped at its limit.
+        through: Option<String>,
+    },
+    /// Fewer than a majority of regions answered.
+    Unavailable(RegionSplit),
+}
+
+/// The locks a majority holds in one shard, from every region's page (one
+/// reply per region, by index). The same rule as a read: a resource is listed
+/// only when a majority of all regions report a grant of the same lock id (a
+/// minority's grant, e.g. one still in flight or left over, is not); fewer than
+/// a majority of answers is unavailable. A region's page covers the resources
+/// up to its last one when it stopped at its limit, so only resources that
+/// every answering region covered are decided; the rest is the next page's.
+pub fn decide_list(replies: &[ListReply]) -> ListDecision {
+    let majority = majority(replies.len());
+    let answered: Vec<usize> = (0..replies.len())
+        .filter(|&i| replies[i].answered())
+        .collect();
+    if answered.len() < majority {
+        return ListDecision::Unavailable(RegionSplit {
+            unreachable: (0..replies.len())
+                .filter(|i| !answered.contains(i))
+                .collect(),
+            reachable: answered,
+        });
+    }
+    let through = answered.iter().filter_map(|&i| replies[i].horizon()).min();
+    // Resource → the regions holding a grant on it (one per region).
+    let mut holders: BTreeMap<&str, Vec<(usize, &Grant)>> = BTreeMap::new();
+    for &i in &answered {
+        let ListReply::Listed { grants, .. } = &replies[i] else {
+            continue;
+        };
+        for (resource, grant) in grants {
+            if through.is_some_and(|last| resource.as_str() > last) {
+                continue;
+            }
+            let held = holders.entry(resource.as_str()).or_default();
+            if held.iter().all(|(region, _)| *region != i) {
+                held.push((i, grant));
+            }
+        }
+    }
+    let locks = holders
+        .into_iter()
+        .filter_map(|(resource, held)| {
+            let group = group_grants(held.iter().copied())
+                .into_iter()
+                .find(|(_, regions)| regions.len() >= majority)?;
+            let remaining = held
+                .iter()
+                .filter(|(region, _)| group.1.contains(region))
+                .map(|(_, grant)| grant.remaining)
+                .collect();
+            Some(ListedLock {
+                resource: resource.to_owned(),
+                held: majority_grant(group, remaining, majority),
+            })
+        })
+        .collect();
+    ListDecision::Listed {
+        locks,
+        through: through.map(str::to_owned),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +671,7 @@ mod tests {
             ttl_ms: 10_000,
             request_id: "request-1".into(),
             remaining: Duration::from_millis(remaining_ms),
+            principal: String::new(),
         }
     }
 
@@ -911,5 +1038,139 @@ mod tests {
                 unreachable: vec![2],
             })
         );
+    }
+
+    fn page(grants: &[(&str, &str, u64, u64)], more: bool) -> ListReply {
+        ListReply::Listed {
+            grants: grants
+                .iter()
+                .map(|&(resource, lock_id, token, remaining_ms)| {
+                    (resource.to_owned(), grant(lock_id, token, remaining_ms))
+                })
+                .collect(),
+            more,
+        }
+    }
+
+    fn listed(decision: &ListDecision) -> Vec<(&str, &str, Vec<usize>, u64)> {
+        match decision {
+            ListDecision::Listed { locks, .. } => locks
+                .iter()
+                .map(|l| {
+                    (
+                        l.resource.as_str(),
+                        l.held.grant.lock_id.as_str(),
+                        l.held.regions.clone(),
+                        u64::try_from(l.held.held_for.as_millis()).unwrap(),
+                    )
+                })
+                .collect(),
+            other => panic!("expected a listing, got {other:?}"),
+        }
+    }
+
+    fn through(decision: &ListDecision) -> Option<&str> {
+        match decision {
+            ListDecision::Listed { through, .. } => through.as_deref(),
+            other => panic!("expected a listing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_listing_shows_only_locks_a_majority_holds_with_the_same_lock_id() {
+        let decision = decide_list(&[
+            page(
+                &[
+                    ("a", "A", 1, 5_000),
+                    ("b", "B", 2, 5_000),
+                    ("d", "D", 4, 3_000),
+                ],
+                false,
+            ),
+            page(
+                &[
+                    ("a", "A", 1, 4_000),
+                    ("c", "C", 3, 5_000),
+                    ("d", "D", 4, 6_000),
+                ],
+                false,
+            ),
+            page(&[("b", "X", 9, 5_000), ("d", "D", 4, 1_000)], false),
+        ]);
+        assert_eq!(
+            listed(&decision),
+            vec![
+                // Two of three: held; the majority-th largest remaining.
+                ("a", "A", vec![0, 1], 4_000),
+                // "b": one region each for two lock ids; "c": one region only.
+                ("d", "D", vec![0, 1, 2], 3_000),
+            ]
+        );
+        assert_eq!(through(&decision), None);
+    }
+
+    #[test]
+    fn a_listing_needs_answers_from_a_majority_and_names_who_failed() {
+        let free = || page(&[], false);
+        assert_eq!(
+            decide_list(&[free(), ListReply::Failed, ListReply::Failed]),
+            ListDecision::Unavailable(RegionSplit {
+                reachable: vec![0],
+                unreachable: vec![1, 2],
+            })
+        );
+        // Two answers are enough; the silent region's grants cannot be known, so
+        // only what the two agree on is listed.
+        let decision = decide_list(&[
+            ListReply::Failed,
+            page(&[("a", "A", 1, 5_000), ("b", "B", 2, 5_000)], false),
+            page(&[("a", "A", 1, 5_000)], false),
+        ]);
+        assert_eq!(listed(&decision), vec![("a", "A", vec![1, 2], 5_000)]);
+        // A page that stopped at its limit without listing anything is no answer.
+        assert!(matches!(
+            decide_list(&[page(&[], true), ListReply::Failed, free()]),
+            ListDecision::Unavailable(RegionSplit { ref reachable, .. }) if *reachable == [2]
+        ));
+    }
+
+    #[test]
+    fn a_listing_decides_only_the_resources_every_answering_region_covered() {
+        // Region 0 stopped at "b", region 1 at "c": "c" and "d" are the next page's.
+        let decision = decide_list(&[
+            page(&[("a", "A", 1, 5_000), ("b", "B", 2, 5_000)], true),
+            page(
+                &[
+                    ("a", "A", 1, 5_000),
+                    ("b", "B", 2, 5_000),
+                    ("c", "C", 3, 5_000),
+                ],
+                true,
+            ),
+            page(&[("c", "C", 3, 5_000), ("d", "D", 4, 5_000)], false),
+        ]);
+        assert_eq!(
+            listed(&decision),
+            vec![("a", "A", vec![0, 1], 5_000), ("b", "B", vec![0, 1], 5_000)]
+        );
+        assert_eq!(through(&decision), Some("b"));
+        // A failed region's page bounds nothing.
+        let decision = decide_list(&[
+            page(&[("a", "A", 1, 5_000)], false),
+            ListReply::Failed,
+            page(&[("a", "A", 1, 5_000), ("c", "C", 3, 5_000)], true),
+        ]);
+        assert_eq!(through(&decision), Some("c"));
+        assert_eq!(listed(&decision), vec![("a", "A", vec![0, 2], 5_000)]);
+    }
+
+    #[test]
+    fn a_region_counts_once_per_resource_in_a_listing() {
+        let decision = decide_list(&[
+            page(&[("a", "A", 1, 5_000), ("a", "A", 1, 5_000)], false),
+            page(&[], false),
+            page(&[], false),
+        ]);
+        assert_eq!(listed(&decision), vec![]);
     }
 }

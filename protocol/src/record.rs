@@ -25,4 +25,8 @@ pub struct GrantRecord {
     /// that created it (the two-holders bug, hole 1 in `docs/safety.md`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// The principal that acquired it (empty when access control was off):
+    /// only it renews or releases the lock, unless forced by an admin.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }

@@ -12,6 +12,10 @@ pub const MAX_RESOURCE_CHARS: usize = 256;
 pub const MAX_OWNER_CHARS: usize = 128;
 /// Longest request id, in bytes (printable ASCII).
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// Locks per page of a listing when the caller names no page size.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Most locks per page of a listing (and grants per page a region lists).
+pub const MAX_PAGE_SIZE: usize = 1_000;
 
 /// A field that broke its rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +131,42 @@ pub fn request_id(id: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Check a listing prefix: empty (every resource), or up to 256 characters
+/// without control characters (any start of a resource name, `.` included).
+pub fn prefix(prefix: &str) -> Result<(), InvalidInput> {
+    bound("prefix", prefix)
+}
+
+/// Check where a region's listing starts: empty (from the first resource), or
+/// up to 256 characters without control characters.
+pub fn start_after(start_after: &str) -> Result<(), InvalidInput> {
+    bound("start_after", start_after)
+}
+
+/// Check a listing's page size: 0 means [`DEFAULT_PAGE_SIZE`], and at most
+/// [`MAX_PAGE_SIZE`] (never clamped).
+pub fn page_size(page_size: u64) -> Result<usize, InvalidInput> {
+    match usize::try_from(page_size) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(size) if size <= MAX_PAGE_SIZE => Ok(size),
+        _ => Err(InvalidInput::new(
+            "page_size",
+            format!(
+                "{page_size} is out of bounds: must be between 1 and {MAX_PAGE_SIZE} \
+                 (0: {DEFAULT_PAGE_SIZE})"
+            ),
+        )),
+    }
+}
+
+/// A bound of a listing: empty, or text a resource name could start with.
+fn bound(field: &'static str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    text(field, value, MAX_RESOURCE_CHARS)
+}
+
 fn text(field: &'static str, value: &str, max_chars: usize) -> Result<(), InvalidInput> {
     if value.is_empty() {
         return Err(InvalidInput::new(
@@ -234,6 +274,34 @@ mod tests {
         for bad in ["", &"o".repeat(129), "new\nline", "nul\0"] {
             let err = owner(bad).expect_err(bad);
             assert_eq!(err.field, "owner", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_empty_or_the_start_of_a_name() {
+        for good in ["", "orders/", "a", ".", "orders/.", &"x".repeat(256)] {
+            assert_eq!(prefix(good), Ok(()), "{good:?}");
+            assert_eq!(start_after(good), Ok(()), "{good:?}");
+        }
+        for bad in [&"x".repeat(257), "tab\there", "nul\0"] {
+            assert_eq!(prefix(bad).expect_err(bad).field, "prefix", "{bad:?}");
+            assert_eq!(
+                start_after(bad).expect_err(bad).field,
+                "start_after",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_size_of_0_is_the_default_and_above_the_maximum_is_refused() {
+        assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(1), Ok(1));
+        assert_eq!(page_size(1_000), Ok(MAX_PAGE_SIZE));
+        for bad in [1_001, u64::MAX] {
+            let err = page_size(bad).expect_err("above the maximum");
+            assert_eq!(err.field, "page_size");
+            assert!(err.problem.contains("1000"), "{err}");
         }
     }
 

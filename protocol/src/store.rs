@@ -46,17 +46,6 @@ impl<H> Vote<H> {
             Self::TokenTooLow { .. } | Self::Aborted => None,
         }
     }
-
-    /// The same vote with its holder translated (e.g. from the wire).
-    pub fn map<T>(self, f: impl FnOnce(H) -> T) -> Vote<T> {
-        match self {
-            Self::Granted(h) => Vote::Granted(f(h)),
-            Self::Held(h) => Vote::Held(f(h)),
-            Self::RequestConflict(h) => Vote::RequestConflict(f(h)),
-            Self::TokenTooLow { mark } => Vote::TokenTooLow { mark },
-            Self::Aborted => Vote::Aborted,
-        }
-    }
 }
 
 /// A proposal to grant a lock, as a region received it.
@@ -74,6 +63,8 @@ pub struct Proposal<'a> {
     pub ttl: Duration,
     /// The acquire's idempotency key.
     pub request_id: &'a str,
+    /// The principal acquiring (empty: access control is off).
+    pub principal: &'a str,
 }
 
 /// A grant that holds a resource in one shard.
@@ -112,6 +103,25 @@ pub struct ResourceState {
     pub mark: u64,
 }
 
+/// A grant found by [`LockStore::list`]: the resource it holds, and the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The resource.
+    pub resource: String,
+    /// The grant holding it, as [`LockStore::read`] would report it.
+    pub holding: Holding,
+}
+
+/// One page of a shard's grants, from [`LockStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listing {
+    /// The grants, in resource order (by the names' UTF-8 bytes).
+    pub grants: Vec<Listed>,
+    /// True when the page stopped at its limit and the shard may hold more
+    /// grants after the last one listed.
+    pub more: bool,
+}
+
 /// How a store operation failed, as the agent reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -146,6 +156,9 @@ pub trait StoreFault: std::error::Error + Send + Sync + 'static {
 ///   one and never shortens one. **release** removes only that lock id's grant.
 /// - A grant lives at least its TTL from the grant or last renewal, and ends
 ///   by itself afterwards.
+/// - **list** shows the grants that [`LockStore::read`] would show, for every
+///   resource starting with a prefix and sorting after a bound, in resource
+///   order, a page at a time; an ended or removed grant is not listed.
 pub trait LockStore: Send + Sync + 'static {
     /// How an operation fails.
     type Error: StoreFault;
@@ -200,6 +213,51 @@ pub trait LockStore: Send + Sync + 'static {
         resource: &str,
     ) -> impl Future<Output = Result<ResourceState, Self::Error>> + Send;
 
+    /// The grants holding resources that start with `prefix` (`""`: every
+    /// resource) and sort after `start_after` (`""`: from the first), in
+    /// resource order (by UTF-8 bytes), at most `limit` of them, read at one
+    /// moment. `more` says whether the page stopped at `limit`.
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Listing, Self::Error>> + Send;
+
     /// `Ok` when the shard serves: reachable, and not quarantined.
     fn check_health(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> GrantRecord {
+        GrantRecord {
+            lock_id: "L".into(),
+            owner: "o".into(),
+            token: 7,
+            ttl_ms: 1_000,
+            request_id: "r".into(),
+            granted_unix_ms: 0,
+            adopted: false,
+            principal: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_vote_names_its_holder_only_when_it_has_one() {
+        assert_eq!(Vote::Granted(1).holder(), Some(&1));
+        assert_eq!(Vote::Held(2).holder(), Some(&2));
+        assert_eq!(Vote::RequestConflict(3).holder(), Some(&3));
+        assert_eq!(Vote::<u8>::TokenTooLow { mark: 9 }.holder(), None);
+        assert_eq!(Vote::<u8>::Aborted.holder(), None);
+    }
+
+    #[test]
+    fn a_removal_says_whether_a_grant_was_removed() {
+        assert!(Removal::Removed(Some(record())).removed());
+        assert!(Removal::Removed(None).removed());
+        assert!(!Removal::Nothing.removed());
+    }
 }

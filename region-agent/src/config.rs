@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use globallock_etcd::ShardConfig;
@@ -69,6 +70,16 @@ pub struct AgentConfig {
     /// clock between two probes. Too small refuses grants, never breaks safety.
     #[serde(default = "default_late_proposal_slack_ms")]
     pub late_proposal_slack_ms: u64,
+    /// TLS on the agent API (`[tls]`: `ca`, `cert`, `key`, PEM files, reloaded
+    /// when they change). The certificate must carry `<region>.agent.globallock`
+    /// among its DNS names (coordinators check it), and only callers whose
+    /// certificate carries `coordinator.globallock` are served.
+    #[serde(default)]
+    pub tls: Option<globallock_tls::TlsFiles>,
+    /// Serve the agent API in plaintext. Refused unless set explicitly when
+    /// `[tls]` is absent; warned about at every start.
+    #[serde(default)]
+    pub insecure: bool,
     /// Shards without an incarnation marker at start are new (write it) rather than
     /// amnesiac (quarantine). Only for a brand-new deployment.
     #[serde(default)]
@@ -164,6 +175,9 @@ pub enum ConfigError {
     /// The shard list does not make a ring.
     #[error("shards: {0}")]
     Ring(#[from] RingError),
+    /// The TLS files cannot be used.
+    #[error("tls")]
+    Tls(#[from] globallock_tls::TlsError),
 }
 
 /// The agent's own bounds on what coordinators propose.
@@ -213,6 +227,9 @@ pub struct ValidConfig {
     pub compaction_keep_revisions: i64,
     /// Mark sweep period (`None`: never).
     pub mark_sweep_interval: Option<Duration>,
+    /// The agent API's TLS (client certificates required); `None` only with
+    /// `insecure = true`.
+    pub tls: Option<Arc<globallock_tls::Reloading<rustls::ServerConfig>>>,
 }
 
 impl AgentConfig {
@@ -358,7 +375,40 @@ impl AgentConfig {
                 drift_rate: self.drift_rate,
             })
             .collect();
+        let tls = match (&self.tls, self.insecure) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "insecure",
+                    "is true while [tls] is set: choose one".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "tls",
+                    "is not configured: set [tls] ca, cert and key (PEM files), or insecure = true \
+                     to serve the agent API in plaintext (never in production)"
+                        .into(),
+                ));
+            }
+            (Some(files), false) => {
+                let name = globallock_tls::identity::agent(&self.region);
+                globallock_tls::identity::server_name(&name)?;
+                let build = globallock_tls::config::naming(name, files.cert.clone(), |m| {
+                    globallock_tls::config::server(
+                        m,
+                        globallock_tls::ClientAuth::Required,
+                        &[b"h2"],
+                    )
+                });
+                Some(Arc::new(globallock_tls::Reloading::new(
+                    files.clone(),
+                    build,
+                )?))
+            }
+            (None, true) => None,
+        };
         Ok(ValidConfig {
+            tls,
             region: self.region,
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -389,9 +439,49 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
+    /// Certificates made for these tests (the sample names files under /etc).
+    fn certs() -> &'static globallock_localcluster::ClusterTls {
+        globallock_localcluster::ClusterTls::for_tests()
+    }
+
+    /// The sample file (region-a), with its `[tls]` files replaced by real ones.
     fn sample() -> AgentConfig {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.sample.toml");
-        AgentConfig::load(&path).expect("sample loads")
+        let mut config = AgentConfig::load(&path).expect("sample loads");
+        assert!(config.tls.is_some(), "the sample runs with TLS");
+        assert_eq!(config.region, "region-a");
+        config.tls = Some(certs().agents[0].clone());
+        config
+    }
+
+    #[test]
+    fn tls_or_an_explicit_insecure_is_required_and_the_certificate_must_name_this_region() {
+        let mut neither = sample();
+        neither.tls = None;
+        let text = neither.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("tls") && text.contains("insecure = true"),
+            "{text}"
+        );
+        let mut both = sample();
+        both.insecure = true;
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("insecure")
+        );
+        // Region B's agent certificate, or a coordinator's, cannot serve region A.
+        for other in [&certs().agents[1], &certs().coordinator] {
+            let mut wrong = sample();
+            wrong.tls = Some(other.clone());
+            let text = globallock_runtime::error_chain(&wrong.validate().unwrap_err());
+            assert!(text.contains("region-a.agent.globallock"), "{text}");
+        }
+        let mut plain = sample();
+        plain.tls = None;
+        plain.insecure = true;
+        assert!(plain.validate().expect("plaintext config").tls.is_none());
     }
 
     #[test]

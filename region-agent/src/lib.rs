@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`config`] — settings, loaded from TOML + environment, validated before binding.
 //! - [`service`] — the `RegionAgent` gRPC service (grant, abort, renew, release,
-//!   read, health), over any [`LockStore`] (etcd's in production).
+//!   read, list, health), over any [`LockStore`] (etcd's in production).
 //! - [`memory`] — a shard's store in memory, the same [`LockStore`] contract as
 //!   etcd's, for tests without etcd.
 //! - [`ring_state`] — the ring served, kept across restarts, to hand resources

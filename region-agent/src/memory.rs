@@ -19,7 +19,8 @@ use globallock_protocol::membership::{
     HeldBy, Refusal, RefusalAnswer, renewal_extends, same_request,
 };
 use globallock_protocol::store::{
-    FaultKind, GrantRecord, Holding, LockStore, Proposal, Removal, ResourceState, StoreFault, Vote,
+    FaultKind, GrantRecord, Holding, Listed, Listing, LockStore, Proposal, Removal, ResourceState,
+    StoreFault, Vote,
 };
 
 /// Why a [`MemoryStore`] did not answer.
@@ -151,6 +152,7 @@ impl LockStore for MemoryStore {
                 request_id: p.request_id.to_owned(),
                 granted_unix_ms: self.clock.unix_micros() / 1_000,
                 adopted: false,
+                principal: p.principal.to_owned(),
             };
             shard.marks.insert(p.resource.to_owned(), p.token);
             let stored = Stored {
@@ -168,6 +170,7 @@ impl LockStore for MemoryStore {
                     HeldBy::Other
                 } else if h.record.owner == p.owner
                     && u128::from(h.record.ttl_ms) == p.ttl.as_millis()
+                    && h.record.principal == p.principal
                 {
                     HeldBy::SameRequest
                 } else {
@@ -242,6 +245,34 @@ impl LockStore for MemoryStore {
         Ok(ResourceState {
             holder: shard.grants.get(resource).map(|g| Self::holding(g, now)),
             mark: shard.marks.get(resource).copied().unwrap_or(0),
+        })
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Listing, MemoryError> {
+        let (shard, now) = self.live()?;
+        let mut found: Vec<(&String, &Stored)> = shard
+            .grants
+            .iter()
+            .filter(|(resource, _)| resource.starts_with(prefix) && resource.as_str() > start_after)
+            .collect();
+        // `str` orders by UTF-8 bytes, as etcd orders the stored keys.
+        found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let more = found.len() > limit;
+        Ok(Listing {
+            grants: found
+                .into_iter()
+                .take(limit)
+                .map(|(resource, stored)| Listed {
+                    resource: resource.clone(),
+                    holding: Self::holding(stored, now),
+                })
+                .collect(),
+            more,
         })
     }
 

@@ -31,6 +31,9 @@ pub enum AgentError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// The listener could not be set up.
+    #[error("cannot listen")]
+    Listen(#[source] std::io::Error),
     /// The audit log cannot be opened.
     #[error("cannot open audit log {path}")]
     Audit {
@@ -147,11 +150,32 @@ pub async fn serve(
         clock.clone(),
     )
     .with_ring_epoch(config.ring_epoch, handover, config.state_dir.clone());
-    info!(region = %config.region, address = %local(&listeners.api), "region agent serving");
-    let result = tonic::transport::Server::builder()
-        .add_service(RegionAgentServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.api), shutdown.signal())
-        .await;
+    info!(region = %config.region, address = %local(&listeners.api), tls = config.tls.is_some(), "region agent serving");
+    let result = match &config.tls {
+        Some(tls) => {
+            // Only coordinators may call: their certificates carry the
+            // coordinator's name (an agent's certificate, or any other from the
+            // CA, is refused).
+            let server = tonic::transport::Server::builder().add_service(
+                RegionAgentServer::with_interceptor(service, only_coordinators),
+            );
+            let incoming = globallock_tls::TlsIncoming::new(listeners.api, tls.clone(), "agent")
+                .map_err(AgentError::Listen)?;
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown.signal())
+                .await
+        }
+        None => {
+            warn!(region = %config.region, "insecure = true: the agent API is plaintext and anyone who reaches it can vote as a coordinator; never run it so in production");
+            tonic::transport::Server::builder()
+                .add_service(RegionAgentServer::new(service))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listeners.api),
+                    shutdown.signal(),
+                )
+                .await
+        }
+    };
     for task in background {
         task.abort();
     }
@@ -160,6 +184,26 @@ pub async fn serve(
     }
     info!(region = %config.region, "region agent stopped");
     Ok(result?)
+}
+
+/// Let a call through only if its client certificate names a coordinator.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature
+fn only_coordinators(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let certs = request.peer_certs();
+    let chain = certs.as_deref().map(Vec::as_slice).unwrap_or_default();
+    if globallock_tls::identity::carries(chain, globallock_tls::identity::COORDINATOR) {
+        return Ok(request);
+    }
+    let names = chain
+        .first()
+        .map(globallock_tls::identity::names)
+        .unwrap_or_default();
+    metrics::counter!("globallock_agent_refused_callers_total").increment(1);
+    Err(tonic::Status::permission_denied(format!(
+        "only coordinators may call a region agent: the client certificate must name {}, \
+         this one names {names:?}",
+        globallock_tls::identity::COORDINATOR
+    )))
 }
 
 fn local(listener: &TcpListener) -> String {

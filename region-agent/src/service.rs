@@ -10,8 +10,8 @@ use globallock_etcd::ShardStore;
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
     AdoptRequest, AdoptResponse, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
-    Holder, LockRef, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
-    RenewResponse, ShardHealth, Vote as WireVote,
+    Holder, ListRequest, ListResponse, ListedGrant, LockRef, REGION_METADATA, ReadRequest,
+    ReadResponse, RemoveResponse, RenewRequest, RenewResponse, ShardHealth, Vote as WireVote,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::lock_id::LockId;
@@ -238,7 +238,9 @@ impl<S: LockStore> AgentService<S> {
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         let (removed, holder) = match how {
-            Removal::Release => match store
+            Removal::Release => match self
+                .owned(store, &r.resource, &r.lock_id, &r.principal, r.force)
+                .await?
                 .release_grant(&r.resource, &r.lock_id)
                 .await
                 .map_err(unavailable)?
@@ -256,6 +258,33 @@ impl<S: LockStore> AgentService<S> {
         };
         Span::current().record("removed", removed);
         Ok(Response::new(RemoveResponse { removed, holder }))
+    }
+
+    /// `store`, once it is clear that the grant of `lock_id` (if held here) was
+    /// acquired by `principal`, or `force` says it does not matter (an admin's
+    /// force-release). A lock id's principal never changes, so nothing can
+    /// slip in between this read and the operation on that exact lock id.
+    async fn owned<'s>(
+        &self,
+        store: &'s S,
+        resource: &str,
+        lock_id: &str,
+        principal: &str,
+        force: bool,
+    ) -> Result<&'s S, Status> {
+        if force {
+            return Ok(store);
+        }
+        let state = store.read(resource).await.map_err(unavailable)?;
+        match state.holder {
+            Some(h) if h.record.lock_id == lock_id && h.record.principal != principal => {
+                metrics::counter!("globallock_agent_not_owner_total").increment(1);
+                Err(Status::permission_denied(format!(
+                    "lock {lock_id:?} belongs to another principal"
+                )))
+            }
+            _ => Ok(store),
+        }
     }
 
     /// Check that `lock_id` is well formed and names `resource`.
@@ -281,6 +310,7 @@ fn removed_holder(record: GrantRecord) -> Holder {
         ttl_ms: record.ttl_ms,
         request_id: record.request_id,
         remaining_ms: 0,
+        principal: record.principal,
     }
 }
 
@@ -292,6 +322,7 @@ fn holder(h: Holding) -> Holder {
         ttl_ms: h.record.ttl_ms,
         request_id: h.record.request_id,
         remaining_ms: u64::try_from(h.remaining.as_millis()).unwrap_or(u64::MAX),
+        principal: h.record.principal,
     }
 }
 
@@ -304,6 +335,7 @@ fn observe<T>(op: &'static str, started: std::time::Instant, result: &Result<Res
             tonic::Code::FailedPrecondition => "misrouted",
             tonic::Code::Unavailable => "unavailable",
             tonic::Code::DeadlineExceeded => "late",
+            tonic::Code::PermissionDenied => "denied",
             _ => "error",
         },
     };
@@ -397,6 +429,7 @@ impl<S: LockStore> AgentService<S> {
             token: r.fencing_token,
             ttl: self.ttl(r.ttl_ms)?,
             request_id: &r.request_id,
+            principal: &r.principal,
         };
         self.in_time(r.deadline_unix_ms)?;
         let vote = store.grant(&proposal).await.map_err(unavailable)?;
@@ -453,7 +486,9 @@ impl<S: LockStore> AgentService<S> {
         } else {
             Some(self.ttl(r.ttl_ms)?)
         };
-        let renewed = store
+        let renewed = self
+            .owned(store, &r.resource, &r.lock_id, &r.principal, r.force)
+            .await?
             .renew(&r.resource, &r.lock_id, new_ttl)
             .await
             .map_err(unavailable)?;
@@ -486,6 +521,50 @@ impl<S: LockStore> AgentService<S> {
         Ok(Response::new(ReadResponse {
             holder: state.holder.map(holder),
             high_water_mark: state.mark.max(floor),
+        }))
+    }
+
+    async fn do_list(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<ListResponse>, Status> {
+        let r = request.into_inner();
+        let span = Span::current();
+        span.record("shard", &r.shard).record("prefix", &r.prefix);
+        request::prefix(&r.prefix).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        request::start_after(&r.start_after)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
+        if limit == 0 || limit > request::MAX_PAGE_SIZE {
+            return Err(Status::invalid_argument(format!(
+                "limit: {} is out of bounds: must be between 1 and {}",
+                r.limit,
+                request::MAX_PAGE_SIZE
+            )));
+        }
+        let store = self.shards.get(&r.shard).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "region {}: unknown shard {:?}; coordinator and agent shard lists differ",
+                self.region, r.shard
+            ))
+        })?;
+        // No handover check: a shard lists every grant it holds, also one of a
+        // resource that moved away with a ring change (held until it expires).
+        let listing = store
+            .list(&r.prefix, &r.start_after, limit)
+            .await
+            .map_err(unavailable)?;
+        span.record("grants", listing.grants.len());
+        Ok(Response::new(ListResponse {
+            grants: listing
+                .grants
+                .into_iter()
+                .map(|g| ListedGrant {
+                    resource: g.resource,
+                    holder: Some(holder(g.holding)),
+                })
+                .collect(),
+            more: listing.more,
         }))
     }
 
@@ -579,6 +658,15 @@ impl<S: LockStore> RegionAgent for AgentService<S> {
         let started = std::time::Instant::now();
         let result = self.do_read(request).instrument(span).await;
         observe("read", started, &result);
+        self.stamp(result)
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let span = info_span!("agent.list", region = %self.region, shard = tracing::field::Empty, prefix = tracing::field::Empty, grants = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_list(request).instrument(span).await;
+        observe("list", started, &result);
         self.stamp(result)
     }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    AdoptRequest, GrantRequest, HealthRequest, LockRef, ReadRequest, Vote as WireVote,
+    AdoptRequest, GrantRequest, HealthRequest, ListRequest, LockRef, ReadRequest, RenewRequest,
+    Vote as WireVote,
 };
 use globallock_protocol::clock::ManualClock;
 use globallock_protocol::lock_id::LockId;
@@ -65,6 +66,7 @@ fn proposal(n: u128, token: u64) -> GrantRequest {
         request_id: format!("req-{n}"),
         ring_epoch: 0,
         deadline_unix_ms: NOW_US / 1_000 + 1_000,
+        principal: String::new(),
     }
 }
 
@@ -115,6 +117,8 @@ async fn a_vote_goes_over_the_wire_with_its_holder_and_the_mark_a_token_must_exc
         shard: "shard-0".into(),
         resource: RESOURCE.into(),
         lock_id: lock_id(1),
+        principal: String::new(),
+        force: false,
     };
     let released = a.service.release(Request::new(lock)).await.unwrap();
     assert!(released.into_inner().removed);
@@ -198,6 +202,8 @@ async fn an_adopted_grant_survives_the_abort_of_the_round_that_made_it() {
         shard: "shard-0".into(),
         resource: RESOURCE.into(),
         lock_id: lock_id(1),
+        principal: String::new(),
+        force: true,
     };
     let aborted = a.service.abort(Request::new(abort)).await.unwrap();
     assert!(!aborted.into_inner().removed);
@@ -232,4 +238,137 @@ async fn a_store_that_is_down_makes_requests_unavailable_and_health_red() {
         .unwrap()
         .into_inner();
     assert!(health.healthy, "{health:?}");
+}
+
+fn list_request(prefix: &str, start_after: &str, limit: u32) -> ListRequest {
+    ListRequest {
+        shard: "shard-0".into(),
+        prefix: prefix.into(),
+        start_after: start_after.into(),
+        limit,
+    }
+}
+
+#[tokio::test]
+async fn a_listing_goes_over_the_wire_in_pages_and_bad_bounds_are_refused_before_the_store() {
+    let a = agent();
+    let granted = a.service.grant(Request::new(proposal(1, NOW_US))).await;
+    assert_eq!(granted.unwrap().into_inner().vote(), WireVote::Granted);
+    let mut next = proposal(2, NOW_US);
+    next.resource = "billing/invoice-8".into();
+    next.lock_id = LockId::new(2, "billing/invoice-8").to_string();
+    let granted = a.service.grant(Request::new(next)).await;
+    assert_eq!(granted.unwrap().into_inner().vote(), WireVote::Granted);
+
+    let answer = a
+        .service
+        .list(Request::new(list_request("billing/", "", 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.metadata().get("globallock-region").unwrap(),
+        "region-a"
+    );
+    let listing = answer.into_inner();
+    assert!(listing.more, "the page stopped at its limit");
+    assert_eq!(listing.grants.len(), 1);
+    assert_eq!(listing.grants[0].resource, RESOURCE);
+    let holder = listing.grants[0].holder.as_ref().unwrap();
+    assert_eq!(
+        (
+            holder.lock_id.as_str(),
+            holder.fencing_token,
+            holder.remaining_ms
+        ),
+        (lock_id(1).as_str(), NOW_US, 10_000)
+    );
+    let rest = a
+        .service
+        .list(Request::new(list_request("billing/", RESOURCE, 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.grants.len(), 1);
+    assert_eq!(rest.grants[0].resource, "billing/invoice-8");
+    assert!(!rest.more, "nothing after the last one");
+
+    for (bad, field) in [
+        (list_request("billing/", "", 0), "limit"),
+        (list_request("billing/", "", 1_001), "limit"),
+        (list_request("tab\t", "", 10), "prefix"),
+        (list_request(&"x".repeat(257), "", 10), "prefix"),
+        (list_request("", "nul\0", 10), "start_after"),
+    ] {
+        let refused = a.service.list(Request::new(bad)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().starts_with(field), "{refused:?}");
+    }
+    let mut unknown = list_request("", "", 10);
+    unknown.shard = "shard-9".into();
+    let refused = a.service.list(Request::new(unknown)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    a.store.set_down(true);
+    let refused = a
+        .service
+        .list(Request::new(list_request("", "", 10)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+}
+
+/// A lock belongs to the principal that acquired it: another principal can
+/// neither renew nor release it (PERMISSION_DENIED, nothing changes), an
+/// admin's forced release can, and so can its own principal.
+#[tokio::test]
+async fn only_the_acquiring_principal_renews_or_releases_unless_forced() {
+    let a = agent();
+    let mut grant = proposal(1, NOW_US);
+    grant.principal = "billing".into();
+    let granted = a.service.grant(Request::new(grant)).await.unwrap();
+    let granted = granted.into_inner();
+    assert_eq!(granted.holder.unwrap().principal, "billing");
+    let lock = |principal: &str, force: bool| LockRef {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(1),
+        principal: principal.into(),
+        force,
+    };
+    let renew = |principal: &str, force: bool| RenewRequest {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(1),
+        ttl_ms: 20_000,
+        principal: principal.into(),
+        force,
+    };
+    for stranger in ["batch", ""] {
+        let refused = a
+            .service
+            .release(Request::new(lock(stranger, false)))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        let refused = a
+            .service
+            .renew(Request::new(renew(stranger, false)))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
+    assert_eq!(read(&a).await.holder.unwrap().lock_id, lock_id(1));
+    let renewed = a
+        .service
+        .renew(Request::new(renew("billing", false)))
+        .await
+        .unwrap();
+    assert!(renewed.into_inner().renewed);
+    let forced = a
+        .service
+        .release(Request::new(lock("ops", true)))
+        .await
+        .unwrap();
+    assert!(forced.into_inner().removed);
+    assert_eq!(read(&a).await.holder, None);
 }

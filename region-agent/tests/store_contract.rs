@@ -13,7 +13,7 @@ use std::time::Duration;
 use globallock_etcd::{ShardConfig, ShardStore};
 use globallock_localcluster::EtcdCluster;
 use globallock_protocol::clock::{ManualClock, SharedClock};
-use globallock_protocol::store::{Holding, LockStore, Proposal, Removal, Vote};
+use globallock_protocol::store::{Holding, Listing, LockStore, Proposal, Removal, Vote};
 use region_agent::memory::MemoryStore;
 
 const RESOURCE: &str = "orders/42";
@@ -96,6 +96,9 @@ contract!(
     regression_a_release_that_overtook_its_grant_refuses_the_grant_afterwards,
     release_answers_with_the_removed_record,
     marks_only_go_up_and_a_serving_store_is_healthy,
+    a_repeat_of_a_request_by_another_principal_conflicts,
+    list_shows_what_read_shows_under_a_prefix_in_resource_order_a_page_at_a_time,
+    list_shows_no_released_aborted_or_ended_grant,
 );
 
 fn proposal<'a>(lock_id: &'a str, token: u64, request_id: &'a str) -> Proposal<'a> {
@@ -106,6 +109,7 @@ fn proposal<'a>(lock_id: &'a str, token: u64, request_id: &'a str) -> Proposal<'
         token,
         ttl: Duration::from_secs(5),
         request_id,
+        principal: "",
     }
 }
 
@@ -401,4 +405,161 @@ async fn marks_only_go_up_and_a_serving_store_is_healthy<S: LockStore>(s: &S, _:
         );
     }
     assert_eq!(s.read(RESOURCE).await.expect("read").mark, 50);
+}
+
+fn proposal_on<'a>(resource: &'a str, lock_id: &'a str, token: u64) -> Proposal<'a> {
+    Proposal {
+        resource,
+        ..proposal(lock_id, token, lock_id)
+    }
+}
+
+async fn list<S: LockStore>(s: &S, prefix: &str, start_after: &str, limit: usize) -> Listing {
+    s.list(prefix, start_after, limit).await.expect("list")
+}
+
+fn names(listing: &Listing) -> Vec<&str> {
+    listing.grants.iter().map(|g| g.resource.as_str()).collect()
+}
+
+async fn list_shows_what_read_shows_under_a_prefix_in_resource_order_a_page_at_a_time<
+    S: LockStore,
+>(
+    s: &S,
+    _: &ManualClock,
+) {
+    // Granted out of order; names that share the start "orders" without the "/".
+    let resources = [
+        "orders/2",
+        "other/1",
+        "orders/ü",
+        "orders",
+        "orders/10",
+        "ordersX",
+        "orders/1",
+    ];
+    for (i, resource) in resources.iter().enumerate() {
+        let lock_id = format!("L{i}");
+        granted(grant(s, &proposal_on(resource, &lock_id, 10 + i as u64)).await);
+    }
+    // A free resource with a mark is not listed.
+    granted(grant(s, &proposal_on("orders/3", "L9", 50)).await);
+    assert!(s.release_grant("orders/3", "L9").await.unwrap().removed());
+
+    let all = list(s, "orders/", "", 10).await;
+    assert_eq!(
+        names(&all),
+        ["orders/1", "orders/10", "orders/2", "orders/ü"],
+        "by UTF-8 bytes, only under the prefix"
+    );
+    assert!(!all.more);
+    // Each entry is the holder a read of that resource shows.
+    for listed in &all.grants {
+        let read = s.read(&listed.resource).await.expect("read");
+        assert_eq!(Some(&listed.holding), read.holder.as_ref(), "{listed:?}");
+        assert!(listed.holding.remaining >= Duration::from_secs(5));
+    }
+    assert_eq!(all.grants[2].holding.record.lock_id, "L0");
+    assert_eq!(all.grants[2].holding.record.owner, "alice");
+    assert_eq!(all.grants[2].holding.record.token, 10);
+
+    // A page at a time: `more` until the last page.
+    let first = list(s, "orders/", "", 2).await;
+    assert_eq!(names(&first), ["orders/1", "orders/10"]);
+    assert!(first.more);
+    let second = list(s, "orders/", "orders/10", 2).await;
+    assert_eq!(names(&second), ["orders/2", "orders/ü"]);
+    assert!(!second.more, "nothing after the last one");
+    assert_eq!(names(&list(s, "orders/", "orders/ü", 2).await), [""; 0]);
+
+    // The start needs not be a listed name, nor under the prefix.
+    assert_eq!(
+        names(&list(s, "orders/", "orders/1", 10).await),
+        ["orders/10", "orders/2", "orders/ü"]
+    );
+    assert_eq!(
+        names(&list(s, "orders/", "orders/1\u{0}", 10).await),
+        ["orders/10", "orders/2", "orders/ü"]
+    );
+    assert_eq!(names(&list(s, "orders/", "a", 10).await).len(), 4);
+    assert_eq!(names(&list(s, "orders/", "p", 10).await), [""; 0]);
+    assert_eq!(
+        names(&list(s, "orders/1", "", 10).await),
+        ["orders/1", "orders/10"]
+    );
+    // No prefix: everything, in order.
+    let everything = list(s, "", "", 100).await;
+    assert_eq!(
+        names(&everything),
+        [
+            "orders",
+            "orders/1",
+            "orders/10",
+            "orders/2",
+            "orders/ü",
+            "ordersX",
+            "other/1"
+        ]
+    );
+    assert!(!everything.more);
+    assert_eq!(names(&list(s, "nothing/", "", 10).await), [""; 0]);
+}
+
+async fn list_shows_no_released_aborted_or_ended_grant<S: LockStore>(s: &S, clock: &ManualClock) {
+    granted(grant(s, &proposal_on("jobs/a", "A", 10)).await);
+    granted(grant(s, &proposal_on("jobs/b", "B", 11)).await);
+    let mut short = proposal_on("jobs/c", "C", 12);
+    short.ttl = Duration::from_secs(1);
+    granted(grant(s, &short).await);
+    let mut long = proposal_on("jobs/d", "D", 13);
+    long.ttl = Duration::from_secs(60);
+    granted(grant(s, &long).await);
+    assert_eq!(
+        names(&list(s, "jobs/", "", 10).await),
+        ["jobs/a", "jobs/b", "jobs/c", "jobs/d"]
+    );
+
+    assert!(s.release_grant("jobs/a", "A").await.unwrap().removed());
+    assert!(s.abort("jobs/b", "B").await.unwrap());
+    // Another lock id's release or abort leaves the holder listed.
+    assert!(!s.release_grant("jobs/d", "B").await.unwrap().removed());
+    assert_eq!(names(&list(s, "jobs/", "", 10).await), ["jobs/c", "jobs/d"]);
+
+    // The short grant ends by itself (see a_grant_lives_its_ttl_and_then_ends_by_itself).
+    clock.advance(Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listing = list(s, "jobs/", "", 10).await;
+        if names(&listing) == ["jobs/d"] {
+            let left = listing.grants[0].holding.remaining;
+            assert!(left >= Duration::from_secs(54), "{left:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the short grant is still listed: {listing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A repeat of a request by another principal is not the same acquire: it is
+/// never offered the first principal's grant.
+async fn a_repeat_of_a_request_by_another_principal_conflicts<S: LockStore>(
+    s: &S,
+    _: &ManualClock,
+) {
+    let mut first = proposal("L1", 100, "r1");
+    first.principal = "billing";
+    let held = granted(grant(s, &first).await);
+    assert_eq!(held.record.principal, "billing");
+    let mut other = proposal("L2", 200, "r1");
+    other.principal = "batch";
+    match grant(s, &other).await {
+        Vote::RequestConflict(h) => assert_eq!(h.record.lock_id, "L1"),
+        other => panic!("{other:?}"),
+    }
+    first.lock_id = "L3";
+    first.token = 300;
+    assert_eq!(granted(grant(s, &first).await).record.lock_id, "L1");
 }

@@ -57,6 +57,11 @@ pub struct ClusterOptions {
     pub proxy_peers: bool,
     /// How late after its deadline an agent still takes a proposal.
     pub late_proposal_slack_ms: u64,
+    /// Every door and hop over TLS, with a CA and certificates made for the
+    /// cluster (`false`: `insecure = true` everywhere).
+    pub tls: bool,
+    /// The coordinators' `[access]` (`None`: `open_access = true`).
+    pub access: Option<coordinator::config::AccessEntry>,
 }
 
 impl Default for ClusterOptions {
@@ -75,6 +80,8 @@ impl Default for ClusterOptions {
             proxy_etcd: false,
             proxy_peers: false,
             late_proposal_slack_ms: 1_000,
+            tls: false,
+            access: None,
         }
     }
 }
@@ -153,6 +160,8 @@ pub struct Cluster {
     ring_epoch: u64,
     /// What was asked for.
     options: ClusterOptions,
+    /// The certificates, with `tls`.
+    pub tls: Option<globallock_localcluster::ClusterTls>,
 }
 
 /// Install a test log subscriber once (honours RUST_LOG; quiet by default).
@@ -220,7 +229,15 @@ impl Cluster {
                 clock: globallock_protocol::clock::SkewedClock::new(),
             });
         }
+        let tls = if options.tls {
+            Some(globallock_localcluster::ClusterTls::create(
+                &dir.path().join("tls"),
+            )?)
+        } else {
+            None
+        };
         let mut cluster = Self {
+            tls,
             dir,
             regions,
             coordinator_addrs: Vec::new(),
@@ -298,6 +315,8 @@ impl Cluster {
             mark_sweep_interval_s: 0,
             ring_vnodes: 160,
             ring_epoch: self.ring_epoch,
+            tls: self.tls.as_ref().map(|t| t.agents[r].clone()),
+            insecure: self.tls.is_none(),
             shards: self
                 .shards
                 .iter()
@@ -322,7 +341,7 @@ impl Cluster {
         let endpoints = self
             .regions
             .iter()
-            .map(|r| format!("http://{}", r.agent_addr))
+            .map(|r| format!("{}://{}", self.scheme(), r.agent_addr))
             .collect();
         self.coordinator_config_via(listen, endpoints)
     }
@@ -367,7 +386,36 @@ impl Cluster {
             max_wait_ms: self.options.max_wait_ms,
             drift_rate: 0.01,
             drift_margin_ms: 10,
+            tls: self.tls.as_ref().map(|t| t.coordinator.clone()),
+            insecure: self.tls.is_none(),
+            access: self.options.access.clone(),
+            open_access: self.options.access.is_none(),
         }
+    }
+
+    /// `https` with `tls`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// A channel to region `r`'s agent, as a coordinator would call it (over
+    /// mutual TLS with a coordinator's certificate, with `tls`).
+    pub async fn agent_channel(&self, r: usize) -> anyhow::Result<Channel> {
+        let addr = self.regions[r].agent_addr;
+        Ok(match &self.tls {
+            Some(tls) => tls.agent_channel(r, addr)?,
+            None => Channel::from_shared(format!("http://{addr}"))?.connect_lazy(),
+        })
+    }
+
+    /// A channel to coordinator `i`'s gRPC door, as the cluster's client (over
+    /// TLS with the client identity, with `tls`).
+    pub fn coordinator_channel(&self, i: usize) -> anyhow::Result<Channel> {
+        let addr = self.coordinator_addrs[i];
+        Ok(match &self.tls {
+            Some(tls) => tls.coordinator_channel(addr)?,
+            None => Channel::from_shared(format!("http://{addr}"))?.connect_lazy(),
+        })
     }
 
     async fn start_agent(&mut self, r: usize) -> anyhow::Result<()> {
@@ -413,7 +461,7 @@ impl Cluster {
             let mut links = Vec::new();
             for region in &self.regions {
                 let proxy = globallock_localcluster::FaultProxy::start(region.agent_addr).await?;
-                endpoints.push(format!("http://{}", proxy.addr()));
+                endpoints.push(format!("{}://{}", self.scheme(), proxy.addr()));
                 links.push(proxy);
             }
             self.links.push(links);
@@ -421,7 +469,7 @@ impl Cluster {
             endpoints = self
                 .regions
                 .iter()
-                .map(|r| format!("http://{}", r.agent_addr))
+                .map(|r| format!("{}://{}", self.scheme(), r.agent_addr))
                 .collect();
             self.links.push(Vec::new());
         }
@@ -476,14 +524,21 @@ impl Cluster {
 
     /// A gRPC client of coordinator `i`.
     pub async fn client(&self, i: usize) -> anyhow::Result<LockServiceClient<Channel>> {
-        let endpoint = format!("http://{}", self.coordinator_addrs[i]);
+        let channel = self.coordinator_channel(i)?;
+        let mut client = LockServiceClient::new(channel);
+        // Until the coordinator serves (it probes the regions first).
         for _ in 0..100 {
-            if let Ok(client) = LockServiceClient::connect(endpoint.clone()).await {
-                return Ok(client);
+            let probe = client
+                .describe(globallock_proto::v1::DescribeRequest {
+                    resource: "harness/ready".into(),
+                })
+                .await;
+            if probe.is_ok() {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(LockServiceClient::connect(endpoint).await?)
+        Ok(client)
     }
 
     /// Stop region `r` entirely: its agent and every etcd member (SIGKILL).
@@ -705,10 +760,9 @@ impl Cluster {
         r: usize,
         resource: &str,
     ) -> anyhow::Result<globallock_proto::agent::ReadResponse> {
-        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
-            format!("http://{}", self.regions[r].agent_addr),
-        )
-        .await?;
+        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::new(
+            self.agent_channel(r).await?,
+        );
         Ok(agent
             .read(globallock_proto::agent::ReadRequest {
                 shard: "shard-0".into(),
@@ -726,10 +780,9 @@ impl Cluster {
         &self,
         r: usize,
     ) -> anyhow::Result<globallock_proto::agent::HealthResponse> {
-        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(
-            format!("http://{}", self.regions[r].agent_addr),
-        )
-        .await?;
+        let mut agent = globallock_proto::agent::region_agent_client::RegionAgentClient::new(
+            self.agent_channel(r).await?,
+        );
         Ok(agent
             .health(globallock_proto::agent::HealthRequest {})
             .await?

@@ -22,7 +22,9 @@ use globallock_localcluster::{CoordinatorSpec, Layout, ProcessCluster};
 use serde::Serialize;
 
 /// The endpoint lockctl uses without `--endpoint` (and `make dev`'s `--listen`).
-const LOCKCTL_DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+const LOCKCTL_DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7400";
+/// Where lockctl looks for the dev CA and client identity without flags.
+const LOCKCTL_DEFAULT_DEV_DIR: &str = ".dev-cluster";
 
 /// The repository's alert rules, for the Prometheus config written into the data
 /// directory (left out when the binary runs away from its source tree).
@@ -53,6 +55,10 @@ struct Args {
     /// The coordinator's Prometheus `/metrics` address (agents get free ports).
     #[arg(long, default_value = "127.0.0.1:7490")]
     metrics_listen: SocketAddr,
+    /// Run every door and hop in plaintext instead of TLS (by default a CA and
+    /// certificates are made under DATA_DIR/tls, and everything runs over TLS).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_members(text: &str) -> Result<usize, String> {
@@ -74,8 +80,18 @@ struct ClusterInfo {
     data_dir: String,
     /// A Prometheus config scraping this cluster (`prometheus --config.file=...`).
     prometheus_config: String,
+    /// The dev CA and client identity (absent with --insecure).
+    tls: Option<TlsInfo>,
     coordinators: Vec<CoordinatorInfo>,
     regions: Vec<RegionInfo>,
+}
+
+/// The files a client needs to call this cluster over TLS.
+#[derive(Debug, Serialize)]
+struct TlsInfo {
+    ca: String,
+    client_cert: String,
+    client_key: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     let layout = Layout {
         shards: usize::from(args.shards),
         members: args.members,
+        tls: !args.insecure,
         ..Layout::new(data_dir.clone())
     };
     let mut cluster = runtime.block_on(ProcessCluster::start(layout))?;
@@ -132,6 +149,11 @@ fn main() -> anyhow::Result<()> {
             .collect(),
         data_dir: data_dir.display().to_string(),
         prometheus_config: data_dir.join("prometheus.yml").display().to_string(),
+        tls: cluster.tls().map(|t| TlsInfo {
+            ca: t.ca.display().to_string(),
+            client_cert: t.client.cert.display().to_string(),
+            client_key: t.client.key.display().to_string(),
+        }),
         coordinators,
         regions: cluster.regions(),
     };
@@ -206,10 +228,25 @@ fn prometheus_config(targets: &Path, rules: Option<&Path>) -> String {
 /// The commands to try, aimed at this cluster: `--endpoint` whenever the
 /// coordinator is not where lockctl looks by default.
 fn try_lines(info: &ClusterInfo) -> Vec<String> {
-    let endpoint = if info.coordinator_address == LOCKCTL_DEFAULT_ENDPOINT {
+    let mut endpoint = if info.coordinator_address == LOCKCTL_DEFAULT_ENDPOINT {
         String::new()
     } else {
         format!(" --endpoint {}", info.coordinator_address)
+    };
+    // lockctl finds the dev CA and client identity under its default --dev-dir.
+    let default_dir = std::path::Path::new(LOCKCTL_DEFAULT_DEV_DIR)
+        .canonicalize()
+        .ok()
+        .is_some_and(|d| d.display().to_string() == info.data_dir);
+    if info.tls.is_some() && !default_dir {
+        endpoint.push_str(&format!(" --dev-dir {}", info.data_dir));
+    }
+    let curl_tls = match &info.tls {
+        Some(tls) => format!(
+            " --cacert {} --cert {} --key {}",
+            tls.ca, tls.client_cert, tls.client_key
+        ),
+        None => String::new(),
     };
     vec![
         format!("try:  target/debug/lockctl acquire orders/42 --ttl 30s{endpoint}"),
@@ -219,7 +256,7 @@ fn try_lines(info: &ClusterInfo) -> Vec<String> {
             info.audit_logs.join(" --log ")
         ),
         format!(
-            "      curl -s -XPOST {}/locks -H 'content-type: application/json' \\",
+            "      curl -s{curl_tls} -XPOST {}/locks -H 'content-type: application/json' \\",
             info.rest_address
         ),
         "           -d '{\"resource\":\"orders/42\",\"owner\":\"me\",\"ttl_ms\":30000}'".to_owned(),
@@ -272,6 +309,13 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
         info.prometheus_config
     );
     println!("audit        {}", info.audit_logs.join(", "));
+    match &info.tls {
+        Some(tls) => println!(
+            "tls          every door and hop; CA {}, client identity {} (lockctl uses both on its own)",
+            tls.ca, tls.client_cert
+        ),
+        None => println!("tls          OFF (--insecure): every door and hop is plaintext"),
+    }
     println!(
         "traces       set OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 before `make dev` to export to Jaeger"
     );
@@ -301,6 +345,7 @@ mod tests {
             audit_logs: vec!["/d/coordinator-audit.jsonl".into()],
             data_dir: "/d".into(),
             prometheus_config: "/d/prometheus.yml".into(),
+            tls: None,
             coordinators: Vec::new(),
             regions: Vec::new(),
         }
@@ -318,6 +363,25 @@ mod tests {
         assert!(
             other.contains("describe orders/42 --endpoint http://127.0.0.1:7500"),
             "{other}"
+        );
+    }
+
+    #[test]
+    fn try_lines_over_tls_name_the_files_curl_needs_and_a_data_dir_lockctl_would_not_find() {
+        let mut tls = info(LOCKCTL_DEFAULT_ENDPOINT);
+        tls.tls = Some(TlsInfo {
+            ca: "/d/tls/dev-ca.pem".into(),
+            client_cert: "/d/tls/client.pem".into(),
+            client_key: "/d/tls/client.key".into(),
+        });
+        let lines = try_lines(&tls).join("\n");
+        assert!(
+            lines.contains("curl -s --cacert /d/tls/dev-ca.pem --cert /d/tls/client.pem --key /d/tls/client.key"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("acquire orders/42 --ttl 30s --dev-dir /d"),
+            "{lines}"
         );
     }
 
