@@ -49,6 +49,16 @@ check "python3 venv and ensurepip (test t87: the deploy validators' virtualenvs)
 # t87 runs deploy/compose/gen-certs.sh, which makes the compose cluster's CA and
 # certificates with openssl, and loads every shipped configuration with them.
 check "openssl (test t87: deploy/compose/gen-certs.sh)" openssl have_cmd openssl
+# t97 and lockctl's discover test serve SRV records from a real DNS server on a
+# loopback port. dnsmasq-base has the binary only (the dnsmasq package would also
+# start a system service on port 53). /usr/sbin may be off a user's PATH.
+have_dnsmasq() { command -v dnsmasq || [ -x /usr/sbin/dnsmasq ]; }
+check "dnsmasq (tests t97, lockctl discover: a real DNS server for SRV discovery)" dnsmasq-base have_dnsmasq
+# t88 looks at the status page in Debian's headless Chromium, driven by
+# playwright-core (from npm, below), which never downloads a browser of its own.
+check "chromium (test t88: the status page in a headless browser)" chromium have_file /usr/bin/chromium
+check "node (test t88: runs tests/browser/status_page.mjs)" nodejs have_cmd node
+check "npm (test t88: installs playwright-core into tests/browser)" npm have_cmd npm
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ -n "${GLOBALLOCK_DEPS_RECHECK:-}" ]; then
@@ -88,11 +98,35 @@ if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
     || { echo "schemathesis installed but python3 cannot import it" >&2; exit 1; }
 fi
 
+# playwright-core for test t88, from npm, at the version tests/browser/package-lock.json
+# pins (npm ci), into tests/browser/node_modules (git ignores it). It needs Node.js 20.
+root_dir="$(cd "$(dirname "$0")/.." && pwd)"
+browser_dir="$root_dir/tests/browser"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "node $(node --version) is too old for playwright-core (test t88): install Node.js 20 or later" >&2
+  exit 1
+fi
+lock_version() {
+  node -p "require(process.argv[1]).packages['node_modules/playwright-core'].version" "$browser_dir/package-lock.json"
+}
+installed_version() {
+  node -p "require(process.argv[1]).version" "$browser_dir/node_modules/playwright-core/package.json" 2>/dev/null || true
+}
+want_playwright=$(lock_version)
+if [ "$(installed_version)" != "$want_playwright" ]; then
+  echo "installing playwright-core $want_playwright (npm) into tests/browser for the status page test (t88)..."
+  (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
+    || { echo "could not install playwright-core: run  (cd tests/browser && npm ci)" >&2; exit 1; }
+  [ "$(installed_version)" = "$want_playwright" ] \
+    || { echo "npm ci ran, but tests/browser/node_modules has no playwright-core $want_playwright" >&2; exit 1; }
+fi
+
 # The deploy-file validators of test t87, from PyPI, each set in its own virtualenv
 # under .deploy-tools/ (git ignores it): checkov pins packaging<24 (pytest, which
 # schemathesis needs, wants 24 or later), and checkov's fork of the HCL parser
 # installs into the same `hcl2` package as python-hcl2, so the two cannot share one.
-tools_dir="$(cd "$(dirname "$0")/.." && pwd)/.deploy-tools"
+tools_dir="$root_dir/.deploy-tools"
 # deploy_venv NAME PROBE SPEC...: unless NAME's python runs PROBE, (re)create the
 # virtualenv and pip-install SPEC... into it.
 deploy_venv() {

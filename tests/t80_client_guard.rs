@@ -203,3 +203,33 @@ async fn a_held_acquire_names_the_holder_and_the_retry_delay_as_values() -> anyh
     assert_eq!(invalid.retry_after(), None);
     Ok(())
 }
+
+/// Waiting without a cap: the coordinators here take waits of at most 1 s per
+/// request; the client re-issues a 30 s wait (shrinking its slice to what the
+/// coordinator takes) until the holder's lock expires, and gets the lock.
+/// Before, the wait above the coordinator's maximum was refused outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_longer_than_a_coordinator_takes_is_re_issued_until_the_lock_is_free()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        max_wait_ms: 1_000,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let client = client(&cluster);
+    let holder = client
+        .acquire("wait/long", "first", Duration::from_secs(3), Duration::ZERO)
+        .await?;
+    let waiter = client
+        .acquire(
+            "wait/long",
+            "second",
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
+        .await?;
+    assert_eq!(waiter.owner, "second");
+    assert!(waiter.fencing_token > holder.fencing_token);
+    client.release(&waiter.lock_id).await?;
+    Ok(())
+}

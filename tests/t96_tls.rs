@@ -609,12 +609,19 @@ async fn an_admin_force_release_works_and_is_audited_as_one() -> anyhow::Result<
         lock_id: lock.lock_id.clone(),
     })
     .await?;
-    let audit = std::fs::read_to_string(t._audit.path().join("coordinator.jsonl"))?;
-    let forced = audit
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|r| r["event"] == "force_released")
-        .unwrap_or_else(|| panic!("no force_released record:\n{audit}"));
+    // The audit trail is written in the background: wait for the record.
+    let path = t._audit.path().join("coordinator.jsonl");
+    let forced = eventually(Duration::from_secs(10), "a force_released record", || {
+        let path = path.clone();
+        async move {
+            let audit = std::fs::read_to_string(path).ok()?;
+            audit
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|r| r["event"] == "force_released")
+        }
+    })
+    .await;
     assert_eq!(forced["lock_id"], lock.lock_id.as_str());
     assert_eq!(forced["owner"], "billing-7");
     // A refusal is audited too (the denied verb, not the other tenant's data).
@@ -633,5 +640,55 @@ async fn an_admin_force_release_works_and_is_audited_as_one() -> anyhow::Result<
         }
     })
     .await;
+    Ok(())
+}
+
+/// The Rust client over TLS: with a client certificate, and with only a CA
+/// and a bearer token (what `lockctl --ca --token` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_calls_over_tls_with_a_certificate_or_a_token() -> anyhow::Result<()> {
+    let t = tenants().await?;
+    let endpoint = format!("https://{}", t.cluster.coordinator_addrs[0]);
+    let ca = tls(&t.cluster).ca.clone();
+    let with_cert = globallock_client::Client::connect_tls(
+        [&endpoint],
+        &globallock_client::ClientTls {
+            ca: ca.clone(),
+            identity: Some((t.billing.cert.clone(), t.billing.key.clone())),
+        },
+    )?;
+    let lock = with_cert
+        .acquire(
+            "billing/client",
+            "lib",
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .await?;
+    with_cert.release(&lock.lock_id).await?;
+
+    let anonymous = globallock_client::ClientTls { ca, identity: None };
+    let with_token =
+        globallock_client::Client::connect_tls([&endpoint], &anonymous)?.with_token(BATCH_TOKEN)?;
+    let lock = with_token
+        .acquire(
+            "batch/client",
+            "cron",
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .await?;
+    with_token.release(&lock.lock_id).await?;
+    // Without the token the same client is refused, and says why.
+    let refused = globallock_client::Client::connect_tls([&endpoint], &anonymous)?
+        .acquire(
+            "batch/client",
+            "cron",
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("unauthenticated"), "{refused}");
     Ok(())
 }

@@ -30,7 +30,21 @@
 //! ```
 //!
 //! Calls go to one coordinator; when it cannot be reached the client fails over
-//! to the next endpoint. Coordinators are stateless, so any of them serves any
+//! to the next endpoint. Instead of a list of endpoints, a client can find the
+//! coordinators through DNS ([`Client::discover`]: the SRV record
+//! `_globallock._tcp.<zone>`), dialling each target by the name the record
+//! gives, which the coordinator's certificate must carry:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), globallock_client::ClientError> {
+//! let tls = globallock_client::ClientTls {
+//!     ca: "ca.pem".into(),
+//!     identity: Some(("client.crt".into(), "client.key".into())),
+//! };
+//! let client = globallock_client::Client::discover("locks.example.com", &tls).await?;
+//! # Ok(()) }
+//! ```
+//! Coordinators are stateless, so any of them serves any
 //! lock. Errors are typed ([`ClientError`]) and keep the server's status; what
 //! the coordinator says about an error comes as values too (the typed details of
 //! its gRPC status): who holds the resource ([`ClientError::holder`]), when to
@@ -52,8 +66,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use globallock_proto::v1::lock_service_client::LockServiceClient;
@@ -69,6 +84,27 @@ use tonic_types::StatusExt;
 mod guard;
 
 pub use guard::{LockBuilder, LockGuard, LostReason};
+
+/// The longest wait one acquire request asks a coordinator for; longer waits
+/// are re-issued (see [`Client::acquire_with_id`]). Below the coordinators'
+/// default `max_wait_ms` (60 s).
+pub const WAIT_SLICE: Duration = Duration::from_secs(30);
+
+/// The shortest slice a long wait is split into.
+const MIN_WAIT_SLICE: Duration = Duration::from_millis(500);
+
+/// 128 random bits (for generated request ids), from the standard library's
+/// randomly seeded hasher: no extra dependency, unpredictable enough for ids.
+fn random_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = 0u128;
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(id);
+        id = (id << 64) | u128::from(h.finish());
+    }
+    id
+}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -432,12 +468,169 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    /// One lazily connected channel per coordinator.
-    channels: Vec<(String, Channel)>,
+    /// One lazily connected channel per coordinator (found through DNS:
+    /// replaced when the record changes), shared with [`Client::with_token`]'s
+    /// client.
+    channels: Arc<RwLock<Arc<Channels>>>,
     /// The coordinator tried first (the last one that answered).
     preferred: AtomicUsize,
     /// `authorization: Bearer <token>` for every call, if set.
     bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// How coordinators are found, when through DNS.
+    discovered: Option<Arc<Discovered>>,
+}
+
+/// The coordinators to try: `(endpoint as named, channel)`, in order.
+type Channels = Vec<(String, Channel)>;
+
+/// How to find coordinators through DNS: the SRV record
+/// `_globallock._tcp.<zone>` ([`Discovery::zone`]), each target dialled by the
+/// name the record gives (the coordinator's certificate must carry it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Discovery {
+    /// The SRV record's name.
+    pub srv: String,
+    /// The name servers to ask (`ip:port`); empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Look the record up again when the last lookup is older than this
+    /// (answers within their TTL come from the cache). Whenever no coordinator
+    /// of the last answer can be reached, it is looked up again at once.
+    pub refresh: Duration,
+}
+
+impl Discovery {
+    /// Every coordinator of `zone`: `_globallock._tcp.<zone>`, asking the
+    /// system's name servers, looked up again every 30 s.
+    pub fn zone(zone: &str) -> Self {
+        Self {
+            srv: globallock_discovery::coordinator_srv_name(zone),
+            nameservers: Vec::new(),
+            refresh: Duration::from_secs(30),
+        }
+    }
+
+    /// Ask these name servers (`ip:port`) instead of the system's.
+    #[must_use]
+    pub fn nameservers(mut self, nameservers: Vec<SocketAddr>) -> Self {
+        self.nameservers = nameservers;
+        self
+    }
+
+    /// Look the record up again after `refresh`.
+    #[must_use]
+    pub fn refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
+    }
+}
+
+/// A client's DNS discovery state.
+#[derive(Debug)]
+struct Discovered {
+    discovery: Discovery,
+    resolver: globallock_discovery::Resolver,
+    /// TLS to the coordinators (`None`: plaintext `http://`).
+    tls: Option<Arc<globallock_tls::Reloading<rustls::ClientConfig>>>,
+    /// What the record said last, and when it was looked up (held during a
+    /// lookup: one at a time).
+    last: tokio::sync::Mutex<(Vec<globallock_discovery::Target>, Instant)>,
+}
+
+impl Discovered {
+    /// Look the record up (`force`: asking the name servers afresh, whatever
+    /// was cached) and, when it changed, replace `channels` (before another
+    /// lookup can start); true when it did.
+    async fn refresh(
+        &self,
+        force: bool,
+        channels: &RwLock<Arc<Channels>>,
+    ) -> Result<bool, EndpointFailure> {
+        let mut last = self.last.lock().await;
+        if !force && last.1.elapsed() < self.discovery.refresh {
+            // Looked up meanwhile by another call.
+            return Ok(false);
+        }
+        if force {
+            self.resolver.forget(&self.discovery.srv);
+        }
+        let found = self.lookup().await;
+        last.1 = Instant::now();
+        let targets = found?;
+        // The same targets in another order (weights reshuffle it) are no change.
+        let key = |targets: &[globallock_discovery::Target]| {
+            let mut key: Vec<_> = targets
+                .iter()
+                .map(|t| (t.host.clone(), t.port, t.addrs.clone()))
+                .collect();
+            key.sort();
+            key
+        };
+        if key(&targets) == key(&last.0) {
+            return Ok(false);
+        }
+        let found = channels_for(&targets, self.tls.as_ref()).map_err(|e| EndpointFailure {
+            endpoint: self.discovery.srv.clone(),
+            problem: EndpointProblem::Other,
+            detail: e.to_string(),
+        })?;
+        tracing::debug!(
+            srv = %self.discovery.srv,
+            coordinators = ?found.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(),
+            "coordinators found through DNS"
+        );
+        *channels.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(found);
+        last.0 = targets;
+        Ok(true)
+    }
+
+    async fn lookup(&self) -> Result<Vec<globallock_discovery::Target>, EndpointFailure> {
+        self.resolver
+            .lookup(&self.discovery.srv)
+            .await
+            .map_err(|e| EndpointFailure {
+                endpoint: self.discovery.srv.clone(),
+                problem: EndpointProblem::Dns,
+                detail: format!("no coordinator found through DNS: {e}"),
+            })
+    }
+}
+
+/// A channel per SRV target: dialling its addresses, and with `tls` checking
+/// that the coordinator proves the target's name.
+fn channels_for(
+    targets: &[globallock_discovery::Target],
+    tls: Option<&Arc<globallock_tls::Reloading<rustls::ClientConfig>>>,
+) -> Result<Channels, ClientError> {
+    let mut channels = Vec::with_capacity(targets.len());
+    for target in targets {
+        let label = target.url(if tls.is_some() { "https" } else { "http" });
+        let first = target
+            .addrs
+            .first()
+            .map_or_else(String::new, ToString::to_string);
+        let endpoint = Endpoint::from_shared(format!("http://{first}"))
+            .map_err(|e| ClientError::Endpoint {
+                endpoint: label.clone(),
+                reason: error_chain(&e),
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let channel = match tls {
+            Some(config) => {
+                let name = globallock_tls::identity::server_name(&target.host)?;
+                endpoint.connect_with_connector_lazy(globallock_tls::TlsConnector::to_addresses(
+                    config.clone(),
+                    name,
+                    target.addrs.clone(),
+                ))
+            }
+            None => endpoint.connect_lazy(),
+        };
+        channels.push((label, channel));
+    }
+    Ok(channels)
 }
 
 impl Client {
@@ -507,11 +700,92 @@ impl Client {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                channels,
+                channels: Arc::new(RwLock::new(Arc::new(channels))),
                 preferred: AtomicUsize::new(0),
                 bearer: None,
+                discovered: None,
             }),
         })
+    }
+
+    /// A client of the coordinators DNS lists for `zone` (the SRV record
+    /// `_globallock._tcp.<zone>`, asking the system's name servers), over TLS
+    /// trusting the CA in `tls`. Each target is dialled at the addresses its
+    /// name resolves to, and its certificate must carry that name (the SRV
+    /// target, e.g. `coordinator-0.region-a.<zone>`). Calls fail over among the
+    /// targets in the order RFC 2782 gives (priority, then weight); when none
+    /// can be reached, or every 30 s, the record is looked up again.
+    ///
+    /// Fails with [`ClientError::Unreachable`] (problem `dns`) when DNS lists
+    /// no coordinator.
+    pub async fn discover(zone: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        Self::discover_with(Discovery::zone(zone), Some(tls)).await
+    }
+
+    /// Like [`Client::discover`], with the record, name servers and refresh
+    /// period of `discovery`; without `tls`, plaintext to `http://` targets
+    /// (coordinators run with `insecure = true`).
+    pub async fn discover_with(
+        discovery: Discovery,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let resolver =
+            globallock_discovery::Resolver::new(&discovery.nameservers).map_err(|e| {
+                ClientError::Unreachable(vec![EndpointFailure {
+                    endpoint: discovery.srv.clone(),
+                    problem: EndpointProblem::Dns,
+                    detail: e.to_string(),
+                }])
+            })?;
+        let discovered = Discovered {
+            tls: tls.map(ClientTls::config).transpose()?,
+            resolver,
+            last: tokio::sync::Mutex::new((Vec::new(), Instant::now())),
+            discovery,
+        };
+        let targets = discovered
+            .lookup()
+            .await
+            .map_err(|failure| ClientError::Unreachable(vec![failure]))?;
+        let channels = channels_for(&targets, discovered.tls.as_ref())?;
+        *discovered.last.lock().await = (targets, Instant::now());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                channels: Arc::new(RwLock::new(Arc::new(channels))),
+                preferred: AtomicUsize::new(0),
+                bearer: None,
+                discovered: Some(Arc::new(discovered)),
+            }),
+        })
+    }
+
+    /// The coordinators this client tries, as named (`https://host:port`), in
+    /// the order it tries them from the first: the endpoints given, or what DNS
+    /// said last.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.channels().iter().map(|(e, _)| e.clone()).collect()
+    }
+
+    fn channels(&self) -> Arc<Channels> {
+        self.inner
+            .channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Look the coordinators up again through DNS (`force`: now, asking the
+    /// name servers afresh; else only when the last lookup is older than the
+    /// refresh period). True when this lookup changed the list.
+    async fn rediscover(&self, force: bool) -> Result<bool, EndpointFailure> {
+        let Some(discovered) = &self.inner.discovered else {
+            return Ok(false);
+        };
+        let changed = discovered.refresh(force, &self.inner.channels).await?;
+        if changed {
+            self.inner.preferred.store(0, Ordering::Relaxed);
+        }
+        Ok(changed)
     }
 
     /// Send `token` as `authorization: Bearer <token>` with every call: the
@@ -529,6 +803,7 @@ impl Client {
             channels: self.inner.channels.clone(),
             preferred: AtomicUsize::new(self.inner.preferred.load(Ordering::Relaxed)),
             bearer: Some(value),
+            discovered: self.inner.discovered.clone(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -545,48 +820,71 @@ impl Client {
         F: Fn(LockServiceClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let n = self.inner.channels.len();
-        let start = self.inner.preferred.load(Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for k in 0..n {
-            let i = (start + k) % n;
-            let (endpoint, channel) = &self.inner.channels[i];
-            let mut request = tonic::Request::new(message.clone());
-            // The caller's trace continues through the coordinator to every region.
-            globallock_telemetry::propagation::inject_grpc(request.metadata_mut());
-            if let Some(bearer) = &self.inner.bearer {
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.clone());
-            }
-            match call(LockServiceClient::new(channel.clone()), request).await {
-                Ok(response) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
-                    return Ok(response.into_inner());
-                }
-                Err(status) => match unreachable(endpoint, &status) {
-                    Some(failure)
-                        if failure.problem != EndpointProblem::Other
-                            || status.code() == Code::Unavailable =>
-                    {
-                        tracing::debug!(
-                            endpoint,
-                            problem = %failure,
-                            "coordinator unreachable; failing over"
-                        );
-                        failures.push(failure);
-                    }
-                    // The connection failed in the middle of the call: the
-                    // coordinator may have acted on it, so it is not re-sent.
-                    Some(failure) => {
-                        failures.push(failure);
-                        return Err(ClientError::Unreachable(failures));
-                    }
-                    None => return Err(ClientError::from_status(status)),
-                },
-            }
+        // Found through DNS: a record looked up long enough ago is looked up
+        // again (a failed lookup keeps the coordinators it said last).
+        if let Err(failure) = self.rediscover(false).await {
+            tracing::debug!(problem = %failure, "cannot look the coordinators up again");
         }
-        Err(ClientError::Unreachable(failures))
+        let mut failures = Vec::new();
+        let mut rediscovered = false;
+        loop {
+            let channels = self.channels();
+            let n = channels.len();
+            let start = self.inner.preferred.load(Ordering::Relaxed);
+            for k in 0..n {
+                let i = (start + k) % n;
+                let (endpoint, channel) = &channels[i];
+                let mut request = tonic::Request::new(message.clone());
+                // The caller's trace continues through the coordinator to every region.
+                globallock_telemetry::propagation::inject_grpc(request.metadata_mut());
+                if let Some(bearer) = &self.inner.bearer {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                }
+                match call(LockServiceClient::new(channel.clone()), request).await {
+                    Ok(response) => {
+                        self.inner.preferred.store(i, Ordering::Relaxed);
+                        return Ok(response.into_inner());
+                    }
+                    Err(status) => match unreachable(endpoint, &status) {
+                        Some(failure)
+                            if failure.problem != EndpointProblem::Other
+                                || status.code() == Code::Unavailable =>
+                        {
+                            tracing::debug!(
+                                endpoint,
+                                problem = %failure,
+                                "coordinator unreachable; failing over"
+                            );
+                            failures.push(failure);
+                        }
+                        // The connection failed in the middle of the call: the
+                        // coordinator may have acted on it, so it is not re-sent.
+                        Some(failure) => {
+                            failures.push(failure);
+                            return Err(ClientError::Unreachable(failures));
+                        }
+                        None => return Err(ClientError::from_status(status)),
+                    },
+                }
+            }
+            // None could be reached. Found through DNS: ask again, once, and
+            // try the new list if the record changed.
+            if rediscovered || self.inner.discovered.is_none() {
+                return Err(ClientError::Unreachable(failures));
+            }
+            rediscovered = true;
+            if let Err(failure) = self.rediscover(true).await {
+                failures.push(failure);
+                return Err(ClientError::Unreachable(failures));
+            }
+            // Changed by this lookup or by another call's meanwhile: try them.
+            if Arc::ptr_eq(&channels, &self.channels()) {
+                return Err(ClientError::Unreachable(failures));
+            }
+            tracing::debug!("coordinators changed in DNS; trying them");
+        }
     }
 
     /// Acquire `resource` for `ttl`, waiting up to `wait` while it is held.
@@ -602,7 +900,52 @@ impl Client {
 
     /// Like [`Client::acquire`], with an idempotency key: retrying with the same
     /// `request_id` returns the same lock instead of a second one.
+    ///
+    /// A wait longer than a coordinator takes in one request (its `max_wait_ms`,
+    /// 60 s by default) is split into requests of at most [`WAIT_SLICE`], re-issued
+    /// while the resource stays held, with the same request id (so a grant whose
+    /// answer was lost is found again, not doubled); `Duration::MAX` waits
+    /// forever. A coordinator that takes less than a slice says so and the slice
+    /// shrinks. The lock's validity counts from the request that won.
     pub async fn acquire_with_id(
+        &self,
+        resource: &str,
+        owner: &str,
+        ttl: Duration,
+        wait: Duration,
+        request_id: &str,
+    ) -> Result<Lock, ClientError> {
+        // Without a key, re-issued waits get one of their own.
+        let generated;
+        let request_id = if request_id.is_empty() && wait > WAIT_SLICE {
+            generated = format!("client-wait-{:032x}", random_id());
+            generated.as_str()
+        } else {
+            request_id
+        };
+        let started = Instant::now();
+        let mut slice = WAIT_SLICE;
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            let this_wait = left.min(slice);
+            match self
+                .acquire_once(resource, owner, ttl, this_wait, request_id)
+                .await
+            {
+                // Still held after this request's wait, with wait left: again.
+                Err(ClientError::Held(_)) if started.elapsed() < wait && !this_wait.is_zero() => {}
+                // This coordinator takes shorter waits: use shorter slices.
+                Err(e @ ClientError::InvalidArgument(_))
+                    if e.field().as_deref() == Some("wait_ms") && this_wait > MIN_WAIT_SLICE =>
+                {
+                    slice = (this_wait / 2).max(MIN_WAIT_SLICE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn acquire_once(
         &self,
         resource: &str,
         owner: &str,

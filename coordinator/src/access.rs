@@ -100,6 +100,7 @@ impl LockEngine {
                 _ => String::new(),
             };
             self.audit_denial(resource, &principal, verb, error.kind());
+            self.activity().rejected(verb.as_str(), error.kind());
         }
         outcome
     }

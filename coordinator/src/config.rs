@@ -45,6 +45,11 @@ pub struct CoordinatorConfig {
     pub acquire_burst_per_owner: f64,
     /// The regions (an odd number, at least 3); a lock needs a majority of them.
     pub regions: Vec<RegionEntry>,
+    /// `[discovery]`: find regions' agents through DNS SRV records (regions
+    /// without a static `endpoint`). Absent: every region has an `endpoint`, or
+    /// names its `srv` record and the system's name servers are asked.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryEntry>,
     /// Shard names, the same in every region; resources are routed over them by a
     /// consistent-hash ring.
     pub shards: Vec<String>,
@@ -111,7 +116,8 @@ pub struct AccessEntry {
     pub rules: Vec<globallock_protocol::access::Rule>,
 }
 
-/// One region as written.
+/// One region as written: a static `endpoint`, or found through DNS (`srv`,
+/// or `[discovery] zone`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionEntry {
@@ -119,7 +125,60 @@ pub struct RegionEntry {
     pub name: String,
     /// The region agent's URL: `https://host:port` with TLS (the agent must
     /// prove `<name>.agent.globallock`), `http://host:port` with `insecure`.
+    /// Empty (absent): the region is found through DNS.
+    #[serde(default)]
     pub endpoint: String,
+    /// The SRV record that locates the agent, e.g.
+    /// `_globallock-agent._tcp.region-a.locks.example.com`. Absent, for a
+    /// region without `endpoint`: `_globallock-agent._tcp.<name>.<zone>` of
+    /// `[discovery] zone`. After validation, every region without `endpoint`
+    /// has it.
+    #[serde(default)]
+    pub srv: Option<String>,
+}
+
+impl RegionEntry {
+    /// True when the region is found through DNS (it has no static endpoint).
+    pub fn is_discovered(&self) -> bool {
+        self.endpoint.is_empty()
+    }
+}
+
+/// The `[discovery]` table: where regions' SRV records are, and how they are
+/// looked up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryEntry {
+    /// The deployment's DNS zone: a region with neither `endpoint` nor `srv`
+    /// is found at `_globallock-agent._tcp.<region>.<zone>`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Name servers to ask, as `ip:port` (absent: the system's,
+    /// `/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// How often every region's record is looked up again (answers are reused
+    /// within their TTL; a failed connection to an agent asks again at once).
+    #[serde(default = "default_discovery_interval_ms")]
+    pub interval_ms: u64,
+}
+
+/// Discovery as the coordinator runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    /// Name servers to ask (empty: the system's).
+    pub nameservers: Vec<SocketAddr>,
+    /// How often records are looked up again.
+    pub interval: Duration,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            interval: Duration::from_millis(default_discovery_interval_ms()),
+        }
+    }
 }
 
 fn default_acquire_rate() -> f64 {
@@ -130,6 +189,9 @@ fn default_acquire_burst() -> f64 {
 }
 fn default_vnodes() -> u32 {
     DEFAULT_VNODES
+}
+fn default_discovery_interval_ms() -> u64 {
+    30_000
 }
 fn default_region_timeout_ms() -> u64 {
     1_000
@@ -189,7 +251,10 @@ pub struct ValidConfig {
     /// Per-owner acquire rate.
     pub acquire_rate: globallock_protocol::rate::Rate,
     /// The regions, in configuration order (their index is their identity).
+    /// Each has an `endpoint`, or else an `srv` name to look up.
     pub regions: Vec<RegionEntry>,
+    /// How SRV records are looked up (for regions without an `endpoint`).
+    pub discovery: DiscoverySettings,
     /// The ring over the shards.
     pub ring: HashRing,
     /// The ring's epoch.
@@ -330,6 +395,19 @@ impl CoordinatorConfig {
             } else {
                 "http://"
             };
+            if region.is_discovered() {
+                continue;
+            }
+            if region.srv.is_some() {
+                return Err(invalid(
+                    "regions.srv",
+                    format!(
+                        "region {:?} has both an endpoint and an srv name: a region is either \
+                         static (endpoint) or found through DNS (srv), not both",
+                        region.name
+                    ),
+                ));
+            }
             if !region.endpoint.starts_with(scheme) {
                 return Err(invalid(
                     "regions.endpoint",
@@ -346,8 +424,72 @@ impl CoordinatorConfig {
                 ));
             }
         }
+        let zone = match &self.discovery {
+            Some(DiscoveryEntry {
+                zone: Some(zone), ..
+            }) => {
+                let zone = zone.trim_end_matches('.');
+                if !is_dns_name(zone) {
+                    return Err(invalid(
+                        "discovery.zone",
+                        format!("{zone:?} is not a DNS name"),
+                    ));
+                }
+                Some(zone.to_owned())
+            }
+            _ => None,
+        };
+        let mut regions = self.regions;
+        let mut srv_names = std::collections::HashMap::new();
+        for region in &mut regions {
+            if !region.is_discovered() {
+                continue;
+            }
+            let srv = match (&region.srv, &zone) {
+                (Some(srv), _) => srv.trim_end_matches('.').to_owned(),
+                (None, Some(zone)) => globallock_discovery::agent_srv_name(&region.name, zone),
+                (None, None) => {
+                    return Err(invalid(
+                        "regions.endpoint",
+                        format!(
+                            "region {:?} has no endpoint: set its endpoint, or its srv record, \
+                             or [discovery] zone to find it at \
+                             _globallock-agent._tcp.<region>.<zone>",
+                            region.name
+                        ),
+                    ));
+                }
+            };
+            if !is_dns_name(&srv) {
+                return Err(invalid(
+                    "regions.srv",
+                    format!("{srv:?} of region {:?} is not a DNS name", region.name),
+                ));
+            }
+            if let Some(other) = srv_names.insert(srv.to_ascii_lowercase(), region.name.clone()) {
+                // One agent found under two names would vote twice.
+                return Err(invalid(
+                    "regions.srv",
+                    format!(
+                        "{srv:?} is the SRV record of both region {other:?} and region {:?}",
+                        region.name
+                    ),
+                ));
+            }
+            region.srv = Some(srv);
+        }
+        let discovery = match &self.discovery {
+            Some(entry) => {
+                within("discovery.interval_ms", entry.interval_ms, 100, 3_600_000)?;
+                DiscoverySettings {
+                    nameservers: entry.nameservers.clone(),
+                    interval: Duration::from_millis(entry.interval_ms),
+                }
+            }
+            None => DiscoverySettings::default(),
+        };
         let mut endpoints = std::collections::HashMap::new();
-        for region in &self.regions {
+        for region in regions.iter().filter(|r| !r.is_discovered()) {
             let endpoint = region.endpoint.trim_end_matches('/').to_ascii_lowercase();
             if let Some(other) = endpoints.insert(endpoint, region.name.as_str()) {
                 // One agent listed twice would vote twice: a fake majority.
@@ -418,7 +560,8 @@ impl CoordinatorConfig {
                 per_second: self.acquire_rate_per_owner,
                 burst: self.acquire_burst_per_owner,
             },
-            regions: self.regions,
+            regions,
+            discovery,
             ring,
             ring_epoch: self.ring_epoch,
             region_timeout: Duration::from_millis(self.region_timeout_ms),
@@ -435,6 +578,20 @@ impl CoordinatorConfig {
             },
         })
     }
+}
+
+/// A host or domain name as DNS writes it: labels of ASCII letters, digits,
+/// '-' and '_' (SRV names start with `_service._proto`), separated by dots.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 #[cfg(test)]
@@ -543,6 +700,85 @@ mod tests {
         c.acquire_burst_per_owner = 0.5;
         let text = c.validate().unwrap_err().to_string();
         assert!(text.starts_with("acquire_burst_per_owner: "), "{text}");
+    }
+
+    #[test]
+    fn a_region_is_static_or_found_through_dns_and_never_counted_twice() {
+        // Without an endpoint, a region needs an SRV name or a zone to find it in.
+        let mut c = sample();
+        c.regions[1].endpoint.clear();
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("regions.endpoint: ") && text.contains("[discovery] zone"),
+            "{text}"
+        );
+
+        // The zone names every region's record; a static endpoint stays static.
+        let mut c = sample();
+        c.regions[1].endpoint.clear();
+        c.regions[2].endpoint.clear();
+        c.discovery = Some(DiscoveryEntry {
+            zone: Some("locks.example.com.".into()),
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            interval_ms: 1_000,
+        });
+        let valid = c.validate().expect("discovered regions");
+        assert_eq!(valid.regions[0].srv, None);
+        assert!(!valid.regions[0].is_discovered());
+        assert_eq!(
+            valid.regions[1].srv.as_deref(),
+            Some(
+                format!(
+                    "_globallock-agent._tcp.{}.locks.example.com",
+                    valid.regions[1].name
+                )
+                .as_str()
+            )
+        );
+        assert!(valid.regions[2].is_discovered());
+        assert_eq!(valid.discovery.interval, Duration::from_secs(1));
+        assert_eq!(valid.discovery.nameservers.len(), 1);
+
+        // An explicit record needs no zone (the system's name servers are asked).
+        let mut c = sample();
+        c.regions[0].endpoint.clear();
+        c.regions[0].srv = Some("_globallock-agent._tcp.a.example.org".into());
+        let valid = c.validate().expect("an explicit srv name");
+        assert_eq!(valid.discovery, DiscoverySettings::default());
+
+        // Both at once is ambiguous.
+        let mut c = sample();
+        c.regions[0].srv = Some("_globallock-agent._tcp.a.example.org".into());
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("regions.srv: ") && text.contains("both"),
+            "{text}"
+        );
+
+        // One record for two regions would let one agent vote twice.
+        let mut c = sample();
+        for region in &mut c.regions[..2] {
+            region.endpoint.clear();
+            region.srv = Some("_globallock-agent._tcp.A.example.org".into());
+        }
+        c.regions[1].srv = Some("_globallock-agent._tcp.a.example.org.".into());
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.contains("SRV record of both region"), "{text}");
+
+        // Not a DNS name; an interval out of bounds.
+        let mut c = sample();
+        c.regions[0].endpoint.clear();
+        c.regions[0].srv = Some("https://agent:7411".into());
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.contains("is not a DNS name"), "{text}");
+        let mut c = sample();
+        c.discovery = Some(DiscoveryEntry {
+            zone: None,
+            nameservers: Vec::new(),
+            interval_ms: 5,
+        });
+        let text = c.validate().unwrap_err().to_string();
+        assert!(text.starts_with("discovery.interval_ms"), "{text}");
     }
 
     #[test]

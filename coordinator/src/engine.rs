@@ -45,6 +45,7 @@ use crate::access::Caller;
 use crate::contention::TopContended;
 use crate::error::{LockError, Reachability, RegionFailure};
 use crate::regions::Regions;
+use crate::status_page::activity::Activity;
 
 /// What an acquire asks for.
 #[derive(Debug, Clone)]
@@ -165,6 +166,8 @@ pub struct LockEngine {
     limiter: Mutex<RateLimiter>,
     /// Most contended resources (for the admin endpoint, never for labels).
     pub(crate) contention: TopContended,
+    /// Recent acquire latency and rejections (for the status page).
+    activity: Activity,
     /// Where audit records go.
     audit: AuditLog,
     /// The ring's epoch, sent with every proposal.
@@ -210,6 +213,7 @@ impl LockEngine {
             ratchet: Arc::new(Mutex::new(TokenRatchet::new())),
             limiter: Mutex::new(RateLimiter::new(options.acquire_rate)),
             contention: TopContended::default(),
+            activity: Activity::default(),
             audit: options.audit,
             ring_epoch: options.ring_epoch,
             access: options.access,
@@ -224,6 +228,11 @@ impl LockEngine {
     /// The most contended resources seen by this coordinator.
     pub fn contention(&self) -> &TopContended {
         &self.contention
+    }
+
+    /// Recent acquire latency and rejections on this coordinator.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Write an audit record for the current request.
@@ -265,6 +274,10 @@ impl LockEngine {
         observe("acquire", started, &result);
         metrics::counter!("globallock_acquire_total", "outcome" => outcome_label(&result))
             .increment(1);
+        self.activity.acquire(
+            started.elapsed(),
+            result.as_ref().err().map(LockError::kind),
+        );
         result
     }
 
@@ -365,6 +378,9 @@ impl LockEngine {
             Err(e) => error_label(e),
         };
         metrics::counter!("globallock_renewals_total", "outcome" => outcome).increment(1);
+        if let Err(error) = &result {
+            self.activity.rejected("renew", error.kind());
+        }
         result
     }
 
@@ -402,19 +418,7 @@ impl LockEngine {
         let mut not_owner = false;
         let (decision, failures) = self
             .gather(&shard, &mut replies, |i, result| {
-                let reply = match result {
-                    Ok(RenewResponse {
-                        renewed: true,
-                        holder: Some(h),
-                    }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
-                    Ok(_) => RenewReply::NotFound,
-                    // Held by another principal: not this caller's to renew.
-                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                        not_owner = true;
-                        RenewReply::NotFound
-                    }
-                    Err(_) => RenewReply::Failed,
-                };
+                let reply = renewal_reply(result, lock_id, &mut not_owner);
                 Some(tally.record(i, reply)).filter(|d| *d != RenewDecision::Pending)
             })
             .await;
@@ -516,6 +520,9 @@ impl LockEngine {
             Err(e) => error_label(e),
         };
         metrics::counter!("globallock_releases_total", "outcome" => outcome).increment(1);
+        if let Err(error) = &result {
+            self.activity.rejected("release", error.kind());
+        }
         result
     }
 
@@ -548,23 +555,7 @@ impl LockEngine {
         let mut not_owner = false;
         let (decision, failures) = self
             .gather(&shard, &mut replies, |i, result| {
-                let reply = match result {
-                    Ok(RemoveResponse {
-                        removed: true,
-                        holder,
-                    }) => {
-                        if ended.is_none() {
-                            ended = holder.filter(|h| h.lock_id == lock_id);
-                        }
-                        RemoveReply::Removed
-                    }
-                    Ok(RemoveResponse { removed: false, .. }) => RemoveReply::NotFound,
-                    Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                        not_owner = true;
-                        RemoveReply::NotFound
-                    }
-                    Err(_) => RemoveReply::Failed,
-                };
+                let reply = removal_reply(result, lock_id, &mut ended, &mut not_owner);
                 Some(tally.record(i, reply)).filter(|d| *d != ReleaseDecision::Pending)
             })
             .await;
@@ -577,28 +568,7 @@ impl LockEngine {
         }
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
-                let regions = self.regions.names(&regions);
-                // An admin's release of another principal's lock is a
-                // force-release, and the audit trail says so.
-                let forced = ended
-                    .as_ref()
-                    .is_some_and(|h| caller.admin && h.principal != caller.principal);
-                let (owner, token) =
-                    ended.map_or((String::new(), 0), |h| (h.owner, h.fencing_token));
-                self.audit(
-                    if forced {
-                        AuditEvent::ForceReleased
-                    } else {
-                        AuditEvent::Released
-                    },
-                    id.resource(),
-                    &owner,
-                    lock_id,
-                    token,
-                    regions.clone(),
-                    "released",
-                );
-                Ok(regions)
+                Ok(self.released(&id, lock_id, caller, ended, &regions))
             }
             ReleaseDecision::NotFound => Err(LockError::NotFound {
                 lock_id: lock_id.to_owned(),
@@ -610,6 +580,39 @@ impl LockEngine {
         };
         record_outcome(&outcome);
         outcome
+    }
+
+    /// A majority removed the lock: audit whose lock ended (an admin's release
+    /// of another principal's lock is a force-release, and says so), and name
+    /// the regions.
+    fn released(
+        &self,
+        id: &LockId,
+        lock_id: &str,
+        caller: &Caller,
+        ended: Option<Holder>,
+        regions: &[usize],
+    ) -> Vec<String> {
+        let regions = self.regions.names(regions);
+        let forced = ended
+            .as_ref()
+            .is_some_and(|h| caller.admin && h.principal != caller.principal);
+        let (owner, token) = ended.map_or((String::new(), 0), |h| (h.owner, h.fencing_token));
+        let event = if forced {
+            AuditEvent::ForceReleased
+        } else {
+            AuditEvent::Released
+        };
+        self.audit(
+            event,
+            id.resource(),
+            &owner,
+            lock_id,
+            token,
+            regions.clone(),
+            "released",
+        );
+        regions
     }
 
     /// Who holds `resource`, as a majority of regions agree.
@@ -1051,5 +1054,54 @@ fn rate_key(p: &AcquireParams) -> &str {
         &p.owner
     } else {
         &p.principal
+    }
+}
+
+/// One region's answer to a release, as the release rule counts it; notes the
+/// first removed grant of `lock_id` (whose lock ended) and whether the region
+/// refused because the lock is another principal's.
+fn removal_reply(
+    result: Result<RemoveResponse, Status>,
+    lock_id: &str,
+    ended: &mut Option<Holder>,
+    not_owner: &mut bool,
+) -> RemoveReply {
+    match result {
+        Ok(RemoveResponse {
+            removed: true,
+            holder,
+        }) => {
+            if ended.is_none() {
+                *ended = holder.filter(|h| h.lock_id == lock_id);
+            }
+            RemoveReply::Removed
+        }
+        Ok(RemoveResponse { removed: false, .. }) => RemoveReply::NotFound,
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            *not_owner = true;
+            RemoveReply::NotFound
+        }
+        Err(_) => RemoveReply::Failed,
+    }
+}
+
+/// One region's answer to a renewal, as the renewal rule counts it; notes
+/// whether the region refused because the lock is another principal's.
+fn renewal_reply(
+    result: Result<RenewResponse, Status>,
+    lock_id: &str,
+    not_owner: &mut bool,
+) -> RenewReply {
+    match result {
+        Ok(RenewResponse {
+            renewed: true,
+            holder: Some(h),
+        }) if h.lock_id == lock_id => RenewReply::Renewed(grant_of(h)),
+        Ok(_) => RenewReply::NotFound,
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            *not_owner = true;
+            RenewReply::NotFound
+        }
+        Err(_) => RenewReply::Failed,
     }
 }

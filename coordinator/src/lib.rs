@@ -17,6 +17,8 @@
 //! - [`error`] — [`LockError`], every way a request can fail.
 //! - [`contention`] — the bounded top-K of contended resources (admin endpoint).
 //! - [`status`] — the one table mapping errors to gRPC codes and HTTP statuses.
+//! - [`status_page`] — the operator's status page (`GET /` on the REST port) and
+//!   the recent activity it shows.
 //! - [`grpc`] — the public `globallock.v1.LockService`.
 //! - [`rest`] — the REST API (axum) and its OpenAPI document.
 //! - [`server`] — [`server::serve`], running it all until a shutdown future completes.
@@ -32,6 +34,7 @@ pub mod regions;
 pub mod rest;
 pub mod server;
 pub mod status;
+pub mod status_page;
 
 pub use config::{ConfigError, CoordinatorConfig, ValidConfig};
 pub use error::LockError;

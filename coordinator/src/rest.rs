@@ -35,6 +35,7 @@ use crate::engine::{AcquireParams, LockEngine};
 use crate::error::{LockError, Reachability};
 use crate::regions::Regions;
 use crate::status::present;
+use crate::status_page::{self, StatusPage};
 
 /// The OpenAPI document as written (default bounds).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -67,6 +68,8 @@ struct AppState {
     regions: Arc<Regions>,
     /// The OpenAPI document with this server's bounds.
     openapi: Arc<str>,
+    /// The status page's own state.
+    status_page: Arc<StatusPage>,
 }
 
 /// The REST router over `engine`.
@@ -81,6 +84,10 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/admin/contention", get(top_contended))
+        .route("/", get(status_page))
+        .route("/status/page.css", get(status_page_css))
+        .route("/status/page.js", get(status_page_js))
+        .route("/status.json", get(status_json))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -88,6 +95,7 @@ pub fn router(engine: Arc<LockEngine>, regions: Arc<Regions>) -> Router {
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(AppState {
             openapi: openapi_document(engine.limits()).into(),
+            status_page: Arc::new(StatusPage::default()),
             engine,
             regions,
         })
@@ -875,6 +883,75 @@ async fn top_contended(
         .map(|(resource, refused, overcount)| json!({"resource": resource, "refused_acquires": refused, "max_overcount": overcount}))
         .collect();
     Ok(axum::Json(json!({ "top": top })).into_response())
+}
+
+/// `GET /`: the status page. It and everything it loads need `admin` on every
+/// resource, like `/admin/contention`.
+async fn status_page(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+) -> Result<Response, Problem> {
+    state.engine.authorize(&credentials, Verb::Admin, "")?;
+    Ok(page_file(
+        status_page::INDEX_HTML,
+        "text/html; charset=utf-8",
+    ))
+}
+
+async fn status_page_css(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+) -> Result<Response, Problem> {
+    state.engine.authorize(&credentials, Verb::Admin, "")?;
+    Ok(page_file(status_page::PAGE_CSS, "text/css; charset=utf-8"))
+}
+
+async fn status_page_js(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+) -> Result<Response, Problem> {
+    state.engine.authorize(&credentials, Verb::Admin, "")?;
+    Ok(page_file(
+        status_page::PAGE_JS,
+        "text/javascript; charset=utf-8",
+    ))
+}
+
+/// One of the status page's files, with headers that keep it to its own
+/// origin (no external fetches, no framing) and out of caches.
+fn page_file(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                status_page::CONTENT_SECURITY_POLICY,
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /status.json`: what the status page shows (needs `admin` on every
+/// resource).
+async fn status_json(
+    State(state): State<AppState>,
+    Creds(credentials): Creds,
+) -> Result<Response, Problem> {
+    state.engine.authorize(&credentials, Verb::Admin, "")?;
+    let snapshot = state
+        .status_page
+        .snapshot(&state.engine, &state.regions)
+        .await;
+    let mut response = axum::Json(snapshot).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// The names in the client certificate of a REST connection (none over

@@ -52,6 +52,7 @@ pub fn build_engine(
         config.ring.shards(),
         config.region_timeout,
         config.tls.as_ref().map(|t| t.agents.clone()),
+        &config.discovery,
     )?);
     let audit = match &config.audit_log {
         Some(path) => AuditLog::to_file(path).map_err(|source| ServeError::Audit {
@@ -100,6 +101,9 @@ pub async fn serve(
     // Install the recorder before any request records anything.
     let _ = globallock_telemetry::metrics::recorder();
     crate::engine::register_metrics();
+    // Regions found through DNS are looked up first: the probe then reaches them.
+    regions.locate_all().await;
+    let discovery = tokio::spawn(regions.clone().discover_forever());
     // One probe round before serving: health and each agent's clock (which
     // proposal deadlines are stated on) are known from the first request on.
     regions.probe_all(config.health_timeout).await;
@@ -183,6 +187,7 @@ pub async fn serve(
         }
     }
     probes.abort();
+    discovery.abort();
     info!("coordinator stopped");
     Ok(grpc?)
 }

@@ -96,6 +96,18 @@ impl DevCa {
     /// Issue a certificate for `role` into `dir/<file>.pem` and `.key`
     /// (`expired`: one whose validity ended long ago), and name the files.
     pub fn issue(&self, role: &Role, file: &str, expired: bool) -> Result<TlsFiles, CertError> {
+        self.issue_naming(role, file, expired, &[])
+    }
+
+    /// Like [`DevCa::issue`], the certificate also carrying the DNS names
+    /// `extra` (e.g. the SRV target names clients dial a coordinator by).
+    pub fn issue_naming(
+        &self,
+        role: &Role,
+        file: &str,
+        expired: bool,
+        extra: &[&str],
+    ) -> Result<TlsFiles, CertError> {
         let (common, mut names, uri) = match role {
             Role::Coordinator => ("coordinator", vec![identity::COORDINATOR.to_owned()], None),
             Role::Agent(region) => ("agent", vec![identity::agent(region)], None),
@@ -104,6 +116,7 @@ impl DevCa {
         if uri.is_none() {
             names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
         }
+        names.extend(extra.iter().map(|name| (*name).to_owned()));
         let mut params = CertificateParams::new(names)?;
         if let Some(uri) = uri {
             params

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// What `--help` says about durations.
 pub const SYNTAX: &str = "a number and a unit (ns, us, ms, s, m, h, d; case-insensitive), \
-    repeatable: 30s, 1500ms, 1.5s, 1m30s, 2h. A bare number other than 0 is refused";
+    repeatable: 30s, 1500ms, 1.5s, 1m30s, 2h, or `forever`. A bare number other than 0 is refused";
 
 /// Nanoseconds in one `unit`, or `None` for an unknown unit.
 fn unit_nanos(unit: &str) -> Option<u128> {
@@ -27,6 +27,9 @@ fn unit_nanos(unit: &str) -> Option<u128> {
 /// Parse a duration (see the module doc).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
+    if trimmed.eq_ignore_ascii_case("forever") {
+        return Ok(Duration::MAX);
+    }
     if trimmed.is_empty() {
         return Err("empty duration: give a number and a unit, e.g. 30s".to_owned());
     }
@@ -125,6 +128,12 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn forever_is_a_wait_without_end() {
+        assert_eq!(parse_duration("forever"), Ok(Duration::MAX));
+        assert_eq!(parse_duration(" Forever "), Ok(Duration::MAX));
     }
 
     #[test]

@@ -215,6 +215,11 @@ fn endpoint_hint(failure: &EndpointFailure) -> String {
              coordinator, or its REST port). lockctl needs the gRPC port, e.g. \
              http://127.0.0.1:7400 with `make dev`"
         ),
+        // --discover: the SRV record itself.
+        EndpointProblem::Dns if endpoint.starts_with('_') => format!(
+            "no coordinator found through DNS at {endpoint}: check the zone given to \
+             --discover, the record (`dig SRV {endpoint}`) and --dns-server"
+        ),
         EndpointProblem::Dns => {
             format!("the host in {endpoint} does not resolve: check the name")
         }

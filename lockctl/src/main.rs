@@ -59,6 +59,23 @@ struct Cli {
         global = true
     )]
     endpoint: Vec<String>,
+    /// Find the coordinators through DNS instead of --endpoint: the SRV record
+    /// _globallock._tcp.ZONE, over TLS (--ca, or the dev CA). Each coordinator is
+    /// dialled by its SRV target name, which its certificate must carry. On the
+    /// command line it wins over GLOBALLOCK_ENDPOINT, and --endpoint over
+    /// GLOBALLOCK_DISCOVER; both flags at once are a usage error.
+    #[arg(long, env = "GLOBALLOCK_DISCOVER", value_name = "ZONE", global = true)]
+    discover: Option<String>,
+    /// With --discover: the DNS server(s) to ask, as IP:PORT (default: the
+    /// system's, /etc/resolv.conf); repeat or separate with commas.
+    #[arg(
+        long,
+        env = "GLOBALLOCK_DNS_SERVER",
+        value_name = "IP:PORT",
+        value_delimiter = ',',
+        global = true
+    )]
+    dns_server: Vec<std::net::SocketAddr>,
     /// CA certificate (PEM) to trust for https:// endpoints. Default: the CA
     /// `make dev` made, DEV_DIR/tls/dev-ca.pem, when it exists.
     #[arg(long, env = "GLOBALLOCK_CA", global = true)]
@@ -110,7 +127,9 @@ enum Command {
         /// TTL, e.g. 30s, 1500ms, 1.5s, 1m30s (a bare number is refused).
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
-        /// Keep trying this long while the resource is held (0: try once), e.g. 10s.
+        /// Keep trying this long while the resource is held (0: try once), e.g.
+        /// 10s, 2h, or `forever`. Waits longer than a coordinator takes in one
+        /// request (max_wait_ms, 60 s by default) are re-issued transparently.
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         wait: Duration,
         /// Idempotency key: retrying with the same id (and the same --owner and
@@ -166,7 +185,7 @@ enum Command {
         /// at about a third of it.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
-        /// Wait this long for the lock while another holds it, e.g. 5m.
+        /// Wait this long for the lock while another holds it, e.g. 5m, or `forever`.
         #[arg(long, default_value = "60s", value_parser = parse_duration, conflicts_with = "no_wait")]
         wait: Duration,
         /// Do not wait: exit 75 at once if the lock is held.
@@ -189,7 +208,7 @@ enum Command {
         /// at about a third of it.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         ttl: Duration,
-        /// Wait this long for the lock while another holds it, e.g. 5m.
+        /// Wait this long for the lock while another holds it, e.g. 5m, or `forever`.
         #[arg(long, default_value = "60s", value_parser = parse_duration, conflicts_with = "no_wait")]
         wait: Duration,
         /// Do not wait: exit 75 at once if the lock is held.
@@ -266,25 +285,52 @@ fn json_requested(args: &[String]) -> bool {
 }
 
 /// A client for `--endpoint`: over TLS for https:// endpoints, trusting --ca
-/// (or the dev CA of `make dev`) and showing --cert (or the dev client identity).
-fn connect(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
-    let client = connect_tls(cli)?;
+/// (or the dev CA of `make dev`) and showing --cert (or the dev client identity);
+/// or, with `--discover`, of the coordinators DNS lists, over TLS.
+async fn connect(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
+    let client = match &cli.discover {
+        Some(zone) => discover(cli, zone).await?,
+        None => connect_tls(cli)?,
+    };
     match &cli.token {
         Some(token) => client.with_token(token),
         None => Ok(client),
     }
 }
 
+/// `--discover ZONE`: the coordinators of `_globallock._tcp.ZONE`, over TLS.
+async fn discover(cli: &Cli, zone: &str) -> Result<Client, globallock_client::ClientError> {
+    let Some(tls) = client_tls(cli) else {
+        return Err(globallock_client::ClientError::Endpoint {
+            endpoint: format!("--discover {zone}"),
+            reason: "coordinators found through DNS are dialled over TLS: give the CA to trust \
+                     (--ca, GLOBALLOCK_CA)"
+                .into(),
+        });
+    };
+    let discovery = globallock_client::Discovery::zone(zone).nameservers(cli.dns_server.clone());
+    Client::discover_with(discovery, Some(&tls)).await
+}
+
 fn connect_tls(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
     if !cli.endpoint.iter().any(|e| e.starts_with("https://")) {
         return Client::connect(&cli.endpoint);
     }
+    match client_tls(cli) {
+        Some(tls) => Client::connect_tls(&cli.endpoint, &tls),
+        // Without a CA, say so (the endpoint check names what to do).
+        None => Client::connect(&cli.endpoint),
+    }
+}
+
+/// The CA to trust (--ca, or the dev CA) and the identity to show (--cert and
+/// --key, or the dev client identity with the dev CA); `None` without a CA.
+fn client_tls(cli: &Cli) -> Option<globallock_client::ClientTls> {
     let dev = cli.dev_dir.join("tls");
     let ca = match &cli.ca {
         Some(ca) => ca.clone(),
         None if dev.join("dev-ca.pem").exists() => dev.join("dev-ca.pem"),
-        // Without a CA, say so (the endpoint check names what to do).
-        None => return Client::connect(&cli.endpoint),
+        None => return None,
     };
     let identity = match (&cli.cert, &cli.key) {
         (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
@@ -295,10 +341,31 @@ fn connect_tls(cli: &Cli) -> Result<Client, globallock_client::ClientError> {
         }
         _ => None,
     };
-    Client::connect_tls(
-        &cli.endpoint,
-        &globallock_client::ClientTls { ca, identity },
-    )
+    Some(globallock_client::ClientTls { ca, identity })
+}
+
+/// The command line, with the coordinators named once: `--discover` or
+/// `--endpoint`, whichever the command line gives (the environment yields to it).
+fn parse(args: &[String]) -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let mut matches = Cli::command().try_get_matches_from(args)?;
+    let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let typed = (typed("discover"), typed("endpoint"));
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)
+        .map_err(|error| error.format(&mut Cli::command()))?;
+    match typed {
+        (true, true) => {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--discover and --endpoint both name the coordinators: give one",
+            ));
+        }
+        // --endpoint on the command line: GLOBALLOCK_DISCOVER yields.
+        (false, true) => cli.discover = None,
+        _ => {}
+    }
+    Ok(cli)
 }
 
 /// Help and version exit 0; every other command-line error exits 64 (EX_USAGE).
@@ -320,7 +387,7 @@ fn usage_error(error: &clap::Error, args: &[String]) -> ExitCode {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error, &args),
     };
@@ -329,7 +396,7 @@ async fn main() -> ExitCode {
     if let Command::Audit { resource, logs, at } = &cli.command {
         return audit::audit(resource, logs, *at, output);
     }
-    let client = match connect(&cli) {
+    let client = match connect(&cli).await {
         Ok(client) => client,
         Err(error) => return Failure::client(&error).report(output),
     };

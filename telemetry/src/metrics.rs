@@ -114,6 +114,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "globallock_discovery_lookups_total",
+        "SRV lookups of a DNS-discovered region's agent by region and outcome (unchanged, changed, absent, failed).",
+    ),
+    (
+        "counter",
         "globallock_agent_requests_total",
         "Region agent requests by operation and outcome.",
     ),

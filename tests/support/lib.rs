@@ -6,6 +6,7 @@
 //! panics included.
 
 pub mod chaos;
+pub mod dns;
 pub mod history;
 pub mod http;
 pub mod oracle;
@@ -371,8 +372,10 @@ impl Cluster {
                 .map(|(r, endpoint)| coordinator::config::RegionEntry {
                     name: r.name.clone(),
                     endpoint,
+                    srv: None,
                 })
                 .collect(),
+            discovery: None,
             shards: self.shards.clone(),
             ring_vnodes: 160,
             ring_epoch: self.ring_epoch,
@@ -488,6 +491,29 @@ impl Cluster {
             .await
     }
 
+    /// Start one more coordinator that finds every region's agent through DNS
+    /// (`discovery`: the zone of the `_globallock-agent._tcp.<region>.<zone>`
+    /// records, the name server to ask, how often); returns its index.
+    pub async fn start_coordinator_discovering(
+        &mut self,
+        discovery: coordinator::config::DiscoveryEntry,
+    ) -> anyhow::Result<usize> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let rest = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
+        self.links.push(Vec::new());
+        let endpoints = vec![String::new(); self.regions.len()];
+        self.serve_coordinator_with(
+            listener,
+            rest,
+            metrics,
+            endpoints,
+            Some(discovery),
+            SystemClock::shared(),
+        )
+        .await
+    }
+
     async fn serve_coordinator(
         &mut self,
         listener: TcpListener,
@@ -496,10 +522,25 @@ impl Cluster {
         endpoints: Vec<String>,
         clock: globallock_protocol::clock::SharedClock,
     ) -> anyhow::Result<usize> {
+        self.serve_coordinator_with(listener, rest, metrics, endpoints, None, clock)
+            .await
+    }
+
+    async fn serve_coordinator_with(
+        &mut self,
+        listener: TcpListener,
+        rest: TcpListener,
+        metrics: TcpListener,
+        endpoints: Vec<String>,
+        discovery: Option<coordinator::config::DiscoveryEntry>,
+        clock: globallock_protocol::clock::SharedClock,
+    ) -> anyhow::Result<usize> {
         let addr = listener.local_addr()?;
         self.rest_addrs.push(rest.local_addr()?);
         self.metrics_addrs.push(metrics.local_addr()?);
-        let config = self.coordinator_config_via(addr, endpoints).validate()?;
+        let mut config = self.coordinator_config_via(addr, endpoints);
+        config.discovery = discovery;
+        let config = config.validate()?;
         let listeners = coordinator::Listeners {
             grpc: listener,
             rest: Some(rest),
@@ -539,6 +580,13 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(client)
+    }
+
+    /// Stop region `r`'s agent only (gracefully); its etcd members keep running.
+    pub async fn stop_agent(&mut self, r: usize) {
+        if let Some(agent) = self.regions[r].agent.take() {
+            agent.stop().await;
+        }
     }
 
     /// Stop region `r` entirely: its agent and every etcd member (SIGKILL).

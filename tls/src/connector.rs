@@ -1,6 +1,7 @@
 //! Dialling a TLS peer for a tonic channel, checking the name it must prove.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,12 +22,34 @@ use crate::files::Reloading;
 pub struct TlsConnector {
     config: Arc<Reloading<ClientConfig>>,
     name: ServerName<'static>,
+    /// Dial these (in turn, until one connects) instead of the endpoint's host:
+    /// addresses found through DNS discovery.
+    addrs: Option<Arc<[SocketAddr]>>,
 }
 
 impl TlsConnector {
     /// Dial with `config`, expecting the peer to prove `name`.
     pub fn new(config: Arc<Reloading<ClientConfig>>, name: ServerName<'static>) -> Self {
-        Self { config, name }
+        Self {
+            config,
+            name,
+            addrs: None,
+        }
+    }
+
+    /// Dial `addrs` in turn (the first that accepts the connection), whatever
+    /// the endpoint's URL says, expecting the peer to prove `name`: a target
+    /// found through DNS, whose identity is still checked by name.
+    pub fn to_addresses(
+        config: Arc<Reloading<ClientConfig>>,
+        name: ServerName<'static>,
+        addrs: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            config,
+            name,
+            addrs: Some(addrs.into()),
+        }
     }
 }
 
@@ -45,7 +68,14 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let connector = tokio_rustls::TlsConnector::from(self.config.current());
         let name = self.name.clone();
+        let addrs = self.addrs.clone();
         Box::pin(async move {
+            if let Some(addrs) = addrs {
+                let tcp = TcpStream::connect(&addrs[..]).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(name, tcp).await?;
+                return Ok(TokioIo::new(tls));
+            }
             let host = uri.host().ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
