@@ -101,12 +101,38 @@ async fn plaintext_call_fails(addr: SocketAddr) {
     );
 }
 
+/// What a plaintext HTTP/1.0 GET gets back (empty if the connection fails).
+fn plaintext_http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_door_refuses_plaintext() -> anyhow::Result<()> {
     let cluster = Cluster::start(options()).await?;
     plaintext_call_fails(cluster.coordinator_addrs[0]).await;
     for region in &cluster.regions {
         plaintext_call_fails(region.agent_addr).await;
+        // etcd too: its client port serves TLS only (client certificates of the
+        // region's own etcd CA; etcd-store/tests/etcd_tls.rs checks those).
+        for etcd in &region.etcd {
+            for endpoint in etcd.endpoints() {
+                let addr = endpoint.trim_start_matches("https://");
+                assert!(endpoint.starts_with("https://"), "{endpoint}");
+                let answer = plaintext_http_get(addr, "/health");
+                assert!(
+                    !answer.contains("\"health\":\"true\""),
+                    "etcd answered plaintext on {addr}: {answer}"
+                );
+            }
+        }
     }
     // And the cluster still works for those who speak TLS.
     let mut client = cluster.client(0).await?;

@@ -82,7 +82,7 @@ pub enum StoreError {
         endpoints: Vec<String>,
         /// Why.
         #[source]
-        source: etcd_client::Error,
+        source: Box<crate::connection::ConnectError>,
     },
 }
 

@@ -13,14 +13,18 @@
 //! - `leases`: the table of shared lease buckets.
 //! - [`watermark`] — the etcd history an agent saw (cluster id, highest
 //!   revision), kept on disk to notice an etcd restored to older data.
+//! - [`connection`] — the etcd client, over TLS ([`EtcdTls`]) when configured,
+//!   rebuilt when its certificate files change.
 //! - [`error`] — [`StoreError`].
 
+pub mod connection;
 pub mod error;
 pub mod keys;
 mod leases;
 pub mod shard;
 pub mod watermark;
 
+pub use connection::EtcdTls;
 pub use error::StoreError;
 pub use globallock_protocol::store::{
     GrantRecord, Holding, Listed, Listing, LockStore, Proposal, Removal, ResourceState, Vote,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchOptions,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::expiry::{Bucket, BucketGrid};
@@ -72,6 +72,8 @@ pub struct ShardConfig {
     /// Where the agent keeps this shard's etcd watermark (cluster id and highest
     /// revision seen) across restarts; `None` keeps it in memory only.
     pub state_file: Option<std::path::PathBuf>,
+    /// TLS towards this shard's etcd (`None`: plaintext `http://` endpoints).
+    pub tls: Option<crate::EtcdTls>,
 }
 
 /// Why a shard is not serving.
@@ -96,8 +98,9 @@ pub type LostReplyHook = Arc<dyn Fn(&'static str) -> bool + Send + Sync>;
 pub struct ShardStore {
     /// The shard name, for errors and spans.
     name: String,
-    /// The etcd client (lazily connected, balanced over the endpoints).
-    client: Client,
+    /// The etcd client (lazily connected, balanced over the endpoints, remade
+    /// when its certificates rotate).
+    connection: crate::connection::Connection,
     /// Where keys live.
     keys: KeyLayout,
     /// Shared lease buckets of grants.
@@ -172,20 +175,20 @@ impl std::fmt::Debug for ShardStore {
 impl ShardStore {
     /// A store for the shard described by `config`. Does not wait for etcd to be up.
     pub async fn connect(config: &ShardConfig, clock: SharedClock) -> Result<Self, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(config.request_timeout)
-            .with_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
-        let client = Client::connect(&config.endpoints, Some(options))
-            .await
-            .map_err(|source| StoreError::Endpoints {
-                shard: config.name.clone(),
-                endpoints: config.endpoints.clone(),
-                source,
-            })?;
+        let connection = crate::connection::Connection::open(
+            config.endpoints.clone(),
+            config.request_timeout,
+            config.tls.as_ref(),
+        )
+        .await
+        .map_err(|source| StoreError::Endpoints {
+            shard: config.name.clone(),
+            endpoints: config.endpoints.clone(),
+            source: Box::new(source),
+        })?;
         Ok(Self {
             name: config.name.clone(),
-            client,
+            connection,
             keys: KeyLayout::new(&config.prefix),
             leases: LeaseTable::default(),
             tombstone_leases: LeaseTable::default(),
@@ -311,7 +314,7 @@ impl ShardStore {
         // as the watermark (a rolled-back etcd would otherwise never serve again).
         let response = self
             .call("incarnation", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
@@ -841,7 +844,7 @@ impl ShardStore {
                 .with_limit(MARK_PAGE);
             let page = self
                 .call("collect marks", || {
-                    let mut kv = self.client.kv_client();
+                    let mut kv = self.connection.client().kv_client();
                     let (from, options) = (from.clone(), options.clone());
                     async move { kv.get(from, Some(options)).await }
                 })
@@ -935,7 +938,7 @@ impl ShardStore {
     async fn count(&self, prefix: String, serializable: bool) -> Result<i64, StoreError> {
         let response = self
             .call("count", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 let prefix = prefix.clone();
                 let options = GetOptions::new().with_prefix().with_count_only();
                 let options = if serializable {
@@ -954,7 +957,7 @@ impl ShardStore {
         let key = self.keys.health();
         let response = self
             .call("revision", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 let key = key.clone();
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -1069,7 +1072,7 @@ impl ShardStore {
     pub async fn watch_expirations(&self, on_expired: impl Fn(GrantRecord)) {
         let prefix = self.keys.lock_prefix();
         loop {
-            let mut watch = self.client.watch_client();
+            let mut watch = self.connection.client().watch_client();
             let options = WatchOptions::new().with_prefix().with_prev_key();
             match watch.watch(prefix.clone(), Some(options)).await {
                 Ok(mut stream) => loop {
@@ -1130,7 +1133,7 @@ impl ShardStore {
         let key = self.keys.health();
         let response = self
             .call("compact", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 let key = key.clone();
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -1142,7 +1145,7 @@ impl ShardStore {
         }
         let compacted = self
             .call("compact", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 async move { kv.compact(target, None).await }
             })
             .await;
@@ -1184,7 +1187,7 @@ impl ShardStore {
                     let seconds = self.grid.lease_seconds(bucket, asked_at);
                     let response = self
                         .call("lease grant", || {
-                            let mut leases = self.client.lease_client();
+                            let mut leases = self.connection.client().lease_client();
                             async move { leases.grant(seconds, None).await }
                         })
                         .await?;
@@ -1217,7 +1220,7 @@ impl ShardStore {
         // seconds, rounded, so one second less is what we can promise.
         let response = self
             .call("lease ttl", || {
-                let mut leases = self.client.lease_client();
+                let mut leases = self.connection.client().lease_client();
                 async move { leases.time_to_live(lease, None).await }
             })
             .await?;
@@ -1242,7 +1245,7 @@ impl ShardStore {
         let before = self.watermark.before_request();
         let mut response = self
             .call("get", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.connection.client().kv_client();
                 let key = key.to_owned();
                 async move { kv.get(key, None).await }
             })
@@ -1254,7 +1257,7 @@ impl ShardStore {
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
         let before = self.watermark.before_request();
         let send = || {
-            let mut kv = self.client.kv_client();
+            let mut kv = self.connection.client().kv_client();
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         };
@@ -1308,6 +1311,7 @@ impl ShardStore {
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        self.connection.refresh().await;
         let started = std::time::Instant::now();
         let result = self.call_with_retries(op, &mut request).await;
         metrics::histogram!("globallock_etcd_request_duration_seconds", "shard" => self.name.clone(), "op" => op)

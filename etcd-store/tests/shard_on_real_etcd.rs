@@ -58,6 +58,7 @@ async fn unprepared_fixture(clock: SharedClock) -> Fixture {
         quarantine: QUARANTINE,
         drift_rate: 0.01,
         state_file: None,
+        tls: None,
     };
     let store = ShardStore::connect(&config, clock).await.expect("connect");
     Fixture {
@@ -159,6 +160,7 @@ async fn regression_a_dead_member_costs_retries_not_errors() {
         quarantine: Duration::from_secs(10),
         drift_rate: 0.01,
         state_file: None,
+        tls: None,
     };
     let store = ShardStore::connect(&config, Arc::new(SystemClock::new()))
         .await
@@ -789,6 +791,7 @@ async fn regression_hole5_an_etcd_restored_to_older_data_is_quarantined() {
         quarantine: QUARANTINE,
         drift_rate: 0.01,
         state_file: Some(state_file.clone()),
+        tls: None,
     };
     let clock = manual_clock();
     let store = ShardStore::connect(&config, clock.clone())

@@ -6,7 +6,13 @@
 //!   (clients dial it by address);
 //! - the agent of region `R`: `R.agent.globallock`, plus `localhost` and
 //!   `127.0.0.1`;
-//! - a client: a SPIFFE-style URI naming the caller.
+//! - a client: a SPIFFE-style URI naming the caller;
+//! - a member of region `R`'s etcd clusters: `R.etcd.globallock`, plus
+//!   `localhost` and `127.0.0.1` (peers check each other's address).
+//!
+//! Each region's etcd has a CA of its own, which issues only its members'
+//! certificates and its agent's client certificate: etcd's
+//! `--client-cert-auth` then admits that agent and nobody else.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +65,8 @@ pub enum Role {
     Agent(String),
     /// A caller named by this URI.
     Client(String),
+    /// A member of one of this region's etcd clusters (server and peer).
+    Etcd(String),
 }
 
 impl DevCa {
@@ -112,6 +120,7 @@ impl DevCa {
             Role::Coordinator => ("coordinator", vec![identity::COORDINATOR.to_owned()], None),
             Role::Agent(region) => ("agent", vec![identity::agent(region)], None),
             Role::Client(uri) => ("client", Vec::new(), Some(uri.clone())),
+            Role::Etcd(region) => ("etcd", vec![identity::etcd(region)], None),
         };
         if uri.is_none() {
             names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);

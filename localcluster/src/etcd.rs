@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+use globallock_tls::TlsFiles;
 use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
@@ -90,12 +93,18 @@ pub struct EtcdMember {
     log: PathBuf,
     /// The running process (`None` while killed).
     process: Option<ManagedProcess>,
+    /// TLS on its client and peer ports (shared by the cluster).
+    tls: Option<TlsFiles>,
 }
 
 impl EtcdMember {
-    /// Client URL.
+    /// Client URL (`https://` when the cluster runs TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!(
+            "{}://127.0.0.1:{}",
+            scheme(self.tls.as_ref()),
+            self.client_port
+        )
     }
 
     /// Process id (0 while stopped).
@@ -125,26 +134,21 @@ pub struct EtcdCluster {
     members: Vec<EtcdMember>,
     /// The binary.
     binary: PathBuf,
+    /// TLS on every member's client and peer ports: `ca` the only CA trusted
+    /// (`--client-cert-auth`, `--peer-client-cert-auth`), `cert`/`key` each
+    /// member's certificate for both.
+    tls: Option<TlsFiles>,
+}
+
+fn scheme(tls: Option<&TlsFiles>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
 }
 
 impl EtcdCluster {
     /// Start a cluster of `size` members with data under `dir`, and wait until it
     /// serves requests.
     pub fn start(name: &str, size: usize, dir: &Path) -> Result<Self, EtcdError> {
-        let mut ports = Vec::with_capacity(size);
-        for i in 0..size {
-            let setup = |source| EtcdError::Setup {
-                member: format!("{name}-m{i}"),
-                source,
-            };
-            let peer = free_port().map_err(setup)?;
-            ports.push(MemberPorts {
-                client: free_port().map_err(setup)?,
-                peer,
-                advertised_peer: peer,
-            });
-        }
-        Self::start_with_ports(name, &ports, dir)
+        Self::start_secured(name, &free_member_ports(name, size)?, dir, None)
     }
 
     /// Start a cluster whose members use these ports. A member's
@@ -154,6 +158,30 @@ impl EtcdCluster {
         name: &str,
         ports: &[MemberPorts],
         dir: &Path,
+    ) -> Result<Self, EtcdError> {
+        Self::start_secured(name, ports, dir, None)
+    }
+
+    /// Start a cluster of `size` members over TLS with `tls` (see
+    /// [`EtcdCluster::start_secured`]).
+    pub fn start_tls(
+        name: &str,
+        size: usize,
+        dir: &Path,
+        tls: TlsFiles,
+    ) -> Result<Self, EtcdError> {
+        let ports = free_member_ports(name, size)?;
+        Self::start_secured(name, &ports, dir, Some(tls))
+    }
+
+    /// Start a cluster on these ports, over TLS when `tls` is given: clients
+    /// and peers must then present a certificate of `tls.ca`, and every member
+    /// serves `tls.cert` on its client and peer ports.
+    pub fn start_secured(
+        name: &str,
+        ports: &[MemberPorts],
+        dir: &Path,
+        tls: Option<TlsFiles>,
     ) -> Result<Self, EtcdError> {
         let binary = etcd_binary()?;
         let mut members = Vec::with_capacity(ports.len());
@@ -171,11 +199,19 @@ impl EtcdCluster {
                 data_dir: dir.join(&member),
                 name: member,
                 process: None,
+                tls: tls.clone(),
             });
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.advertised_peer_port))
+            .map(|m| {
+                format!(
+                    "{}={}://127.0.0.1:{}",
+                    m.name,
+                    scheme(tls.as_ref()),
+                    m.advertised_peer_port
+                )
+            })
             .collect::<Vec<_>>()
             .join(",");
         let size = members.len();
@@ -184,12 +220,18 @@ impl EtcdCluster {
             initial_cluster,
             members,
             binary,
+            tls,
         };
         for i in 0..size {
             cluster.start_member(i)?;
         }
         cluster.wait_healthy(Duration::from_secs(30))?;
         Ok(cluster)
+    }
+
+    /// The TLS files of its members (`None`: plaintext).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The cluster name.
@@ -213,10 +255,28 @@ impl EtcdCluster {
         if m.process.as_mut().is_some_and(ManagedProcess::is_running) {
             return Ok(());
         }
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let advertised_peer = format!("http://127.0.0.1:{}", m.advertised_peer_port);
+        let scheme = scheme(self.tls.as_ref());
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
+        let advertised_peer = format!("{scheme}://127.0.0.1:{}", m.advertised_peer_port);
         let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--peer-cert-file")
+                .arg(&tls.cert)
+                .arg("--peer-key-file")
+                .arg(&tls.key);
+        }
         command
             .arg("--name")
             .arg(&m.name)
@@ -306,7 +366,7 @@ impl EtcdCluster {
             .filter(|&i| {
                 let m = &self.members[i];
                 m.process.is_some()
-                    && http_get(m.client_port, "/metrics").is_some_and(|body| {
+                    && http_get(m.client_port, self.tls.as_ref(), "/metrics").is_some_and(|body| {
                         body.lines().any(|l| l.trim() == "etcd_server_is_leader 1")
                     })
             })
@@ -322,7 +382,7 @@ impl EtcdCluster {
                 .iter()
                 .filter(|m| m.process.is_some())
                 .all(|m| {
-                    http_get(m.client_port, "/health")
+                    http_get(m.client_port, self.tls.as_ref(), "/health")
                         .is_some_and(|b| b.contains("\"health\":\"true\""))
                 });
             if healthy {
@@ -345,15 +405,50 @@ impl EtcdCluster {
     }
 }
 
-/// A tiny HTTP/1.0 GET against 127.0.0.1 (etcd's /health and /metrics): the body,
-/// or `None` on any failure.
-fn http_get(port: u16, path: &str) -> Option<String> {
+/// Free client and peer ports for `size` members of cluster `name`.
+fn free_member_ports(name: &str, size: usize) -> Result<Vec<MemberPorts>, EtcdError> {
+    (0..size)
+        .map(|i| {
+            let setup = |source| EtcdError::Setup {
+                member: format!("{name}-m{i}"),
+                source,
+            };
+            let peer = free_port().map_err(setup)?;
+            Ok(MemberPorts {
+                client: free_port().map_err(setup)?,
+                peer,
+                advertised_peer: peer,
+            })
+        })
+        .collect()
+}
+
+/// A tiny HTTP/1.0 GET against 127.0.0.1 (etcd's /health and /metrics), over
+/// TLS with `tls`'s certificate when given: the body, or `None` on any failure.
+fn http_get(port: u16, tls: Option<&TlsFiles>, path: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    match tls {
+        None => {
+            stream.write_all(request.as_bytes()).ok()?;
+            stream.read_to_string(&mut response).ok()?;
+        }
+        Some(files) => {
+            let mut config = globallock_tls::config::client(&files.load().ok()?).ok()?;
+            config.alpn_protocols.clear(); // HTTP/1.0, not h2
+            let name = rustls_pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+            let connection = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            tls.write_all(request.as_bytes()).ok()?;
+            // etcd may close without a close_notify: keep what was read.
+            let mut bytes = Vec::new();
+            let _ = tls.read_to_end(&mut bytes);
+            response = String::from_utf8(bytes).ok()?;
+        }
+    }
     let (head, body) = response.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.").then(|| body.to_owned())
 }

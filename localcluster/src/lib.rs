@@ -24,5 +24,7 @@ pub use certs::{CertError, DevCa, Role};
 pub use etcd::{EtcdCluster, EtcdError, EtcdMember, MemberPorts};
 pub use ports::free_port;
 pub use process::{ManagedProcess, ProcessError};
-pub use processes::{ClusterError, ClusterTls, CoordinatorSpec, Layout, ProcessCluster, channel};
+pub use processes::{
+    ClusterError, ClusterTls, CoordinatorSpec, Layout, ProcessCluster, RegionEtcdTls, channel,
+};
 pub use proxy::{Direction, FaultProxy, Faults};

@@ -183,6 +183,38 @@ pub struct ClusterTls {
     pub client: TlsFiles,
     /// The CA itself, to issue more (tests: other callers, rotations).
     pub authority: std::sync::Arc<DevCa>,
+    /// Each region's etcd TLS, in region order.
+    pub etcd: Vec<RegionEtcdTls>,
+}
+
+/// TLS between one region's agent and its etcd clusters, under a CA of the
+/// region's own (so etcd's `--client-cert-auth` admits that agent only).
+#[derive(Debug, Clone)]
+pub struct RegionEtcdTls {
+    /// Every member's certificate (client and peer ports), with the region's
+    /// etcd CA as `ca`.
+    pub members: TlsFiles,
+    /// The agent's client certificate towards etcd, with the same CA.
+    pub agent: TlsFiles,
+    /// The name the members prove (`<region>.etcd.globallock`).
+    pub server_name: String,
+    /// The region's etcd CA, to issue more (tests).
+    pub authority: std::sync::Arc<DevCa>,
+}
+
+impl RegionEtcdTls {
+    fn create(dir: &Path, region: &str) -> Result<Self, crate::certs::CertError> {
+        let ca = DevCa::create(
+            &dir.join(format!("etcd-{region}")),
+            &format!("etcd-{region}"),
+        )?;
+        Ok(Self {
+            members: ca.issue(&Role::Etcd(region.to_owned()), "member", false)?,
+            agent: ca.issue(&Role::Agent(region.to_owned()), "agent", false)?,
+            server_name: globallock_tls::identity::etcd(region),
+            authority: std::sync::Arc::new(ca),
+        })
+    }
 }
 
 impl ClusterTls {
@@ -199,6 +231,10 @@ impl ClusterTls {
             agents,
             client: ca.issue(&Role::Client(DEV_CLIENT.into()), "client", false)?,
             authority: std::sync::Arc::new(ca),
+            etcd: REGIONS
+                .iter()
+                .map(|r| RegionEtcdTls::create(dir, r))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -301,12 +337,17 @@ impl ProcessCluster {
         for name in REGIONS {
             let dir = cluster.layout.data_dir.join(name);
             let mut etcd = Vec::new();
+            let members_tls = cluster
+                .tls
+                .as_ref()
+                .map(|t| t.etcd[cluster.regions.len()].members.clone());
             for s in 0..cluster.layout.shards {
-                etcd.push(EtcdCluster::start(
-                    &format!("{name}-shard-{s}"),
-                    cluster.layout.members,
-                    &dir,
-                )?);
+                let name = format!("{name}-shard-{s}");
+                let size = cluster.layout.members;
+                etcd.push(match &members_tls {
+                    Some(files) => EtcdCluster::start_tls(&name, size, &dir, files.clone())?,
+                    None => EtcdCluster::start(&name, size, &dir)?,
+                });
             }
             let region = Region {
                 name: name.to_owned(),
@@ -318,13 +359,10 @@ impl ProcessCluster {
                 metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             };
             // Fresh etcd: these shards are new, not amnesiac (first start only).
-            let tls = cluster
-                .tls
-                .as_ref()
-                .map(|t| &t.agents[cluster.regions.len()]);
+            let r = cluster.regions.len();
             std::fs::write(
                 &region.config,
-                agent_config(&region, &cluster.layout, tls, true),
+                agent_config(&region, &cluster.layout, cluster.tls.as_ref(), r, true),
             )?;
             cluster.regions.push(region);
         }
@@ -334,8 +372,8 @@ impl ProcessCluster {
         for r in 0..cluster.regions.len() {
             cluster.wait_agent(r).await?;
             // Later restarts are restarts: a shard without its marker is amnesiac.
-            let tls = cluster.tls.as_ref().map(|t| &t.agents[r]);
-            let config = agent_config(&cluster.regions[r], &cluster.layout, tls, false);
+            let tls = cluster.tls.as_ref();
+            let config = agent_config(&cluster.regions[r], &cluster.layout, tls, r, false);
             std::fs::write(&cluster.regions[r].config, config)?;
         }
         Ok(cluster)
@@ -676,9 +714,11 @@ fn tls_config(files: Option<&TlsFiles>) -> String {
 fn agent_config(
     region: &Region,
     layout: &Layout,
-    tls: Option<&TlsFiles>,
+    cluster_tls: Option<&ClusterTls>,
+    r: usize,
     bootstrap: bool,
 ) -> String {
+    let tls = cluster_tls.map(|t| &t.agents[r]);
     let mut text = format!(
         "# Written by globallock-localcluster.\nregion = {:?}\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
          audit_log = {:?}\ncompaction_interval_s = 60\nquarantine_ms = {}\nmax_ttl_ms = {}\n\
@@ -694,6 +734,7 @@ fn agent_config(
     );
     if tls.is_none() {
         text.push_str(&tls_config(None));
+        text.push_str("etcd_insecure = true\n");
     }
     for (s, etcd) in region.etcd.iter().enumerate() {
         let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
@@ -704,6 +745,15 @@ fn agent_config(
     }
     if tls.is_some() {
         text.push_str(&tls_config(tls));
+    }
+    if let Some(etcd) = cluster_tls.map(|t| &t.etcd[r]) {
+        text.push_str(&format!(
+            "\n[etcd_tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\nserver_name = {:?}\n",
+            etcd.agent.ca.display().to_string(),
+            etcd.agent.cert.display().to_string(),
+            etcd.agent.key.display().to_string(),
+            etcd.server_name,
+        ));
     }
     text
 }

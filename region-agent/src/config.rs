@@ -80,6 +80,16 @@ pub struct AgentConfig {
     /// `[tls]` is absent; warned about at every start.
     #[serde(default)]
     pub insecure: bool,
+    /// TLS towards every shard's etcd (`[etcd_tls]`: `ca`, `cert`, `key`, and
+    /// optionally `server_name`, the name etcd's certificate must carry). The
+    /// agent presents `cert` (etcd's `--client-cert-auth`); every endpoint must
+    /// then be `https://`. Reloaded when the files change.
+    #[serde(default)]
+    pub etcd_tls: Option<globallock_etcd::EtcdTls>,
+    /// Talk to etcd in plaintext (`http://` endpoints). Refused unless set
+    /// explicitly when `[etcd_tls]` is absent; warned about at every start.
+    #[serde(default)]
+    pub etcd_insecure: bool,
     /// Shards without an incarnation marker at start are new (write it) rather than
     /// amnesiac (quarantine). Only for a brand-new deployment.
     #[serde(default)]
@@ -178,6 +188,9 @@ pub enum ConfigError {
     /// The TLS files cannot be used.
     #[error("tls")]
     Tls(#[from] globallock_tls::TlsError),
+    /// The TLS files towards etcd cannot be used.
+    #[error("etcd_tls")]
+    EtcdTls(#[source] globallock_tls::TlsError),
 }
 
 /// The agent's own bounds on what coordinators propose.
@@ -233,6 +246,53 @@ pub struct ValidConfig {
 }
 
 impl AgentConfig {
+    /// etcd is reached over TLS (`https://` endpoints, files that load), or in
+    /// plaintext only when `etcd_insecure = true` says so.
+    fn check_etcd_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, reason: String| {
+            ConfigError::Invalid(InvalidSetting::new(field, reason))
+        };
+        let scheme = match (&self.etcd_tls, self.etcd_insecure) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "etcd_insecure",
+                    "is true while [etcd_tls] is set: choose one".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(invalid(
+                    "etcd_tls",
+                    "is not configured: set [etcd_tls] ca, cert and key (PEM files) to reach etcd \
+                     over TLS with a client certificate, or etcd_insecure = true for plaintext \
+                     (never across a network you do not own)"
+                        .into(),
+                ));
+            }
+            (Some(tls), false) => {
+                tls.check().map_err(ConfigError::EtcdTls)?;
+                "https://"
+            }
+            (None, true) => "http://",
+        };
+        for shard in &self.shards {
+            if let Some(bad) = shard.endpoints.iter().find(|e| !e.starts_with(scheme)) {
+                return Err(invalid(
+                    "shards.endpoints",
+                    format!(
+                        "{bad:?} of shard {:?} is not an {scheme} URL ({})",
+                        shard.name,
+                        if scheme == "https://" {
+                            "[etcd_tls] is set"
+                        } else {
+                            "etcd_insecure = true"
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Read `path` (TOML), then apply `GLOBALLOCK_AGENT_*` overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Ok(load_layered(path, ENV_PREFIX)?)
@@ -354,6 +414,7 @@ impl AgentConfig {
                 ));
             }
         }
+        self.check_etcd_tls()?;
         let names: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
         let ring = HashRing::new(&names, self.ring_vnodes)?;
         let request_timeout = Duration::from_millis(self.request_timeout_ms);
@@ -373,6 +434,7 @@ impl AgentConfig {
                 tombstone_ttl: Duration::from_millis(self.tombstone_ttl_ms),
                 quarantine: Duration::from_millis(self.quarantine_ms),
                 drift_rate: self.drift_rate,
+                tls: self.etcd_tls.clone(),
             })
             .collect();
         let tls = match (&self.tls, self.insecure) {
@@ -451,7 +513,71 @@ mod tests {
         assert!(config.tls.is_some(), "the sample runs with TLS");
         assert_eq!(config.region, "region-a");
         config.tls = Some(certs().agents[0].clone());
+        let etcd = &certs().etcd[0];
+        let sample_etcd = config
+            .etcd_tls
+            .take()
+            .expect("the sample reaches etcd over TLS");
+        config.etcd_tls = Some(globallock_etcd::EtcdTls {
+            ca: etcd.agent.ca.clone(),
+            cert: etcd.agent.cert.clone(),
+            key: etcd.agent.key.clone(),
+            server_name: sample_etcd.server_name,
+        });
         config
+    }
+
+    #[test]
+    fn etcd_is_reached_over_tls_unless_etcd_insecure_says_otherwise() {
+        let valid = sample().validate().expect("sample is valid");
+        let tls = valid.shards[0]
+            .tls
+            .as_ref()
+            .expect("shards carry [etcd_tls]");
+        assert_eq!(tls.server_name.as_deref(), Some("region-a.etcd.globallock"));
+        let mut neither = sample();
+        neither.etcd_tls = None;
+        let text = neither.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("etcd_tls: is not configured")
+                && text.contains("etcd_insecure = true"),
+            "{text}"
+        );
+        let mut both = sample();
+        both.etcd_insecure = true;
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("etcd_insecure")
+        );
+        // TLS configured, but an endpoint in plaintext: refused, not silently downgraded.
+        let mut mixed = sample();
+        mixed.shards[1].endpoints = vec!["http://127.0.0.1:2479".into()];
+        let text = mixed.validate().unwrap_err().to_string();
+        assert!(text.contains("is not an https:// URL"), "{text}");
+        // Plaintext endpoints with etcd_insecure.
+        let mut plain = sample();
+        plain.etcd_tls = None;
+        plain.etcd_insecure = true;
+        for shard in &mut plain.shards {
+            shard.endpoints = vec!["http://127.0.0.1:2379".into()];
+        }
+        assert!(
+            plain.validate().expect("plaintext etcd").shards[0]
+                .tls
+                .is_none()
+        );
+        // Files that do not load are refused before any port is bound.
+        let mut missing = sample();
+        if let Some(tls) = missing.etcd_tls.as_mut() {
+            tls.key = "/nonexistent/agent-etcd.key".into();
+        }
+        let text = globallock_runtime::error_chain(&missing.validate().unwrap_err());
+        assert!(
+            text.starts_with("etcd_tls") && text.contains("/nonexistent/agent-etcd.key"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub async fn serve(
     )
     .with_ring_epoch(config.ring_epoch, handover, config.state_dir.clone());
     info!(region = %config.region, address = %local(&listeners.api), tls = config.tls.is_some(), "region agent serving");
+    if config.shards.iter().any(|s| s.tls.is_none()) {
+        warn!(region = %config.region, "etcd_insecure = true: this agent talks to etcd in plaintext, and anyone who reaches etcd can rewrite locks; never run it so across a network you do not own");
+    }
     let result = match &config.tls {
         Some(tls) => {
             // Only coordinators may call: their certificates carry the

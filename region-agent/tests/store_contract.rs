@@ -47,6 +47,7 @@ async fn etcd(clock: SharedClock) -> Fixture<ShardStore> {
         quarantine: Duration::from_secs(10),
         drift_rate: 0.01,
         state_file: None,
+        tls: None,
     };
     let store = ShardStore::connect(&config, clock).await.expect("connect");
     store.prepare(true).await.expect("bootstrap");

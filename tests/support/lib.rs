@@ -183,9 +183,17 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         init_logs();
         let dir = tempfile::tempdir()?;
+        let tls = if options.tls {
+            Some(globallock_localcluster::ClusterTls::create(
+                &dir.path().join("tls"),
+            )?)
+        } else {
+            None
+        };
         let shards: Vec<String> = (0..options.shards).map(|i| format!("shard-{i}")).collect();
         let mut regions = Vec::new();
         let mut peer_links = std::collections::HashMap::new();
+        let etcd_tls = |r: usize| tls.as_ref().map(|t| t.etcd[r].members.clone());
         for (r, name) in REGIONS.into_iter().enumerate() {
             let members = if options.three_member_region == Some(r) {
                 3
@@ -214,9 +222,19 @@ impl Cluster {
                         proxies.push(proxy);
                     }
                     peer_links.insert((r, s), proxies);
-                    etcd.push(EtcdCluster::start_with_ports(&cluster_name, &ports, &data)?);
+                    etcd.push(EtcdCluster::start_secured(
+                        &cluster_name,
+                        &ports,
+                        &data,
+                        etcd_tls(r),
+                    )?);
                 } else {
-                    etcd.push(EtcdCluster::start(&cluster_name, members, &data)?);
+                    etcd.push(match etcd_tls(r) {
+                        Some(files) => {
+                            EtcdCluster::start_tls(&cluster_name, members, &data, files)?
+                        }
+                        None => EtcdCluster::start(&cluster_name, members, &data)?,
+                    });
                 }
             }
             let agent_addr =
@@ -230,13 +248,6 @@ impl Cluster {
                 clock: globallock_protocol::clock::SkewedClock::new(),
             });
         }
-        let tls = if options.tls {
-            Some(globallock_localcluster::ClusterTls::create(
-                &dir.path().join("tls"),
-            )?)
-        } else {
-            None
-        };
         let mut cluster = Self {
             tls,
             dir,
@@ -258,7 +269,10 @@ impl Cluster {
                 for etcd in &region.etcd {
                     let mut members = Vec::new();
                     for endpoint in etcd.endpoints() {
-                        let addr: SocketAddr = endpoint.trim_start_matches("http://").parse()?;
+                        let addr: SocketAddr = endpoint
+                            .split_once("://")
+                            .map_or(endpoint.as_str(), |(_, a)| a)
+                            .parse()?;
                         members.push(globallock_localcluster::FaultProxy::start(addr).await?);
                     }
                     shards.push(members);
@@ -318,6 +332,16 @@ impl Cluster {
             ring_epoch: self.ring_epoch,
             tls: self.tls.as_ref().map(|t| t.agents[r].clone()),
             insecure: self.tls.is_none(),
+            etcd_tls: self.tls.as_ref().map(|t| {
+                let etcd = &t.etcd[r];
+                globallock_etcd::EtcdTls {
+                    ca: etcd.agent.ca.clone(),
+                    cert: etcd.agent.cert.clone(),
+                    key: etcd.agent.key.clone(),
+                    server_name: Some(etcd.server_name.clone()),
+                }
+            }),
+            etcd_insecure: self.tls.is_none(),
             shards: self
                 .shards
                 .iter()
@@ -328,7 +352,7 @@ impl Cluster {
                     endpoints: match self.etcd_links.get(r) {
                         Some(shards) => shards[s]
                             .iter()
-                            .map(|p| format!("http://{}", p.addr()))
+                            .map(|p| format!("{}://{}", self.scheme(), p.addr()))
                             .collect(),
                         None => etcd.endpoints(),
                     },

@@ -4,7 +4,9 @@
 //! the standard way (as a host name) by whoever dials them, and on the client
 //! certificate by the server:
 //! - the agent of region `R`: `R.agent.globallock` ([`agent`]);
-//! - a coordinator: `coordinator.globallock` ([`COORDINATOR`]).
+//! - a coordinator: `coordinator.globallock` ([`COORDINATOR`]);
+//! - the etcd clusters of region `R`, to that region's agent:
+//!   `R.etcd.globallock` ([`etcd`]).
 //!
 //! Callers are identified by their certificate's names ([`names`]): URI names
 //! first (SPIFFE-style, e.g. `spiffe://example.org/ns/billing/sa/worker`), then
@@ -24,6 +26,13 @@ pub const COORDINATOR: &str = "coordinator.globallock";
 /// region's agent checks it, so an agent of another region is refused.
 pub fn agent(region: &str) -> String {
     format!("{region}.agent.globallock")
+}
+
+/// The DNS name the etcd clusters of `region` prove to that region's agent
+/// (the default `server_name` in the agents' `[etcd_tls]` that `make dev` and
+/// the shipped configurations write).
+pub fn etcd(region: &str) -> String {
+    format!("{region}.etcd.globallock")
 }
 
 /// `name` as a name to check a peer's certificate against.
