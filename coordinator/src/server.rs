@@ -114,11 +114,23 @@ pub async fn serve(
     );
     // One shutdown signal, shared by every server of this process.
     let shutdown = globallock_runtime::SharedShutdown::new(shutdown);
-    let metrics = listeners.metrics.map(|listener| {
-        info!(address = %local(&listener), "coordinator serving /metrics");
-        let stop = shutdown.signal();
-        tokio::spawn(globallock_telemetry::metrics::serve(listener, stop))
-    });
+    let metrics = match listeners.metrics {
+        None => None,
+        Some(listener) => {
+            info!(address = %local(&listener), tls = config.tls.is_some(), "coordinator serving /metrics");
+            let stop = shutdown.signal();
+            Some(match &config.tls {
+                // The REST door's configuration: the coordinator's certificate,
+                // client certificates optional (scrapers check who serves).
+                Some(tls) => {
+                    let incoming = TlsIncoming::new(listener, tls.rest.clone(), "metrics")
+                        .map_err(ServeError::Rest)?;
+                    tokio::spawn(globallock_telemetry::metrics::serve(incoming, stop))
+                }
+                None => tokio::spawn(globallock_telemetry::metrics::serve(listener, stop)),
+            })
+        }
+    };
     if config.tls.is_none() {
         warn!(
             "insecure = true: every door and hop of this coordinator is plaintext; never run it so in production"
@@ -136,7 +148,7 @@ pub async fn serve(
                         .map_err(ServeError::Rest)?;
                     tokio::spawn(async move {
                         axum::serve(
-                            RestTls(incoming),
+                            incoming,
                             app.into_make_service_with_connect_info::<RestPeer>(),
                         )
                         .with_graceful_shutdown(stop)
@@ -192,34 +204,10 @@ pub async fn serve(
     Ok(grpc?)
 }
 
-/// The REST door's TLS connections, for `axum::serve`.
-struct RestTls(TlsIncoming);
-
-impl axum::serve::Listener for RestTls {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            if let Some(tls) = self.0.accept().await {
-                let peer = tls.get_ref().0.peer_addr();
-                match peer {
-                    Ok(peer) => return (tls, peer),
-                    Err(_) => continue,
-                }
-            }
-            // The accept loop ended (it does only when this is dropped).
-            std::future::pending::<()>().await;
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.0.local_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, RestTls>> for RestPeer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, RestTls>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
+    for RestPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Self {
         let (_, session) = stream.io().get_ref();
         Self {
             names: crate::access::certificate_names(session.peer_certificates()),

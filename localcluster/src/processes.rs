@@ -609,7 +609,7 @@ impl ProcessCluster {
             .map(|r| RegionInfo {
                 region: r.name.clone(),
                 agent_address: format!("{}://{}", self.scheme(), r.agent_addr),
-                agent_metrics: format!("http://{}/metrics", r.metrics_addr),
+                agent_metrics: format!("{}://{}/metrics", self.scheme(), r.metrics_addr),
                 agent_pid: r.agent.as_ref().map_or(0, ManagedProcess::pid),
                 shards: r
                     .etcd
@@ -632,7 +632,10 @@ impl ProcessCluster {
             .map(|c| CoordinatorInfo {
                 grpc: format!("{}://{}", self.scheme(), c.spec.grpc),
                 rest: c.spec.rest.map(|a| format!("{}://{a}", self.scheme())),
-                metrics: c.spec.metrics.map(|a| format!("http://{a}/metrics")),
+                metrics: c
+                    .spec
+                    .metrics
+                    .map(|a| format!("{}://{a}/metrics", self.scheme())),
                 pid: c.process.as_ref().map_or(0, ManagedProcess::pid),
                 audit_log: c.audit.display().to_string(),
             })

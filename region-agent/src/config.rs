@@ -243,6 +243,9 @@ pub struct ValidConfig {
     /// The agent API's TLS (client certificates required); `None` only with
     /// `insecure = true`.
     pub tls: Option<Arc<globallock_tls::Reloading<rustls::ServerConfig>>>,
+    /// `/metrics` over TLS with the same certificate (client certificates
+    /// optional); `None` only with `insecure = true`.
+    pub metrics_tls: Option<Arc<globallock_tls::Reloading<rustls::ServerConfig>>>,
 }
 
 impl AgentConfig {
@@ -437,7 +440,7 @@ impl AgentConfig {
                 tls: self.etcd_tls.clone(),
             })
             .collect();
-        let tls = match (&self.tls, self.insecure) {
+        let (tls, metrics_tls) = match (&self.tls, self.insecure) {
             (Some(_), true) => {
                 return Err(invalid(
                     "insecure",
@@ -455,22 +458,30 @@ impl AgentConfig {
             (Some(files), false) => {
                 let name = globallock_tls::identity::agent(&self.region);
                 globallock_tls::identity::server_name(&name)?;
-                let build = globallock_tls::config::naming(name, files.cert.clone(), |m| {
-                    globallock_tls::config::server(
-                        m,
-                        globallock_tls::ClientAuth::Required,
-                        &[b"h2"],
-                    )
-                });
-                Some(Arc::new(globallock_tls::Reloading::new(
-                    files.clone(),
-                    build,
-                )?))
+                let server = |auth, alpn: &'static [&'static [u8]]| {
+                    globallock_tls::config::naming(name.clone(), files.cert.clone(), move |m| {
+                        globallock_tls::config::server(m, auth, alpn)
+                    })
+                };
+                let api = server(globallock_tls::ClientAuth::Required, &[b"h2"]);
+                // `/metrics`: the same certificate; scrapers need not present one.
+                let metrics = server(globallock_tls::ClientAuth::Optional, &[b"h2", b"http/1.1"]);
+                (
+                    Some(Arc::new(globallock_tls::Reloading::new(
+                        files.clone(),
+                        api,
+                    )?)),
+                    Some(Arc::new(globallock_tls::Reloading::new(
+                        files.clone(),
+                        metrics,
+                    )?)),
+                )
             }
-            (None, true) => None,
+            (None, true) => (None, None),
         };
         Ok(ValidConfig {
             tls,
+            metrics_tls,
             region: self.region,
             listen: self.listen,
             metrics_listen: self.metrics_listen,

@@ -96,10 +96,27 @@ pub async fn serve(
     }
     // One shutdown signal, shared by every server of this process.
     let shutdown = globallock_runtime::SharedShutdown::new(shutdown);
-    let metrics = listeners.metrics.map(|listener| {
-        info!(region = %config.region, address = %local(&listener), "region agent serving /metrics");
-        tokio::spawn(globallock_telemetry::metrics::serve(listener, shutdown.signal()))
-    });
+    let metrics = match listeners.metrics {
+        None => None,
+        Some(listener) => {
+            info!(region = %config.region, address = %local(&listener), tls = config.metrics_tls.is_some(), "region agent serving /metrics");
+            Some(match &config.metrics_tls {
+                Some(tls) => {
+                    let incoming =
+                        globallock_tls::TlsIncoming::new(listener, tls.clone(), "metrics")
+                            .map_err(AgentError::Listen)?;
+                    tokio::spawn(globallock_telemetry::metrics::serve(
+                        incoming,
+                        shutdown.signal(),
+                    ))
+                }
+                None => tokio::spawn(globallock_telemetry::metrics::serve(
+                    listener,
+                    shutdown.signal(),
+                )),
+            })
+        }
+    };
     for store in &stores {
         for op in [
             "grant",

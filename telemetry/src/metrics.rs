@@ -214,11 +214,16 @@ pub fn router() -> axum::Router {
     )
 }
 
-/// Serve `/metrics` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serve `/metrics` on `listener` (a TCP listener, or TLS connections) until
+/// `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router())
         .with_graceful_shutdown(shutdown)
         .await

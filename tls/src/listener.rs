@@ -104,3 +104,27 @@ fn refused(door: &'static str, peer: SocketAddr, why: &str) {
     tracing::info!(door, %peer, why, "TLS handshake refused");
     metrics::counter!("globallock_tls_handshake_failures_total", "door" => door).increment(1);
 }
+
+/// `axum::serve` over TLS: HTTP doors (REST, `/metrics`) accept the
+/// connections whose handshake succeeded.
+impl axum::serve::Listener for TlsIncoming {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Some(tls) = TlsIncoming::accept(self).await {
+                if let Ok(peer) = tls.get_ref().0.peer_addr() {
+                    return (tls, peer);
+                }
+                continue;
+            }
+            // The accept loop ended (it does only when this is dropped).
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -166,7 +166,11 @@ fn main() -> anyhow::Result<()> {
     let rules = Path::new(ALERT_RULES).canonicalize().ok();
     std::fs::write(
         &info.prometheus_config,
-        prometheus_config(&targets, rules.as_deref()),
+        prometheus_config(
+            &targets,
+            rules.as_deref(),
+            cluster.tls().map(|t| t.ca.as_path()),
+        ),
     )?;
     print_table(&info, &json_path);
 
@@ -188,6 +192,7 @@ fn main() -> anyhow::Result<()> {
 fn prometheus_targets(info: &ClusterInfo) -> String {
     let host = |url: &str| {
         url.trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches("/metrics")
             .to_owned()
     };
@@ -205,8 +210,8 @@ fn prometheus_targets(info: &ClusterInfo) -> String {
 }
 
 /// A Prometheus configuration scraping the targets in `targets` (absolute), with
-/// the alert rules when they are at hand.
-fn prometheus_config(targets: &Path, rules: Option<&Path>) -> String {
+/// the alert rules when they are at hand, over TLS trusting `ca` when given.
+fn prometheus_config(targets: &Path, rules: Option<&Path>, ca: Option<&Path>) -> String {
     // JSON strings are YAML double-quoted scalars: any path is quoted safely.
     let quote = |path: &Path| serde_json::Value::from(path.display().to_string()).to_string();
     let mut text = String::from(
@@ -218,8 +223,17 @@ fn prometheus_config(targets: &Path, rules: Option<&Path>) -> String {
     if let Some(rules) = rules {
         text.push_str(&format!("\nrule_files:\n  - {}\n", quote(rules)));
     }
+    text.push_str("\nscrape_configs:\n  - job_name: globallock\n");
+    if let Some(ca) = ca {
+        // Every /metrics port serves TLS with the service's own certificate
+        // (which names 127.0.0.1); no client certificate is needed to scrape.
+        text.push_str(&format!(
+            "    scheme: https\n    tls_config:\n      ca_file: {}\n",
+            quote(ca)
+        ));
+    }
     text.push_str(&format!(
-        "\nscrape_configs:\n  - job_name: globallock\n    file_sd_configs:\n      - files:\n          - {}\n        refresh_interval: 10s\n",
+        "    file_sd_configs:\n      - files:\n          - {}\n        refresh_interval: 10s\n",
         quote(targets)
     ));
     text
@@ -390,6 +404,13 @@ mod tests {
         let config = prometheus_config(
             Path::new("/tmp/my cluster/prometheus-targets.json"),
             Some(Path::new("/repo/deploy/prometheus/alerts.yml")),
+            Some(Path::new("/tmp/my cluster/tls/dev-ca.pem")),
+        );
+        assert!(
+            config.contains(
+                "scheme: https\n    tls_config:\n      ca_file: \"/tmp/my cluster/tls/dev-ca.pem\""
+            ),
+            "{config}"
         );
         assert!(
             config.contains("- \"/tmp/my cluster/prometheus-targets.json\""),
@@ -399,7 +420,8 @@ mod tests {
             config.contains("rule_files:\n  - \"/repo/deploy/prometheus/alerts.yml\""),
             "{config}"
         );
-        let without_rules = prometheus_config(Path::new("/t.json"), None);
+        let without_rules = prometheus_config(Path::new("/t.json"), None, None);
         assert!(!without_rules.contains("rule_files"), "{without_rules}");
+        assert!(!without_rules.contains("https"), "{without_rules}");
     }
 }
