@@ -16,7 +16,6 @@ use globallock_proto::v1::{
 use globallock_protocol::clock::Clock;
 use globallock_protocol::lock_id::LockId;
 use globallock_protocol::ring::HashRing;
-use harness::http::request;
 use harness::{Cluster, ClusterOptions, acquire};
 use serde_json::Value;
 use tonic::Code;
@@ -77,7 +76,8 @@ fn resources(pages: &[ListLocksResponse]) -> Vec<String> {
 
 /// GET one REST page; `path` is percent-encoded.
 async fn rest_page(cluster: &Cluster, path: &str) -> Value {
-    let response = request(cluster.rest_addrs[0], "GET", path, &[], None)
+    let response = cluster
+        .http(cluster.rest_addrs[0], "GET", path, &[], None)
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{path}: {}", response.body);
@@ -228,7 +228,9 @@ async fn held_locks_are_listed_by_prefix_in_pages_across_shards_over_grpc_and_re
         ("/locks?prefix=a&prefix=b", "prefix"),
         ("/locks?prefx=orders", "prefx"),
     ] {
-        let response = request(cluster.rest_addrs[0], "GET", path, &[], None).await?;
+        let response = cluster
+            .http(cluster.rest_addrs[0], "GET", path, &[], None)
+            .await?;
         assert_eq!(response.status, 400, "{path}: {}", response.body);
         assert_eq!(
             response.header("content-type"),
@@ -299,14 +301,15 @@ async fn a_minority_grant_is_not_listed_and_no_majority_is_unavailable() -> anyh
     cluster.stop_region(1).await;
     let refused = list(&mut client, "minority/", 0, "").await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    let response = request(
-        cluster.rest_addrs[0],
-        "GET",
-        "/locks?prefix=minority%2F",
-        &[],
-        None,
-    )
-    .await?;
+    let response = cluster
+        .http(
+            cluster.rest_addrs[0],
+            "GET",
+            "/locks?prefix=minority%2F",
+            &[],
+            None,
+        )
+        .await?;
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(response.header("retry-after").is_some(), "{response:?}");
     assert!(

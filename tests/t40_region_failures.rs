@@ -257,10 +257,11 @@ async fn a_late_grant_of_a_won_round_stays_so_the_lock_survives_losing_a_region(
 async fn regression_one_agent_under_two_region_names_never_votes_twice() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::default()).await?;
     let a = cluster.regions[0].agent_addr;
+    let scheme = cluster.scheme();
     let endpoints = vec![
-        format!("http://{a}"),
-        format!("http://{}", cluster.regions[1].agent_addr),
-        format!("http://localhost:{}", a.port()),
+        format!("{scheme}://{a}"),
+        format!("{scheme}://{}", cluster.regions[1].agent_addr),
+        format!("{scheme}://localhost:{}", a.port()),
     ];
     let index = cluster.start_coordinator_via(endpoints).await?;
     let mut client = cluster.client(index).await?;

@@ -184,12 +184,7 @@ async fn malformed_protobuf_is_invalid_argument_and_the_connection_stays_usable(
     use prost::Message;
 
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        cluster.coordinator_addrs[0]
-    ))?
-    .connect()
-    .await?;
+    let channel = cluster.coordinator_channel(0)?;
     let mut raw = tonic::client::Grpc::new(channel.clone());
     let path =
         tonic::codegen::http::uri::PathAndQuery::from_static("/globallock.v1.LockService/Acquire");
@@ -252,11 +247,9 @@ async fn region_a_agent(
     globallock_proto::agent::region_agent_client::RegionAgentClient<tonic::transport::Channel>,
     u64,
 )> {
-    let agent = globallock_proto::agent::region_agent_client::RegionAgentClient::connect(format!(
-        "http://{}",
-        cluster.regions[0].agent_addr
-    ))
-    .await?;
+    let agent = globallock_proto::agent::region_agent_client::RegionAgentClient::new(
+        cluster.agent_channel(0).await?,
+    );
     let now_us = globallock_protocol::clock::Clock::unix_micros(
         &globallock_protocol::clock::SystemClock::new(),
     );

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use globallock_proto::v1::{DescribeRequest, ReleaseRequest};
-use harness::http::{encode_segment, request, send_json};
+use harness::http::encode_segment;
 use harness::{Cluster, ClusterOptions, acquire};
 use serde_json::json;
 
@@ -36,13 +36,14 @@ async fn lock_life_cycle_over_rest() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let rest = cluster.rest_addrs[0];
 
-    let created = send_json(
-        rest,
-        "POST",
-        "/locks",
-        &json!({"resource": "orders/42", "owner": "alice", "ttl_ms": 10_000}),
-    )
-    .await?;
+    let created = cluster
+        .send_json(
+            rest,
+            "POST",
+            "/locks",
+            &json!({"resource": "orders/42", "owner": "alice", "ttl_ms": 10_000}),
+        )
+        .await?;
     assert_eq!(created.status, 201, "{}", created.body);
     let lock = created.json();
     let lock_id = lock["lock_id"].as_str().unwrap().to_owned();
@@ -62,37 +63,44 @@ async fn lock_life_cycle_over_rest() -> anyhow::Result<()> {
     assert!(lock["granted_regions"].as_array().unwrap().len() >= 2);
 
     // Held: 409 naming the holder, with Retry-After.
-    let held = send_json(
-        rest,
-        "POST",
-        "/locks",
-        &json!({"resource": "orders/42", "owner": "bob", "ttl_ms": 10_000}),
-    )
-    .await?;
+    let held = cluster
+        .send_json(
+            rest,
+            "POST",
+            "/locks",
+            &json!({"resource": "orders/42", "owner": "bob", "ttl_ms": 10_000}),
+        )
+        .await?;
     assert_problem(&held, 409);
     assert_eq!(held.json()["holder"]["owner"], "alice");
     assert!(held.json()["holder"]["expires_in_ms"].as_u64().unwrap() > 0);
     assert!(held.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
 
-    let got = request(rest, "GET", &format!("/locks/{lock_id}"), &[], None).await?;
+    let got = cluster
+        .http(rest, "GET", &format!("/locks/{lock_id}"), &[], None)
+        .await?;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.json()["fencing_token"], token);
     assert!(got.json()["expires_in_ms"].as_u64().unwrap() > 0);
 
-    let resource = request(rest, "GET", "/resources/orders%2F42", &[], None).await?;
+    let resource = cluster
+        .http(rest, "GET", "/resources/orders%2F42", &[], None)
+        .await?;
     assert_eq!(resource.status, 200);
     assert_eq!(resource.json()["held"], true);
     assert_eq!(resource.json()["owner"], "alice");
     assert_eq!(resource.json()["fencing_token"], token);
 
+    let shared = &cluster;
     let validate = |t: u64| async move {
-        send_json(
-            rest,
-            "POST",
-            "/resources/orders%2F42/validate",
-            &json!({"fencing_token": t}),
-        )
-        .await
+        shared
+            .send_json(
+                rest,
+                "POST",
+                "/resources/orders%2F42/validate",
+                &json!({"fencing_token": t}),
+            )
+            .await
     };
     let current = validate(token).await?;
     assert_eq!(current.status, 200);
@@ -102,41 +110,49 @@ async fn lock_life_cycle_over_rest() -> anyhow::Result<()> {
     );
     assert_eq!(validate(token - 1).await?.json()["current"], false);
 
-    let renewed = send_json(
-        rest,
-        "PUT",
-        &format!("/locks/{lock_id}/renew"),
-        &json!({"ttl_ms": 20_000}),
-    )
-    .await?;
+    let renewed = cluster
+        .send_json(
+            rest,
+            "PUT",
+            &format!("/locks/{lock_id}/renew"),
+            &json!({"ttl_ms": 20_000}),
+        )
+        .await?;
     assert_eq!(renewed.status, 200, "{}", renewed.body);
     assert_eq!(renewed.json()["fencing_token"], token);
     assert_eq!(renewed.json()["ttl_ms"], 20_000);
     assert!(renewed.json()["validity_ms"].as_u64().unwrap() > 10_000);
     // No ttl_ms: renew with the granted TTL.
-    let kept = send_json(rest, "PUT", &format!("/locks/{lock_id}/renew"), &json!({})).await?;
+    let kept = cluster
+        .send_json(rest, "PUT", &format!("/locks/{lock_id}/renew"), &json!({}))
+        .await?;
     assert_eq!(kept.status, 200, "{}", kept.body);
 
-    let deleted = request(rest, "DELETE", &format!("/locks/{lock_id}"), &[], None).await?;
+    let deleted = cluster
+        .http(rest, "DELETE", &format!("/locks/{lock_id}"), &[], None)
+        .await?;
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_empty());
     for (method, path) in [
         ("DELETE", format!("/locks/{lock_id}")),
         ("GET", format!("/locks/{lock_id}")),
     ] {
-        assert_problem(&request(rest, method, &path, &[], None).await?, 404);
+        assert_problem(&cluster.http(rest, method, &path, &[], None).await?, 404);
     }
     assert_problem(
-        &send_json(
-            rest,
-            "PUT",
-            &format!("/locks/{lock_id}/renew"),
-            &json!({"ttl_ms": 5_000}),
-        )
-        .await?,
+        &cluster
+            .send_json(
+                rest,
+                "PUT",
+                &format!("/locks/{lock_id}/renew"),
+                &json!({"ttl_ms": 5_000}),
+            )
+            .await?,
         404,
     );
-    let free = request(rest, "GET", "/resources/orders%2F42", &[], None).await?;
+    let free = cluster
+        .http(rest, "GET", "/resources/orders%2F42", &[], None)
+        .await?;
     assert_eq!(free.json(), json!({"resource": "orders/42", "held": false}));
     assert_eq!(
         validate(token).await?.json(),
@@ -144,17 +160,25 @@ async fn lock_life_cycle_over_rest() -> anyhow::Result<()> {
     );
 
     assert_eq!(
-        request(rest, "GET", "/healthz", &[], None).await?.status,
+        cluster
+            .http(rest, "GET", "/healthz", &[], None)
+            .await?
+            .status,
         200
     );
-    let ready = request(rest, "GET", "/readyz", &[], None).await?;
+    let ready = cluster.http(rest, "GET", "/readyz", &[], None).await?;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["ready"], true);
-    let spec = request(rest, "GET", "/openapi.json", &[], None).await?;
+    let spec = cluster
+        .http(rest, "GET", "/openapi.json", &[], None)
+        .await?;
     assert_eq!(spec.status, 200);
     assert_eq!(spec.json()["openapi"], "3.0.3");
-    assert_problem(&request(rest, "GET", "/nope", &[], None).await?, 404);
-    assert_problem(&request(rest, "PATCH", "/locks", &[], None).await?, 405);
+    assert_problem(&cluster.http(rest, "GET", "/nope", &[], None).await?, 404);
+    assert_problem(
+        &cluster.http(rest, "PATCH", "/locks", &[], None).await?,
+        405,
+    );
     Ok(())
 }
 
@@ -172,13 +196,14 @@ async fn any_grpc_name_round_trips_percent_encoded_and_both_doors_agree() -> any
         "q?x=1#frag",
         "+plus&amp",
     ] {
-        let created = send_json(
-            rest,
-            "POST",
-            "/locks",
-            &json!({"resource": name, "owner": "rest", "ttl_ms": 5_000}),
-        )
-        .await?;
+        let created = cluster
+            .send_json(
+                rest,
+                "POST",
+                "/locks",
+                &json!({"resource": name, "owner": "rest", "ttl_ms": 5_000}),
+            )
+            .await?;
         assert_eq!(created.status, 201, "{name}: {}", created.body);
         assert_eq!(created.json()["resource"], name);
         let token = created.json()["fencing_token"].as_u64().unwrap();
@@ -195,7 +220,7 @@ async fn any_grpc_name_round_trips_percent_encoded_and_both_doors_agree() -> any
 
         // REST finds it by its percent-encoded name.
         let path = format!("/resources/{}", encode_segment(name));
-        let got = request(rest, "GET", &path, &[], None).await?;
+        let got = cluster.http(rest, "GET", &path, &[], None).await?;
         assert_eq!(got.status, 200, "{name}: {}", got.body);
         assert_eq!(got.json()["resource"], name);
         assert_eq!(got.json()["fencing_token"], token);
@@ -204,7 +229,7 @@ async fn any_grpc_name_round_trips_percent_encoded_and_both_doors_agree() -> any
         let lock_id = created.json()["lock_id"].as_str().unwrap().to_owned();
         grpc.release(ReleaseRequest { lock_id }).await?;
         assert_eq!(
-            request(rest, "GET", &path, &[], None).await?.json()["held"],
+            cluster.http(rest, "GET", &path, &[], None).await?.json()["held"],
             false
         );
     }
@@ -214,25 +239,27 @@ async fn any_grpc_name_round_trips_percent_encoded_and_both_doors_agree() -> any
         .acquire(acquire("shared/doc", "grpc", 5_000, 0))
         .await?
         .into_inner();
-    let got = request(
-        rest,
-        "GET",
-        &format!("/locks/{}", granted.lock_id),
-        &[],
-        None,
-    )
-    .await?;
-    assert_eq!(got.json()["fencing_token"], granted.fencing_token);
-    assert_eq!(
-        request(
+    let got = cluster
+        .http(
             rest,
-            "DELETE",
+            "GET",
             &format!("/locks/{}", granted.lock_id),
             &[],
-            None
+            None,
         )
-        .await?
-        .status,
+        .await?;
+    assert_eq!(got.json()["fencing_token"], granted.fencing_token);
+    assert_eq!(
+        cluster
+            .http(
+                rest,
+                "DELETE",
+                &format!("/locks/{}", granted.lock_id),
+                &[],
+                None
+            )
+            .await?
+            .status,
         204
     );
     let described = grpc
@@ -308,7 +335,9 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
         ("[]", None),
         ("", None),
     ] {
-        let response = request(rest, "POST", "/locks", &[], Some(body)).await?;
+        let response = cluster
+            .http(rest, "POST", "/locks", &[], Some(body))
+            .await?;
         assert_problem(&response, 400);
         if let Some(field) = field {
             assert_eq!(response.json()["field"], field, "{body}: {}", response.body);
@@ -319,36 +348,46 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
         "o".repeat(70_000)
     );
     assert_problem(
-        &request(rest, "POST", "/locks", &[], Some(&big)).await?,
+        &cluster
+            .http(rest, "POST", "/locks", &[], Some(&big))
+            .await?,
         413,
     );
-    let form = request(
-        rest,
-        "POST",
-        "/locks",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some("resource=r"),
-    )
-    .await?;
+    let form = cluster
+        .http(
+            rest,
+            "POST",
+            "/locks",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some("resource=r"),
+        )
+        .await?;
     assert_problem(&form, 415);
     // A path that is not a lock id names no lock: 404 over REST.
     for method in ["GET", "DELETE"] {
         assert_problem(
-            &request(rest, method, "/locks/not-a-lock-id", &[], None).await?,
+            &cluster
+                .http(rest, method, "/locks/not-a-lock-id", &[], None)
+                .await?,
             404,
         );
     }
     assert_problem(
-        &request(rest, "GET", "/resources/a%2F..%2Fb", &[], None).await?,
+        &cluster
+            .http(rest, "GET", "/resources/a%2F..%2Fb", &[], None)
+            .await?,
         400,
     );
     assert_problem(
-        &request(rest, "GET", "/resources/%FF%FE", &[], None).await?,
+        &cluster
+            .http(rest, "GET", "/resources/%FF%FE", &[], None)
+            .await?,
         400,
     );
     // None of those locked anything.
     assert_eq!(
-        request(rest, "GET", "/resources/r", &[], None)
+        cluster
+            .http(rest, "GET", "/resources/r", &[], None)
             .await?
             .json()["held"],
         false
@@ -356,15 +395,17 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
 
     // Idempotency-Key: same key and body → same lock; other body → 422.
     let body = r#"{"resource": "jobs/1", "owner": "cron", "ttl_ms": 5000}"#;
+    let cluster = &cluster;
     let with_key = |key: &'static str, body: &'static str| async move {
-        request(
-            rest,
-            "POST",
-            "/locks",
-            &[("Idempotency-Key", key)],
-            Some(body),
-        )
-        .await
+        cluster
+            .http(
+                rest,
+                "POST",
+                "/locks",
+                &[("Idempotency-Key", key)],
+                Some(body),
+            )
+            .await
     };
     let first = with_key("k-1", body).await?;
     assert_eq!(first.status, 201);
@@ -391,22 +432,26 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
         json!({"ttl_ms": null}),
     ] {
         assert_problem(
-            &send_json(rest, "PUT", &format!("/locks/{lock_id}/renew"), &bad).await?,
+            &cluster
+                .send_json(rest, "PUT", &format!("/locks/{lock_id}/renew"), &bad)
+                .await?,
             400,
         );
     }
     assert_problem(
-        &send_json(
-            rest,
-            "POST",
-            "/resources/jobs%2F1/validate",
-            &json!({"fencing_token": "x"}),
-        )
-        .await?,
+        &cluster
+            .send_json(
+                rest,
+                "POST",
+                "/resources/jobs%2F1/validate",
+                &json!({"fencing_token": "x"}),
+            )
+            .await?,
         400,
     );
     assert_eq!(
-        request(rest, "GET", &format!("/locks/{lock_id}"), &[], None)
+        cluster
+            .http(rest, "GET", &format!("/locks/{lock_id}"), &[], None)
             .await?
             .status,
         200
@@ -418,24 +463,26 @@ async fn bad_requests_and_idempotency_keys() -> anyhow::Result<()> {
 async fn no_quorum_is_503_with_retry_after_and_regions() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::default()).await?;
     let rest = cluster.rest_addrs[0];
-    let held = send_json(
-        rest,
-        "POST",
-        "/locks",
-        &json!({"resource": "r", "owner": "o", "ttl_ms": 30_000}),
-    )
-    .await?;
+    let held = cluster
+        .send_json(
+            rest,
+            "POST",
+            "/locks",
+            &json!({"resource": "r", "owner": "o", "ttl_ms": 30_000}),
+        )
+        .await?;
     let lock_id = held.json()["lock_id"].as_str().unwrap().to_owned();
     cluster.stop_region(1).await;
     cluster.stop_region(2).await;
 
-    let created = send_json(
-        rest,
-        "POST",
-        "/locks",
-        &json!({"resource": "s", "owner": "o", "ttl_ms": 5_000}),
-    )
-    .await?;
+    let created = cluster
+        .send_json(
+            rest,
+            "POST",
+            "/locks",
+            &json!({"resource": "s", "owner": "o", "ttl_ms": 5_000}),
+        )
+        .await?;
     assert_problem(&created, 503);
     assert!(created.header("retry-after").is_some());
     assert_eq!(created.json()["reachable_regions"], json!(["region-a"]));
@@ -447,20 +494,21 @@ async fn no_quorum_is_503_with_retry_after_and_regions() -> anyhow::Result<()> {
         .collect();
     assert_eq!(unreachable, vec![json!("region-b"), json!("region-c")]);
     assert_problem(
-        &send_json(
-            rest,
-            "PUT",
-            &format!("/locks/{lock_id}/renew"),
-            &json!({"ttl_ms": 5_000}),
-        )
-        .await?,
+        &cluster
+            .send_json(
+                rest,
+                "PUT",
+                &format!("/locks/{lock_id}/renew"),
+                &json!({"ttl_ms": 5_000}),
+            )
+            .await?,
         503,
     );
     let ready = harness::eventually(
         std::time::Duration::from_secs(5),
         "readyz turns 503",
         || async {
-            let r = request(rest, "GET", "/readyz", &[], None).await.ok()?;
+            let r = cluster.http(rest, "GET", "/readyz", &[], None).await.ok()?;
             (r.status == 503).then_some(r)
         },
     )
@@ -475,13 +523,14 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
 -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let rest = cluster.rest_addrs[0];
-    let created = send_json(
-        rest,
-        "POST",
-        "/locks",
-        &json!({"resource": "jobs/no-body", "owner": "o", "ttl_ms": 10_000}),
-    )
-    .await?;
+    let created = cluster
+        .send_json(
+            rest,
+            "POST",
+            "/locks",
+            &json!({"resource": "jobs/no-body", "owner": "o", "ttl_ms": 10_000}),
+        )
+        .await?;
     assert_eq!(created.status, 201, "{}", created.body);
     let lock_id = created.json()["lock_id"].as_str().unwrap().to_owned();
     let renew = format!("/locks/{lock_id}/renew");
@@ -497,7 +546,7 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
             Some(""),
         ),
     ] {
-        let renewed = request(rest, "PUT", &renew, headers, body).await?;
+        let renewed = cluster.http(rest, "PUT", &renew, headers, body).await?;
         assert_eq!(
             renewed.status, 200,
             "{headers:?} {body:?}: {}",
@@ -508,14 +557,15 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
     }
     // A body that is there must still be JSON.
     assert_problem(
-        &request(
-            rest,
-            "PUT",
-            &renew,
-            &[("Content-Type", "text/plain")],
-            Some("ttl_ms=5000"),
-        )
-        .await?,
+        &cluster
+            .http(
+                rest,
+                "PUT",
+                &renew,
+                &[("Content-Type", "text/plain")],
+                Some("ttl_ms=5000"),
+            )
+            .await?,
         415,
     );
 
@@ -524,7 +574,7 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
         ("GET", "/resources/jobs/no-body"),
         ("POST", "/resources/jobs/no-body/validate"),
     ] {
-        let response = request(rest, method, path, &[], Some("{}")).await?;
+        let response = cluster.http(rest, method, path, &[], Some("{}")).await?;
         assert_problem(&response, 404);
         let detail = response.json()["detail"].as_str().unwrap().to_owned();
         assert!(
@@ -533,7 +583,7 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
         );
     }
     // Still a plain 404 elsewhere.
-    let elsewhere = request(rest, "GET", "/nope/deeper", &[], None).await?;
+    let elsewhere = cluster.http(rest, "GET", "/nope/deeper", &[], None).await?;
     assert_problem(&elsewhere, 404);
     assert!(!elsewhere.body.contains("%2F"), "{}", elsewhere.body);
 
@@ -545,14 +595,15 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
         ("POST", "/resources/jobs%zz/validate", "resource"),
         ("GET", "/locks/abc%ZZ", "lock_id"),
     ] {
-        let response = request(
-            rest,
-            method,
-            path,
-            &[],
-            Some(r#"{"fencing_token": 1}"#).filter(|_| method == "POST"),
-        )
-        .await?;
+        let response = cluster
+            .http(
+                rest,
+                method,
+                path,
+                &[],
+                Some(r#"{"fencing_token": 1}"#).filter(|_| method == "POST"),
+            )
+            .await?;
         assert_problem(&response, 400);
         assert_eq!(response.json()["field"], field, "{path}: {}", response.body);
         assert!(
@@ -562,7 +613,8 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
         );
     }
     assert_eq!(
-        request(rest, "GET", "/resources/jobs%25ZZ", &[], None)
+        cluster
+            .http(rest, "GET", "/resources/jobs%25ZZ", &[], None)
             .await?
             .json()["resource"],
         "jobs%ZZ",
@@ -587,13 +639,14 @@ async fn renew_without_body_unencoded_slashes_bad_escapes_missing_fields_and_ser
         } else {
             "POST"
         };
-        let response = request(rest, method, path, &[], Some(body)).await?;
+        let response = cluster.http(rest, method, path, &[], Some(body)).await?;
         assert_problem(&response, 400);
         assert_eq!(response.json()["field"], field, "{body}: {}", response.body);
     }
 
     // The OpenAPI document names a server (make dev's REST address).
-    let spec = request(rest, "GET", "/openapi.json", &[], None)
+    let spec = cluster
+        .http(rest, "GET", "/openapi.json", &[], None)
         .await?
         .json();
     assert_eq!(spec["servers"][0]["url"], "http://127.0.0.1:7480", "{spec}");

@@ -24,7 +24,23 @@ async fn schemathesis_finds_no_server_errors_and_no_schema_violations() -> anyho
         ..ClusterOptions::default()
     })
     .await?;
-    let url = format!("http://{}/openapi.json", cluster.rest_addrs[0]);
+    // Over TLS, as the cluster's client identity (the harness runs TLS).
+    let url = format!(
+        "{}://{}/openapi.json",
+        cluster.scheme(),
+        cluster.rest_addrs[0]
+    );
+    let tls_args: Vec<std::ffi::OsString> = match &cluster.tls {
+        Some(tls) => vec![
+            "--tls-verify".into(),
+            tls.ca.clone().into(),
+            "--request-cert".into(),
+            tls.client.cert.clone().into(),
+            "--request-cert-key".into(),
+            tls.client.key.clone().into(),
+        ],
+        None => Vec::new(),
+    };
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis/schemathesis.toml");
     let report = cluster.dir().join("schemathesis.txt");
 
@@ -44,6 +60,7 @@ async fn schemathesis_finds_no_server_errors_and_no_schema_violations() -> anyho
                 "--workers",
                 "1",
             ])
+            .args(&tls_args)
             .args(["--output-sanitize", "false", "--no-color"])
             .output()
     })

@@ -9,7 +9,7 @@ use globallock_client::{Client, ClientError, LostReason};
 use harness::{Cluster, ClusterOptions, eventually};
 
 fn client(cluster: &Cluster) -> Client {
-    Client::connect([format!("http://{}", cluster.coordinator_addrs[0])]).unwrap()
+    cluster.library_client(0).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,8 +38,7 @@ async fn lock_requests_do_not_wait_for_a_stuck_collector() -> anyhow::Result<()>
         .init();
 
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let client =
-        globallock_client::Client::connect([format!("http://{}", cluster.coordinator_addrs[0])])?;
+    let client = cluster.library_client(0)?;
     let mut done = 0;
     // Spans pile up until a batch is exported: the exporter connects to the stuck
     // collector, and that export hangs. Every request meanwhile succeeds.

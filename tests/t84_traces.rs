@@ -96,8 +96,7 @@ async fn one_acquire_is_one_trace_across_coordinator_agents_and_etcd() -> anyhow
         .init();
 
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let client =
-        globallock_client::Client::connect([format!("http://{}", cluster.coordinator_addrs[0])])?;
+    let client = cluster.library_client(0)?;
     let root = tracing::info_span!("client.checkout");
     let trace_id = globallock_telemetry::propagation::trace_id(&root).unwrap();
     let root_id = {

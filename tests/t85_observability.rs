@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use globallock_protocol::audit::{AuditEvent, holder_at, tenures};
-use harness::http::request;
 use harness::{Cluster, ClusterOptions};
 
 /// The metric names the service promises (histograms appear as _bucket etc.).
@@ -49,8 +48,7 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
         ..ClusterOptions::default()
     })
     .await?;
-    let client =
-        globallock_client::Client::connect([format!("http://{}", cluster.coordinator_addrs[0])])?;
+    let client = cluster.library_client(0)?;
     let (resource, owner) = ("payroll/run-secret-name", "owner-secret-name");
 
     let first = client
@@ -107,7 +105,8 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
     };
     let waited = tokio::time::Instant::now() + Duration::from_secs(15);
     let scrape = loop {
-        let body = request(metrics_url, "GET", "/metrics", &[], None)
+        let body = cluster
+            .http(metrics_url, "GET", "/metrics", &[], None)
             .await?
             .body;
         if missing(&body).is_empty() {
@@ -138,7 +137,8 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
     }
     assert!(value(&scrape, "globallock_contention_total") >= 1.0);
     // Which resource is contended: the admin endpoint, never a label.
-    let top = request(cluster.rest_addrs[0], "GET", "/admin/contention", &[], None)
+    let top = cluster
+        .http(cluster.rest_addrs[0], "GET", "/admin/contention", &[], None)
         .await?
         .json();
     assert_eq!(top["top"][0]["resource"], resource, "{top}");
@@ -175,7 +175,8 @@ async fn metrics_move_stay_unlabelled_by_resource_and_pass_promtool_and_audit_an
             .await
             .is_err()
     );
-    let scrape = request(metrics_url, "GET", "/metrics", &[], None)
+    let scrape = cluster
+        .http(metrics_url, "GET", "/metrics", &[], None)
         .await?
         .body;
     assert!(value(&scrape, "globallock_acquire_total{outcome=\"no_quorum\"}") >= 1.0);
@@ -233,8 +234,7 @@ async fn rejected_acquires_are_rate_limited_in_the_audit_trail() -> anyhow::Resu
         ..ClusterOptions::default()
     })
     .await?;
-    let client =
-        globallock_client::Client::connect([format!("http://{}", cluster.coordinator_addrs[0])])?;
+    let client = cluster.library_client(0)?;
     client
         .acquire(
             "spam/target",

@@ -51,7 +51,8 @@ fn require_browser() {
 }
 
 async fn status_json(cluster: &Cluster) -> Value {
-    let response = request(cluster.rest_addrs[0], "GET", "/status.json", &[], None)
+    let response = cluster
+        .http(cluster.rest_addrs[0], "GET", "/status.json", &[], None)
         .await
         .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
@@ -129,7 +130,7 @@ async fn the_status_page_shows_a_region_turn_red_when_its_agent_stops() -> anyho
     });
 
     // Now the browser.
-    let url = format!("http://{}/", cluster.rest_addrs[0]);
+    let url = format!("{}://{}/", cluster.scheme(), cluster.rest_addrs[0]);
     let screenshot = screenshot_path();
     let _ = std::fs::remove_file(&screenshot);
     let region = cluster.regions[STOPPED].name.clone();
@@ -302,6 +303,8 @@ fn access() -> coordinator::config::AccessEntry {
             rule("ops", &[Verb::Describe, Verb::Admin]),
             rule("reader", &[Verb::Describe]),
         ],
+        max_locks_per_principal: 10_000,
+        max_waiters_per_principal: 1_000,
     }
 }
 

@@ -558,8 +558,9 @@ async fn regression_hole9_a_proposal_delayed_past_its_deadline_is_not_applied() 
     // The coordinator states deadlines on each agent's clock, as its health
     // probes read it: wait until a probe of region C succeeded.
     let rest = cluster.rest_addrs[0];
+    let probe = &cluster;
     eventually(Duration::from_secs(30), "region C probed", || async move {
-        let ready = harness::http::request(rest, "GET", "/readyz", &[], None).await;
+        let ready = probe.http(rest, "GET", "/readyz", &[], None).await;
         ready.ok().filter(|r| {
             r.json()["reachable_regions"]
                 .to_string()

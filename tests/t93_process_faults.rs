@@ -108,7 +108,7 @@ async fn agents_killed_and_paused_mid_renewal_lose_and_resurrect_nothing() -> an
     .await?;
     let spec = cluster.free_coordinator_spec()?;
     cluster.start_coordinator(spec).await?;
-    let coordinator = LockServiceClient::connect(cluster.coordinator_url(0)).await?;
+    let coordinator = LockServiceClient::new(cluster.coordinator_channel(0)?);
     let history = Arc::new(Recorder::new());
     let mut holder = Recorded::new(coordinator.clone(), history.clone(), "holder");
     let mut rival = Recorded::new(coordinator.clone(), history.clone(), "rival");
@@ -196,9 +196,9 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
     let mut doomed = cluster.free_coordinator_spec()?;
     doomed.region_endpoints = proxies
         .iter()
-        .map(|p| format!("http://{}", p.addr()))
+        .map(|p| format!("{}://{}", cluster.scheme(), p.addr()))
         .collect();
-    let doomed_url = format!("http://{}", doomed.grpc);
+    let doomed_channel = cluster.coordinator_channel_at(doomed.grpc)?;
     cluster.start_coordinator(doomed).await?;
     let survivor: CoordinatorSpec = cluster.free_coordinator_spec()?;
     cluster.start_coordinator(survivor).await?;
@@ -221,7 +221,7 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
     let mut request: AcquireRequest = acquire("payouts/run", "payer", 3_000, 0);
     request.request_id = "payout-2026-11-26".into();
     let mut doomed_client = Recorded::new(
-        LockServiceClient::connect(doomed_url).await?,
+        LockServiceClient::new(doomed_channel),
         history.clone(),
         "payer",
     );
@@ -231,11 +231,11 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
     });
     // A's agent itself holds the partial grant (read directly, not through any
     // coordinator or proxy) before the coordinator dies.
-    let a = format!("http://{}", cluster.agent_addrs()[0]);
+    let a = cluster.agent_channel(0)?;
     eventually(Duration::from_secs(10), "A holds the partial grant", || {
         let a = a.clone();
         async move {
-            let mut agent = RegionAgentClient::connect(a).await.ok()?;
+            let mut agent = RegionAgentClient::new(a);
             let read = agent
                 .read(ReadRequest {
                     shard: "shard-0".into(),
@@ -257,7 +257,7 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
 
     // The client retries the same request through another coordinator: it gets a
     // lock, and retrying again returns the same one.
-    let survivor = LockServiceClient::connect(cluster.coordinator_url(1)).await?;
+    let survivor = LockServiceClient::new(cluster.coordinator_channel(1)?);
     let mut payer = Recorded::new(survivor.clone(), history.clone(), "payer");
     let first = eventually(Duration::from_secs(10), "retry succeeds", || {
         let mut payer = payer.clone();

@@ -387,6 +387,8 @@ fn access() -> coordinator::config::AccessEntry {
             rule("billing/", "batch", &[Describe, Renew, Release]),
             rule("", "ops", &[Describe, Validate, Admin]),
         ],
+        max_locks_per_principal: 10_000,
+        max_waiters_per_principal: 1_000,
     }
 }
 
@@ -716,5 +718,137 @@ async fn the_client_library_calls_over_tls_with_a_certificate_or_a_token() -> an
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("unauthenticated"), "{refused}");
+    Ok(())
+}
+
+/// Caps per principal: a tenant at its cap of locks held gets
+/// `RESOURCE_EXHAUSTED` (REST 429, `quota-exceeded`) and nothing is proposed;
+/// another tenant is not affected; a release frees a place. Waiting acquires
+/// are capped the same way, and a waiter leaving frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_caps_is_refused_and_others_are_not() -> anyhow::Result<()> {
+    let audit = tempfile::tempdir()?;
+    let cluster = Cluster::start(ClusterOptions {
+        access: Some(coordinator::config::AccessEntry {
+            max_locks_per_principal: 2,
+            max_waiters_per_principal: 1,
+            ..access()
+        }),
+        audit_dir: Some(audit.path().to_owned()),
+        ..options()
+    })
+    .await?;
+    let ca = &tls(&cluster).authority;
+    let billing = ca.issue(
+        &Role::Client("spiffe://test/billing".into()),
+        "billing",
+        false,
+    )?;
+    let mut client = client_as(&cluster, &billing);
+    let first = client
+        .acquire(acquire("billing/q1", "b", 10_000, 0))
+        .await?
+        .into_inner();
+    client
+        .acquire(acquire("billing/q2", "b", 10_000, 0))
+        .await?;
+    let refused = client
+        .acquire(acquire("billing/q3", "b", 10_000, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("\"billing\" is at its cap of 2 locks held"),
+        "{}",
+        refused.message()
+    );
+    // Nothing was proposed for the refused resource: it is free.
+    let describe = client
+        .describe(globallock_proto::v1::DescribeRequest {
+            resource: "billing/q3".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(!describe.held, "{describe:?}");
+    // REST says 429 with the same kind.
+    let rest = harness::http::https_request(
+        cluster.rest_addrs[0],
+        &tls(&cluster).ca,
+        Some(&billing),
+        "POST",
+        "/locks",
+        &[],
+        Some(r#"{"resource":"billing/q3","owner":"b","ttl_ms":10000}"#),
+    )
+    .await?;
+    assert_eq!(rest.status, 429, "{}", rest.body);
+    assert!(rest.body.contains("quota-exceeded"), "{}", rest.body);
+    // Another tenant is not affected.
+    let mut batch = anonymous(&cluster);
+    batch
+        .acquire(bearer(acquire("batch/q1", "n", 10_000, 0), BATCH_TOKEN))
+        .await?;
+    // A release frees a place.
+    client
+        .release(ReleaseRequest {
+            lock_id: first.lock_id,
+        })
+        .await?;
+    client
+        .acquire(acquire("billing/q3", "b", 10_000, 0))
+        .await?;
+
+    // Waiters: a first acquire of batch waits for batch/q1 (held by batch
+    // itself); while it waits, a second waiting acquire of batch is refused;
+    // once the first gave up, a waiter is admitted again.
+    let mut first_waiter = batch.clone();
+    let waiting = tokio::spawn(async move {
+        first_waiter
+            .acquire(bearer(
+                acquire("batch/q1", "n2", 10_000, 3_000),
+                BATCH_TOKEN,
+            ))
+            .await
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the first acquire waiting",
+        || async {
+            let waiting = cluster
+                .coordinator_metric(0, "globallock_acquires_waiting", &[])
+                .await
+                .ok()?;
+            (waiting >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let refused = batch
+        .acquire(bearer(
+            acquire("batch/q1", "n3", 10_000, 1_000),
+            BATCH_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("cap of 1 waiting acquires"),
+        "{}",
+        refused.message()
+    );
+    // An acquire that does not wait is not a waiter.
+    let at_once = batch
+        .acquire(bearer(acquire("batch/q1", "n4", 10_000, 0), BATCH_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(at_once.code(), Code::Aborted, "{at_once:?}");
+    // The first waiter gives up (batch/q1 stays held); its place is free again.
+    assert_eq!(waiting.await?.unwrap_err().code(), Code::Aborted);
+    let admitted = batch
+        .acquire(bearer(acquire("batch/q1", "n5", 10_000, 100), BATCH_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(admitted.code(), Code::Aborted, "{admitted:?}");
     Ok(())
 }

@@ -131,6 +131,10 @@ pub enum ClientError {
     /// to retry, and so does [`ClientError::retry_after`]).
     #[error("rate limited: {}", .0.message())]
     RateLimited(#[source] tonic::Status),
+    /// The caller's principal is at a cap (locks held, or acquires waiting):
+    /// release a lock, or wait for one to end. Not worth retrying at once.
+    #[error("quota exceeded: {}", .0.message())]
+    QuotaExceeded(#[source] tonic::Status),
     /// Any other status a coordinator answered with (internal error, fencing
     /// tokens exhausted, ...).
     #[error("coordinator error ({:?}): {}", .0.code(), .0.message())]
@@ -167,6 +171,7 @@ impl ClientError {
             | Self::Lost(s)
             | Self::InvalidArgument(s)
             | Self::RateLimited(s)
+            | Self::QuotaExceeded(s)
             | Self::Transport(s) => Some(s),
             Self::Unreachable(_)
             | Self::Endpoint { .. }
@@ -185,7 +190,8 @@ impl ClientError {
 
     /// The stable slug naming the problem (`held`, `contended`, `no-quorum`,
     /// `invalid-argument`, `request-id-reused`, `not-found`, `rate-limited`,
-    /// `tokens-exhausted`, `internal`), when the coordinator said.
+    /// `quota-exceeded`, `tokens-exhausted`, `internal`, ...), when the
+    /// coordinator said.
     pub fn reason(&self) -> Option<String> {
         self.details().map(|d| d.reason)
     }
@@ -215,6 +221,12 @@ impl ClientError {
             Code::Unavailable => Self::NoQuorum(status),
             Code::NotFound => Self::Lost(status),
             Code::InvalidArgument => Self::InvalidArgument(status),
+            Code::ResourceExhausted
+                if ErrorDetails::from_status(&status)
+                    .is_some_and(|d| d.reason == "quota-exceeded") =>
+            {
+                Self::QuotaExceeded(status)
+            }
             Code::ResourceExhausted => Self::RateLimited(status),
             _ => Self::Transport(status),
         }

@@ -114,6 +114,21 @@ pub struct AccessEntry {
     /// `[[access.rules]]`: prefix, principals, verbs. Anything not allowed is denied.
     #[serde(default)]
     pub rules: Vec<globallock_protocol::access::Rule>,
+    /// Locks one principal may hold through this coordinator (further
+    /// acquires: `RESOURCE_EXHAUSTED` / 429 `quota-exceeded`).
+    #[serde(default = "default_max_locks_per_principal")]
+    pub max_locks_per_principal: usize,
+    /// Acquires of one principal that may wait (`wait_ms > 0`) at once in this
+    /// coordinator.
+    #[serde(default = "default_max_waiters_per_principal")]
+    pub max_waiters_per_principal: usize,
+}
+
+fn default_max_locks_per_principal() -> usize {
+    10_000
+}
+fn default_max_waiters_per_principal() -> usize {
+    1_000
 }
 
 /// One region as written: a static `endpoint`, or found through DNS (`srv`,
@@ -273,6 +288,8 @@ pub struct ValidConfig {
     pub tls: Option<CoordinatorTls>,
     /// Access control; `None` only with `open_access = true`.
     pub access: Option<globallock_protocol::access::AccessControl>,
+    /// Caps per principal (only principals are capped: with open access, none).
+    pub quotas: crate::quota::QuotaLimits,
 }
 
 /// The coordinator's TLS configurations, each reloaded when its files change.
@@ -358,6 +375,30 @@ impl CoordinatorConfig {
                     .map_err(|e| invalid("access", e.to_string()))?,
             ),
             (None, true) => None,
+        };
+        let quotas = match &self.access {
+            Some(a) => {
+                within(
+                    "access.max_locks_per_principal",
+                    a.max_locks_per_principal as u64,
+                    1,
+                    100_000_000,
+                )?;
+                within(
+                    "access.max_waiters_per_principal",
+                    a.max_waiters_per_principal as u64,
+                    1,
+                    10_000_000,
+                )?;
+                crate::quota::QuotaLimits {
+                    max_locks: a.max_locks_per_principal,
+                    max_waiters: a.max_waiters_per_principal,
+                }
+            }
+            None => crate::quota::QuotaLimits {
+                max_locks: default_max_locks_per_principal(),
+                max_waiters: default_max_waiters_per_principal(),
+            },
         };
         let n = self.regions.len();
         if n < 3 || n.is_multiple_of(2) {
@@ -550,6 +591,7 @@ impl CoordinatorConfig {
         }
         Ok(ValidConfig {
             access,
+            quotas,
             tls,
             listen: self.listen,
             rest_listen: self.rest_listen,

@@ -164,6 +164,8 @@ pub struct LockEngine {
     pub(crate) ratchet: Arc<Mutex<TokenRatchet>>,
     /// Per-owner acquire rate.
     limiter: Mutex<RateLimiter>,
+    /// Locks held and acquires waiting, per principal.
+    quotas: crate::quota::Quotas,
     /// Most contended resources (for the admin endpoint, never for labels).
     pub(crate) contention: TopContended,
     /// Recent acquire latency and rejections (for the status page).
@@ -191,6 +193,8 @@ pub struct EngineOptions {
     pub ring_epoch: u64,
     /// Access control (`None`: open access).
     pub access: Option<AccessControl>,
+    /// Caps per principal.
+    pub quotas: crate::quota::QuotaLimits,
 }
 
 type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
@@ -217,6 +221,7 @@ impl LockEngine {
             audit: options.audit,
             ring_epoch: options.ring_epoch,
             access: options.access,
+            quotas: crate::quota::Quotas::new(options.quotas),
         }
     }
 
@@ -299,6 +304,10 @@ impl LockEngine {
                 retry_after,
             });
         }
+        // Held while the acquire runs: a waiting acquire counts as a waiter.
+        let _admission =
+            self.quotas
+                .admit(&p.principal, !wait.is_zero(), std::time::Instant::now())?;
         let request_id = if p.request_id.is_empty() {
             format!("auto-{:032x}", rand::random::<u128>())
         } else {
@@ -310,6 +319,12 @@ impl LockEngine {
         let span = Span::current();
         match &result {
             Ok(a) => {
+                self.quotas.held(
+                    &p.principal,
+                    &a.lock_id,
+                    std::time::Instant::now(),
+                    a.validity,
+                );
                 span.record("lock_id", a.lock_id.as_str())
                     .record("token", a.fencing_token)
                     .record("outcome", "granted");
@@ -369,6 +384,16 @@ impl LockEngine {
         let started = std::time::Instant::now();
         let result = self.renew_inner(lock_id, ttl_ms, caller).await;
         observe("renew", started, &result);
+        match &result {
+            Ok(renewed) => self.quotas.held(
+                &caller.principal,
+                lock_id,
+                std::time::Instant::now(),
+                renewed.validity,
+            ),
+            Err(LockError::NotFound { .. }) => self.quotas.ended(lock_id),
+            Err(_) => {}
+        }
         let outcome = match &result {
             Ok(_) => "renewed",
             Err(LockError::NotFound { .. }) => {
@@ -568,6 +593,7 @@ impl LockEngine {
         }
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
+                self.quotas.ended(lock_id);
                 Ok(self.released(&id, lock_id, caller, ended, &regions))
             }
             ReleaseDecision::NotFound => Err(LockError::NotFound {
@@ -1038,6 +1064,7 @@ fn error_label(error: &LockError) -> &'static str {
         "no-quorum" => "no_quorum",
         "invalid-argument" | "request-id-reused" => "invalid",
         "rate-limited" => "rate_limited",
+        "quota-exceeded" => "quota_exceeded",
         "not-found" => "not_found",
         _ => "error",
     }

@@ -118,6 +118,10 @@ pub enum LockError {
         /// When a retry will be allowed.
         retry_after: Duration,
     },
+    /// The caller's principal is at one of its caps (locks held, acquires
+    /// waiting).
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quota::QuotaExceeded),
     /// The resource's fencing tokens are used up.
     #[error(transparent)]
     TokensExhausted(#[from] TokensExhausted),
@@ -164,6 +168,7 @@ impl LockError {
             Self::NotFound { .. } => "not-found",
             Self::Unavailable(_) | Self::TooSlow { .. } => "no-quorum",
             Self::RateLimited { .. } => "rate-limited",
+            Self::QuotaExceeded(_) => "quota-exceeded",
             Self::TokensExhausted(_) => "tokens-exhausted",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Denied(_) | Self::NotOwner { .. } => "permission-denied",

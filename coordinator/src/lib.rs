@@ -30,6 +30,7 @@ pub mod contention;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod quota;
 pub mod regions;
 pub mod rest;
 pub mod server;

@@ -68,6 +68,7 @@ pub fn build_engine(
         audit,
         ring_epoch: config.ring_epoch,
         access: config.access.clone(),
+        quotas: config.quotas,
     };
     let engine = Arc::new(LockEngine::new(
         regions.clone(),

@@ -66,6 +66,7 @@ pub fn present(error: &LockError) -> Presentation {
             retry_after: Some(*retry_after),
             ..p(Code::ResourceExhausted, 429)
         },
+        LockError::QuotaExceeded(_) => p(Code::ResourceExhausted, 429),
         LockError::TokensExhausted(_) => p(Code::FailedPrecondition, 409),
         LockError::Unauthenticated(_) => p(Code::Unauthenticated, 401),
         LockError::Denied(_) | LockError::NotOwner { .. } => p(Code::PermissionDenied, 403),
@@ -100,6 +101,7 @@ pub fn to_status(error: &LockError) -> tonic::Status {
 /// | `invalid-argument`, `request-id-reused` | `field` (and `request_id`) |
 /// | `not-found` | `lock_id` |
 /// | `rate-limited` | `owner` |
+/// | `quota-exceeded` | `principal`, `quota` (`locks held` or `waiting acquires`), `limit` |
 /// | `tokens-exhausted` | `mark` |
 pub fn error_metadata(error: &LockError) -> HashMap<String, String> {
     let mut metadata = HashMap::new();
@@ -149,6 +151,11 @@ pub fn error_metadata(error: &LockError) -> HashMap<String, String> {
             put("ttl_ms", millis(*ttl).to_string());
         }
         LockError::RateLimited { owner, .. } => put("owner", owner.clone()),
+        LockError::QuotaExceeded(exceeded) => {
+            put("principal", exceeded.principal.clone());
+            put("quota", exceeded.quota.as_str().to_owned());
+            put("limit", exceeded.limit.to_string());
+        }
         LockError::TokensExhausted(exhausted) => put("mark", exhausted.mark.to_string()),
         LockError::Denied(denied) => {
             put("verb", denied.verb.as_str().to_owned());
@@ -279,6 +286,15 @@ mod tests {
                 },
                 "rate-limited",
                 Some(ms(250)),
+            ),
+            (
+                LockError::QuotaExceeded(crate::quota::QuotaExceeded {
+                    principal: "billing".into(),
+                    quota: crate::quota::Quota::Locks,
+                    limit: 2,
+                }),
+                "quota-exceeded",
+                None,
             ),
             (
                 LockError::TokensExhausted(TokensExhausted { mark: u64::MAX }),

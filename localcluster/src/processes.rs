@@ -78,8 +78,8 @@ pub struct Layout {
     /// Coordinators' longest TTL.
     pub max_ttl_ms: u64,
     /// Run every door and hop over TLS, with a CA and certificates made at
-    /// start under `data_dir/tls` (`false`: every service runs with
-    /// `insecure = true`).
+    /// start under `data_dir/tls` (the default; `false`: every service runs
+    /// with `insecure = true` and `etcd_insecure = true`).
     pub tls: bool,
 }
 
@@ -93,7 +93,7 @@ impl Layout {
             quarantine_ms: 330_000,
             region_timeout_ms: 500,
             max_ttl_ms: 300_000,
-            tls: false,
+            tls: true,
         }
     }
 }
@@ -277,6 +277,12 @@ pub fn channel(identity: &TlsFiles, name: &str, addr: SocketAddr) -> Result<Chan
             std::sync::Arc::new(config),
             name,
         )))
+}
+
+fn plaintext_channel(addr: SocketAddr) -> Result<Channel, ClusterError> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClusterError::Io(std::io::Error::other(e)))?
+        .connect_lazy())
 }
 
 /// A running local cluster; everything is stopped when dropped.
@@ -537,6 +543,30 @@ impl ProcessCluster {
     /// Coordinator `i`'s gRPC URL.
     pub fn coordinator_url(&self, i: usize) -> String {
         format!("{}://{}", self.scheme(), self.coordinators[i].spec.grpc)
+    }
+
+    /// A channel to coordinator `i`'s gRPC door (as the dev client over TLS,
+    /// or plaintext), connected lazily.
+    pub fn coordinator_channel(&self, i: usize) -> Result<Channel, ClusterError> {
+        self.coordinator_channel_at(self.coordinators[i].spec.grpc)
+    }
+
+    /// A channel to a coordinator serving gRPC at `addr` (see
+    /// [`ProcessCluster::coordinator_channel`]).
+    pub fn coordinator_channel_at(&self, addr: SocketAddr) -> Result<Channel, ClusterError> {
+        match &self.tls {
+            Some(tls) => tls.coordinator_channel(addr),
+            None => Ok(plaintext_channel(addr)?),
+        }
+    }
+
+    /// A channel to region `r`'s agent, as a coordinator calls it.
+    pub fn agent_channel(&self, r: usize) -> Result<Channel, ClusterError> {
+        let addr = self.regions[r].agent_addr;
+        match &self.tls {
+            Some(tls) => tls.agent_channel(r, addr),
+            None => Ok(plaintext_channel(addr)?),
+        }
     }
 
     /// Coordinator `i`'s pid (0 while stopped).

@@ -133,6 +133,7 @@ impl Failure {
                 }
             }
             ClientError::RateLimited(_) => Self::new("rate-limited", EXIT_HELD, message),
+            ClientError::QuotaExceeded(_) => Self::new("quota-exceeded", EXIT_HELD, message),
             ClientError::NoQuorum(_) => Self::new("no-quorum", EXIT_NO_QUORUM, message),
             ClientError::Lost(_) => Self::new("not-held", 1, message),
             ClientError::LockLost(_) => Self::new("lock-lost", EXIT_LOCK_LOST, message),

@@ -65,7 +65,12 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     (
         "counter",
         "globallock_acquire_total",
-        "Acquire requests by outcome (granted, held, contended, no_quorum, invalid, rate_limited, error).",
+        "Acquire requests by outcome (granted, held, contended, no_quorum, invalid, rate_limited, quota_exceeded, error).",
+    ),
+    (
+        "gauge",
+        "globallock_acquires_waiting",
+        "Acquires of principals that may wait (wait_ms > 0) in progress in this coordinator (capped per principal by max_waiters_per_principal).",
     ),
     (
         "histogram",

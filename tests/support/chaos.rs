@@ -124,6 +124,21 @@ pub fn schedule(seed: u64, duration: Duration) -> Vec<Scheduled> {
     out
 }
 
+/// The client library aimed at `endpoints`, over TLS as the dev client when
+/// the cluster runs TLS (it does by default).
+fn connect(cluster: &ProcessCluster, endpoints: &[String]) -> anyhow::Result<Client> {
+    Ok(match cluster.tls() {
+        Some(tls) => Client::connect_tls(
+            endpoints,
+            &globallock_client::ClientTls {
+                ca: tls.ca.clone(),
+                identity: Some((tls.client.cert.clone(), tls.client.key.clone())),
+            },
+        )?,
+        None => Client::connect(endpoints)?,
+    })
+}
+
 /// Run the chaos test and report. Needs the workspace binaries built.
 pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let dir = tempfile::tempdir()?;
@@ -142,7 +157,10 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
             row.push(FaultProxy::start(addr).await?);
         }
         let spec = CoordinatorSpec {
-            region_endpoints: row.iter().map(|p| format!("http://{}", p.addr())).collect(),
+            region_endpoints: row
+                .iter()
+                .map(|p| format!("{}://{}", cluster.scheme(), p.addr()))
+                .collect(),
             ..cluster.free_coordinator_spec()?
         };
         cluster.start_coordinator(spec).await?;
@@ -177,7 +195,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let deadline = started + config.duration;
     let mut clients = Vec::new();
     for c in 0..config.clients {
-        let client = Client::connect(&endpoints)?;
+        let client = connect(&cluster, &endpoints)?;
         let (history, counters) = (history.clone(), counters.clone());
         let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(1 + c as u64));
         clients.push(tokio::spawn(async move {
@@ -231,7 +249,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     // Healed. After the longest TTL every resource must be acquirable again.
     let healed_at = history.time_us();
     tokio::time::sleep(MAX_TTL + Duration::from_millis(500)).await;
-    let client = Client::connect(&endpoints)?;
+    let client = connect(&cluster, &endpoints)?;
     for r in 0..config.resources {
         let resource = format!("chaos/{r}");
         for _ in 0..20 {

@@ -81,7 +81,8 @@ impl Default for ClusterOptions {
             proxy_etcd: false,
             proxy_peers: false,
             late_proposal_slack_ms: 1_000,
-            tls: false,
+            // Secure by default: every door and hop over TLS (etcd included).
+            tls: true,
             access: None,
         }
     }
@@ -420,6 +421,61 @@ impl Cluster {
         }
     }
 
+    /// One HTTP request to `addr` (a REST or `/metrics` door of this cluster):
+    /// over TLS as the cluster's client identity with `tls`, else plaintext.
+    pub async fn http(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<http::HttpResponse> {
+        match &self.tls {
+            Some(tls) => {
+                http::https_request(
+                    addr,
+                    &tls.ca,
+                    Some(&tls.client),
+                    method,
+                    path,
+                    headers,
+                    body,
+                )
+                .await
+            }
+            None => http::request(addr, method, path, headers, body).await,
+        }
+    }
+
+    /// [`Cluster::http`] with a JSON body.
+    pub async fn send_json(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> std::io::Result<http::HttpResponse> {
+        self.http(addr, method, path, &[], Some(&body.to_string()))
+            .await
+    }
+
+    /// The Rust client library aimed at coordinator `i` (over TLS as the
+    /// cluster's client identity with `tls`).
+    pub fn library_client(&self, i: usize) -> anyhow::Result<globallock_client::Client> {
+        let endpoint = format!("{}://{}", self.scheme(), self.coordinator_addrs[i]);
+        Ok(match &self.tls {
+            Some(tls) => globallock_client::Client::connect_tls(
+                [endpoint],
+                &globallock_client::ClientTls {
+                    ca: tls.ca.clone(),
+                    identity: Some((tls.client.cert.clone(), tls.client.key.clone())),
+                },
+            )?,
+            None => globallock_client::Client::connect([endpoint])?,
+        })
+    }
+
     /// `https` with `tls`, else `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -679,11 +735,17 @@ impl Cluster {
             for shard in &shards {
                 let etcd = match old.iter().position(|(s, _)| s == shard) {
                     Some(i) => old.swap_remove(i).1,
-                    None => EtcdCluster::start(
-                        &format!("{name}-{shard}"),
-                        self.options.members,
-                        &self.dir.path().join(&name),
-                    )?,
+                    None => {
+                        let cluster_name = format!("{name}-{shard}");
+                        let data = self.dir.path().join(&name);
+                        let members = self.options.members;
+                        match self.tls.as_ref().map(|t| t.etcd[r].members.clone()) {
+                            Some(files) => {
+                                EtcdCluster::start_tls(&cluster_name, members, &data, files)?
+                            }
+                            None => EtcdCluster::start(&cluster_name, members, &data)?,
+                        }
+                    }
                 };
                 self.regions[r].etcd.push(etcd);
             }
@@ -821,7 +883,9 @@ impl Cluster {
         name: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<f64> {
-        let response = http::request(self.metrics_addrs[c], "GET", "/metrics", &[], None).await?;
+        let response = self
+            .http(self.metrics_addrs[c], "GET", "/metrics", &[], None)
+            .await?;
         Ok(metric_value(&response.body, name, labels))
     }
 
