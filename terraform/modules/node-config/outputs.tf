@@ -24,12 +24,13 @@ output "coordinator_toml" {
 }
 
 output "etcd_user_data" {
-  description = "cloud-init user data of each etcd member, by key (shard-S-M)."
+  description = "cloud-init user data of each etcd member, by key (shard-S-M) (contains the members' TLS key)."
   value       = local.etcd_user_data
+  sensitive   = true
 }
 
 output "agent_user_data" {
-  description = "cloud-init user data of the agent (contains the TLS key)."
+  description = "cloud-init user data of the agent (contains its TLS keys, the agent API's and etcd's)."
   value       = local.agent_user_data
   sensitive   = true
 }

@@ -86,9 +86,14 @@ variable "tls" {
     agent_key_pem        = string
     coordinator_cert_pem = string
     coordinator_key_pem  = string
+    etcd_ca_pem          = string
+    etcd_member_cert_pem = string
+    etcd_member_key_pem  = string
+    agent_etcd_cert_pem  = string
+    agent_etcd_key_pem   = string
   })
   sensitive   = true
-  description = "PEM certificate material, installed as /etc/globallock/tls/ca.pem, tls.crt and tls.key (mode 0640, group globallock): ca_pem on the agent and the coordinators; agent_cert_pem and agent_key_pem on the agent (the certificate must carry <region_name>.agent.globallock); coordinator_cert_pem and coordinator_key_pem on the coordinators (the certificate must carry coordinator.globallock and the names clients dial)."
+  description = "PEM certificate material, installed as /etc/globallock/tls/ca.pem, tls.crt and tls.key (mode 0640, group globallock): ca_pem on the agent and the coordinators; agent_cert_pem and agent_key_pem on the agent (the certificate must carry <region_name>.agent.globallock); coordinator_cert_pem and coordinator_key_pem on the coordinators (the certificate must carry coordinator.globallock and the names clients dial). For etcd, from this region's etcd CA etcd_ca_pem (one of the region's own, issuing nothing but these two): etcd_member_cert_pem and etcd_member_key_pem on every etcd member as /etc/etcd/tls/ca.pem, tls.crt and tls.key (group etcd; client and peer ports; the certificate must carry <region_name>.etcd.globallock and the IP address of every member, server and client authentication), and agent_etcd_cert_pem and agent_etcd_key_pem on the agent as /etc/globallock/etcd-tls/ca.pem, tls.crt and tls.key (its client certificate towards etcd, client authentication)."
 }
 
 variable "access" {
