@@ -73,6 +73,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The grant belongs to another principal than the one acting on it.
+    #[error("shard {shard}: lock {lock_id:?} belongs to another principal")]
+    NotOwner {
+        /// The shard.
+        shard: String,
+        /// The lock id.
+        lock_id: String,
+    },
     /// The endpoint list was unusable.
     #[error("shard {shard}: cannot use endpoints {endpoints:?}")]
     Endpoints {

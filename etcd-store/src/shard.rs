@@ -642,6 +642,18 @@ impl ShardStore {
         lock_id: &str,
         ttl: Option<Duration>,
     ) -> Result<Option<Holding>, StoreError> {
+        self.renew_as(resource, lock_id, ttl, None).await
+    }
+
+    /// [`ShardStore::renew`], only for `principal` when given (checked on the
+    /// read the compare-and-swap acts on: a lock id's principal never changes).
+    pub async fn renew_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        ttl: Option<Duration>,
+        principal: Option<&str>,
+    ) -> Result<Option<Holding>, StoreError> {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
@@ -652,6 +664,7 @@ impl ShardStore {
             if current.record.lock_id != lock_id {
                 return Ok(None);
             }
+            self.check_owner(&current.record, principal)?;
             let ttl = ttl.unwrap_or(Duration::from_millis(current.record.ttl_ms));
             let (bucket, lease) = self.lease_for(ttl).await?;
             let extended = bucket.deadline.saturating_sub(self.clock.monotonic());
@@ -705,14 +718,36 @@ impl ShardStore {
         resource: &str,
         lock_id: &str,
     ) -> Result<Removal, StoreError> {
-        self.remove(resource, lock_id, false).await
+        self.remove(resource, lock_id, false, None).await
+    }
+
+    /// [`ShardStore::release_grant`], only for `principal` when given.
+    #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
+    pub async fn release_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        principal: Option<&str>,
+    ) -> Result<Removal, StoreError> {
+        self.remove(resource, lock_id, false, principal).await
+    }
+
+    /// `Err(NotOwner)` when `principal` is given and is not the grant's.
+    fn check_owner(&self, record: &GrantRecord, principal: Option<&str>) -> Result<(), StoreError> {
+        match principal {
+            Some(p) if p != record.principal => Err(StoreError::NotOwner {
+                shard: self.name.clone(),
+                lock_id: record.lock_id.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Remove the grant of exactly `lock_id` if present, and leave a tombstone so a
     /// delayed proposal for the same lock id is refused. True when a grant existed.
     #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
     pub async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {
-        Ok(self.remove(resource, lock_id, true).await?.removed())
+        Ok(self.remove(resource, lock_id, true, None).await?.removed())
     }
 
     async fn remove(
@@ -720,6 +755,7 @@ impl ShardStore {
         resource: &str,
         lock_id: &str,
         tombstone: bool,
+        principal: Option<&str>,
     ) -> Result<Removal, StoreError> {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
@@ -748,6 +784,8 @@ impl ShardStore {
                     let record = self.decode(&kv)?;
                     if record.lock_id != lock_id {
                         None
+                    } else if let Err(not_owner) = self.check_owner(&record, principal) {
+                        return Err(not_owner);
                     } else if tombstone && record.adopted {
                         // A retry reported this grant as its lock: it is no
                         // longer the aborting round's to take back.
@@ -1381,6 +1419,7 @@ impl StoreFault for StoreError {
     fn kind(&self) -> FaultKind {
         match self {
             StoreError::Corrupt { .. } | StoreError::CorruptKey { .. } => FaultKind::DataLoss,
+            StoreError::NotOwner { .. } => FaultKind::NotOwner,
             _ => FaultKind::Unavailable,
         }
     }
@@ -1407,17 +1446,23 @@ impl LockStore for ShardStore {
         ShardStore::adopt(self, resource, lock_id, request_id).await
     }
 
-    async fn renew(
+    async fn renew_as(
         &self,
         resource: &str,
         lock_id: &str,
         ttl: Option<Duration>,
+        principal: Option<&str>,
     ) -> Result<Option<Holding>, StoreError> {
-        ShardStore::renew(self, resource, lock_id, ttl).await
+        ShardStore::renew_as(self, resource, lock_id, ttl, principal).await
     }
 
-    async fn release_grant(&self, resource: &str, lock_id: &str) -> Result<Removal, StoreError> {
-        ShardStore::release_grant(self, resource, lock_id).await
+    async fn release_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        principal: Option<&str>,
+    ) -> Result<Removal, StoreError> {
+        ShardStore::release_as(self, resource, lock_id, principal).await
     }
 
     async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {

@@ -130,6 +130,9 @@ pub enum FaultKind {
     Unavailable,
     /// Stored data could not be decoded: an operator must look.
     DataLoss,
+    /// The grant belongs to another principal than the one acting on it:
+    /// nothing was changed.
+    NotOwner,
 }
 
 /// An error of a [`LockStore`]: any error with its causes, that says which kind
@@ -184,20 +187,46 @@ pub trait LockStore: Send + Sync + 'static {
 
     /// Extend the grant of exactly `lock_id` to live at least `ttl` from now
     /// (`None`: the TTL it was granted with). `None` when that lock id does not
-    /// hold the resource here.
+    /// hold the resource here. With `principal`, only a grant stored with that
+    /// principal is extended (another's: an error of kind
+    /// [`FaultKind::NotOwner`], nothing changed), checked on the same read
+    /// the renewal acts on; `None` acts whoever holds it (an admin).
+    fn renew_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        ttl: Option<Duration>,
+        principal: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Holding>, Self::Error>> + Send;
+
+    /// [`LockStore::renew_as`] whoever holds the grant.
     fn renew(
         &self,
         resource: &str,
         lock_id: &str,
         ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<Option<Holding>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Holding>, Self::Error>> + Send {
+        self.renew_as(resource, lock_id, ttl, None)
+    }
 
     /// Remove the grant of exactly `lock_id`, answering with what was removed.
+    /// With `principal`, only a grant stored with that principal is removed
+    /// (another's: an error of kind [`FaultKind::NotOwner`], nothing changed).
+    fn release_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        principal: Option<&str>,
+    ) -> impl Future<Output = Result<Removal, Self::Error>> + Send;
+
+    /// [`LockStore::release_as`] whoever holds the grant.
     fn release_grant(
         &self,
         resource: &str,
         lock_id: &str,
-    ) -> impl Future<Output = Result<Removal, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Removal, Self::Error>> + Send {
+        self.release_as(resource, lock_id, None)
+    }
 
     /// Remove the grant of exactly `lock_id` unless a retry adopted it, and
     /// tombstone the lock id. True when a grant was removed.

@@ -32,13 +32,30 @@ pub enum MemoryError {
         /// The shard.
         shard: String,
     },
+    /// The grant belongs to another principal.
+    #[error("lock {lock_id:?} belongs to another principal")]
+    NotOwner {
+        /// The lock id.
+        lock_id: String,
+    },
 }
 
 impl StoreFault for MemoryError {
     fn kind(&self) -> FaultKind {
         match self {
             Self::Down { .. } => FaultKind::Unavailable,
+            Self::NotOwner { .. } => FaultKind::NotOwner,
         }
+    }
+}
+
+/// `Err(NotOwner)` when `principal` is given and is not the grant's.
+fn not_owner(record: &GrantRecord, principal: Option<&str>) -> Result<(), MemoryError> {
+    match principal {
+        Some(p) if p != record.principal => Err(MemoryError::NotOwner {
+            lock_id: record.lock_id.clone(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -211,11 +228,12 @@ impl LockStore for MemoryStore {
         })
     }
 
-    async fn renew(
+    async fn renew_as(
         &self,
         resource: &str,
         lock_id: &str,
         ttl: Option<Duration>,
+        principal: Option<&str>,
     ) -> Result<Option<Holding>, MemoryError> {
         let (mut shard, now) = self.live()?;
         let Some(g) = shard
@@ -225,6 +243,7 @@ impl LockStore for MemoryStore {
         else {
             return Ok(None);
         };
+        not_owner(&g.record, principal)?;
         let ttl = ttl.unwrap_or(Duration::from_millis(g.record.ttl_ms));
         if renewal_extends(g.ends.saturating_sub(now), ttl) {
             g.ends = now + ttl;
@@ -232,7 +251,21 @@ impl LockStore for MemoryStore {
         Ok(Some(Self::holding(g, now)))
     }
 
-    async fn release_grant(&self, resource: &str, lock_id: &str) -> Result<Removal, MemoryError> {
+    async fn release_as(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        principal: Option<&str>,
+    ) -> Result<Removal, MemoryError> {
+        if let Some(g) = self
+            .live()?
+            .0
+            .grants
+            .get(resource)
+            .filter(|g| g.record.lock_id == lock_id)
+        {
+            not_owner(&g.record, principal)?;
+        }
         self.remove(resource, lock_id, false)
     }
 

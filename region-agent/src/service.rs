@@ -238,10 +238,8 @@ impl<S: LockStore> AgentService<S> {
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
         let (removed, holder) = match how {
-            Removal::Release => match self
-                .owned(store, &r.resource, &r.lock_id, &r.principal, r.force)
-                .await?
-                .release_grant(&r.resource, &r.lock_id)
+            Removal::Release => match store
+                .release_as(&r.resource, &r.lock_id, acting_as(r.force, &r.principal))
                 .await
                 .map_err(unavailable)?
             {
@@ -258,33 +256,6 @@ impl<S: LockStore> AgentService<S> {
         };
         Span::current().record("removed", removed);
         Ok(Response::new(RemoveResponse { removed, holder }))
-    }
-
-    /// `store`, once it is clear that the grant of `lock_id` (if held here) was
-    /// acquired by `principal`, or `force` says it does not matter (an admin's
-    /// force-release). A lock id's principal never changes, so nothing can
-    /// slip in between this read and the operation on that exact lock id.
-    async fn owned<'s>(
-        &self,
-        store: &'s S,
-        resource: &str,
-        lock_id: &str,
-        principal: &str,
-        force: bool,
-    ) -> Result<&'s S, Status> {
-        if force {
-            return Ok(store);
-        }
-        let state = store.read(resource).await.map_err(unavailable)?;
-        match state.holder {
-            Some(h) if h.record.lock_id == lock_id && h.record.principal != principal => {
-                metrics::counter!("globallock_agent_not_owner_total").increment(1);
-                Err(Status::permission_denied(format!(
-                    "lock {lock_id:?} belongs to another principal"
-                )))
-            }
-            _ => Ok(store),
-        }
     }
 
     /// Check that `lock_id` is well formed and names `resource`.
@@ -359,7 +330,18 @@ fn unavailable(error: impl StoreFault) -> Status {
     match error.kind() {
         FaultKind::DataLoss => Status::data_loss(message),
         FaultKind::Unavailable => Status::unavailable(message),
+        FaultKind::NotOwner => {
+            metrics::counter!("globallock_agent_not_owner_total").increment(1);
+            Status::permission_denied(message)
+        }
     }
+}
+
+/// Whose lock a renew or release may touch: the caller's principal's only,
+/// unless it is an admin's forced one. The store checks it on the same read
+/// it acts on (a lock id's principal never changes, so nothing slips in).
+fn acting_as(force: bool, principal: &str) -> Option<&str> {
+    (!force).then_some(principal)
 }
 
 /// The region's vote as it goes over the wire: the variant, the holder it
@@ -486,10 +468,13 @@ impl<S: LockStore> AgentService<S> {
         } else {
             Some(self.ttl(r.ttl_ms)?)
         };
-        let renewed = self
-            .owned(store, &r.resource, &r.lock_id, &r.principal, r.force)
-            .await?
-            .renew(&r.resource, &r.lock_id, new_ttl)
+        let renewed = store
+            .renew_as(
+                &r.resource,
+                &r.lock_id,
+                new_ttl,
+                acting_as(r.force, &r.principal),
+            )
             .await
             .map_err(unavailable)?;
         Span::current().record("renewed", renewed.is_some());

@@ -98,6 +98,7 @@ contract!(
     release_answers_with_the_removed_record,
     marks_only_go_up_and_a_serving_store_is_healthy,
     a_repeat_of_a_request_by_another_principal_conflicts,
+    only_the_principal_of_a_grant_renews_or_releases_it_and_a_refusal_changes_nothing,
     list_shows_what_read_shows_under_a_prefix_in_resource_order_a_page_at_a_time,
     list_shows_no_released_aborted_or_ended_grant,
 );
@@ -563,4 +564,64 @@ async fn a_repeat_of_a_request_by_another_principal_conflicts<S: LockStore>(
     first.lock_id = "L3";
     first.token = 300;
     assert_eq!(granted(grant(s, &first).await).record.lock_id, "L1");
+}
+
+/// A lock belongs to whoever acquired it: renew and release as another
+/// principal are refused (an error of kind `NotOwner`) on the same read they
+/// would act on, and change nothing; as its own principal, or with no principal
+/// (an admin's forced call), they work.
+async fn only_the_principal_of_a_grant_renews_or_releases_it_and_a_refusal_changes_nothing<
+    S: LockStore,
+>(
+    s: &S,
+    clock: &ManualClock,
+) {
+    use globallock_protocol::store::{FaultKind, StoreFault};
+    let mut p = proposal("L1", 100, "r1");
+    p.principal = "billing";
+    granted(grant(s, &p).await);
+    let before = holder(s).await.expect("held");
+    clock.advance(Duration::from_secs(1));
+    let refused = s
+        .renew_as(RESOURCE, "L1", Some(Duration::from_secs(30)), Some("batch"))
+        .await
+        .expect_err("another principal's renewal");
+    assert_eq!(refused.kind(), FaultKind::NotOwner);
+    let refused = s
+        .release_as(RESOURCE, "L1", Some("batch"))
+        .await
+        .expect_err("another principal's release");
+    assert_eq!(refused.kind(), FaultKind::NotOwner);
+    let after = holder(s).await.expect("still held");
+    assert_eq!(after.record, before.record);
+    assert!(
+        after.remaining < before.remaining,
+        "not extended: {after:?}"
+    );
+    // Another lock id is not a refusal: there is nothing of this principal's.
+    assert_eq!(
+        s.renew_as(RESOURCE, "L9", None, Some("batch"))
+            .await
+            .expect("renew"),
+        None
+    );
+    // Its own principal renews it; an admin (no principal) releases it.
+    let renewed = s
+        .renew_as(
+            RESOURCE,
+            "L1",
+            Some(Duration::from_secs(30)),
+            Some("billing"),
+        )
+        .await
+        .expect("own renewal")
+        .expect("renewed");
+    assert!(renewed.remaining > Duration::from_secs(20), "{renewed:?}");
+    assert!(
+        s.release_as(RESOURCE, "L1", None)
+            .await
+            .expect("forced release")
+            .removed()
+    );
+    assert_eq!(holder(s).await, None);
 }
