@@ -4,13 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_ARGS ?=
 
-.PHONY: help deps build dev test chaos mutants fmt lint doc check clean
+.PHONY: help deps build dev test bench chaos mutants fmt lint doc check clean
 DURATION ?= 300s
 SEED ?=
 
 help:
 	@echo "make dev    start a local three-region cluster (coordinator on 127.0.0.1:7400); Ctrl-C stops it"
 	@echo "make test   run the whole test suite (real etcd processes)"
+	@echo "make bench  globallock side by side with etcd's lock and Redlock (release build; BENCH_ARGS=\"--duration 5s --cells hot\")"
 	@echo "make chaos  seeded chaos soak: make chaos DURATION=10m [SEED=n] (prints its seed; replays with it)"
 	@echo "make mutants  mutation testing of the protocol core (cargo-mutants); fails on a surviving mutant"
 	@echo "make check  fmt + clippy + mutants + test, as CI runs them"
@@ -38,6 +39,17 @@ test: deps
 	  echo "cargo-nextest not found (cargo install cargo-nextest --locked); using cargo test"; \
 	  $(CARGO) test --workspace --no-fail-fast -- --test-threads=2; \
 	fi
+
+# globallock side by side with etcd's own lock (1 and 3 members, and stretched
+# over an emulated WAN) and Redlock on 3 redis-servers, every peer started by the
+# harness on free ports and stopped on exit (docs/benchmark.md). Prints a table,
+# writes target/bench/results.json and target/bench/latency.svg. Release build:
+# the figures are meant to be compared. BENCH_ARGS passes flags (--duration,
+# --cells, --systems, --smoke).
+BENCH_ARGS ?=
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/bench $(BENCH_ARGS)
 
 # Random operations under random faults against a cluster of real processes;
 # exits 1 and prints the seed to replay on any violation.

@@ -32,6 +32,8 @@ done
 # make dev and every test cluster run real etcd processes; etcdctl is for operators and docs.
 check "etcd (make dev, tests: the store of record)" etcd-server have_cmd etcd
 check "etcdctl (docs/operations.md: inspecting a shard)" etcd-client have_cmd etcdctl
+# make bench runs Redlock on three real redis-server processes (free ports, no persistence).
+check "redis-server (make bench: the Redlock peer)" redis-server have_cmd redis-server
 # t85/t86 check the alert rules and the live /metrics output with promtool.
 check "promtool (tests t85, t86: alert rules and metrics format)" prometheus have_cmd promtool
 # lockctl's tests run children through sh and bash and signal them with kill(1).
