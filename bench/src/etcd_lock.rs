@@ -21,10 +21,17 @@ pub struct EtcdLock {
 
 impl EtcdLock {
     /// A client of the members at `endpoints`.
-    pub async fn connect(endpoints: &[String]) -> anyhow::Result<Self> {
-        let options = ConnectOptions::new()
+    /// Over TLS with `tls`'s certificate (the members' own) when given.
+    pub async fn connect(
+        endpoints: &[String],
+        tls: Option<&globallock_localcluster::certs::TlsFiles>,
+    ) -> anyhow::Result<Self> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            options = options.with_tls(crate::peers::etcd_client_tls(tls)?);
+        }
         Ok(Self {
             client: Client::connect(endpoints, Some(options)).await?,
         })

@@ -130,8 +130,39 @@ impl GloballockPeer {
 
 /// An etcd cluster on free ports with the project's launcher flags.
 pub fn start_etcd(name: &str, members: usize, dir: &Path) -> anyhow::Result<EtcdCluster> {
-    EtcdCluster::start(name, members, dir)
+    EtcdCluster::start_tls(name, members, dir, etcd_tls(dir)?)
         .with_context(|| format!("cannot start the {members}-member etcd cluster {name}"))
+}
+
+/// The name the benchmark's etcd members prove.
+pub const ETCD_SERVER_NAME: &str = "bench.etcd.globallock";
+
+/// TLS for a peer etcd cluster, as globallock's own etcd runs it (so the
+/// comparison is fair): a CA of its own under `dir/tls`, one certificate for
+/// every member's client and peer ports (client certificates required on
+/// both); clients present the same certificate.
+pub fn etcd_tls(dir: &Path) -> anyhow::Result<globallock_localcluster::certs::TlsFiles> {
+    let ca = globallock_localcluster::DevCa::create(&dir.join("tls"), "bench-etcd")
+        .context("cannot make the etcd CA")?;
+    ca.issue(
+        &globallock_localcluster::Role::Etcd("bench".into()),
+        "member",
+        false,
+    )
+    .context("cannot issue the etcd member certificate")
+}
+
+/// etcd-client TLS options for a cluster started with `tls`.
+pub fn etcd_client_tls(
+    tls: &globallock_localcluster::certs::TlsFiles,
+) -> anyhow::Result<etcd_client::TlsOptions> {
+    Ok(etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&tls.ca)?))
+        .identity(etcd_client::Identity::from_pem(
+            std::fs::read(&tls.cert)?,
+            std::fs::read(&tls.key)?,
+        ))
+        .domain_name(ETCD_SERVER_NAME))
 }
 
 /// Every member's pid.
@@ -255,8 +286,9 @@ impl StretchedEtcd {
             });
             peer_links.push(proxy);
         }
-        let cluster = EtcdCluster::start_with_ports("bench-etcd-stretched", &ports, dir)
-            .context("cannot start the stretched etcd cluster")?;
+        let cluster =
+            EtcdCluster::start_secured("bench-etcd-stretched", &ports, dir, Some(etcd_tls(dir)?))
+                .context("cannot start the stretched etcd cluster")?;
         move_leader(&cluster, geography::LEADER_REGION).await?;
         let leader: SocketAddr =
             SocketAddr::from(([127, 0, 0, 1], ports[geography::LEADER_REGION].client));
@@ -285,7 +317,7 @@ impl StretchedEtcd {
     /// leader's region.
     pub fn endpoint_from(&self, region: usize) -> String {
         match &self.client_links[region] {
-            Some(link) => format!("http://{}", link.addr()),
+            Some(link) => format!("https://{}", link.addr()),
             None => self.cluster.endpoints()[geography::LEADER_REGION].clone(),
         }
     }
@@ -293,6 +325,11 @@ impl StretchedEtcd {
     /// The members' pids.
     pub fn pids(&self) -> Vec<u32> {
         etcd_pids(&self.cluster)
+    }
+
+    /// The members' TLS files.
+    pub fn tls(&self) -> Option<&globallock_localcluster::certs::TlsFiles> {
+        self.cluster.tls()
     }
 
     /// Which member leads now (it should stay `LEADER_REGION`'s).
@@ -312,7 +349,11 @@ async fn move_leader(cluster: &EtcdCluster, target: usize) -> anyhow::Result<()>
             Some(leader) => {
                 let endpoint = cluster.endpoints()[leader].clone();
                 let attempt = async {
-                    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+                    let tls = cluster.tls().context("the stretched etcd runs TLS")?;
+                    let options =
+                        etcd_client::ConnectOptions::new().with_tls(etcd_client_tls(tls)?);
+                    let mut client =
+                        etcd_client::Client::connect([endpoint], Some(options)).await?;
                     let members = client.member_list().await?;
                     let id = members
                         .members()

@@ -88,7 +88,7 @@ async fn start_peers(options: &Options) -> anyhow::Result<(Peers, Vec<Setup>)> {
         note(
             "etcd-1",
             format!(
-                "etcd's lock, 1 member, plaintext client port (pids {:?})",
+                "etcd's lock, 1 member, TLS with client certificates on client and peer ports (pids {:?})",
                 peers::etcd_pids(&etcd)
             ),
         );
@@ -99,7 +99,7 @@ async fn start_peers(options: &Options) -> anyhow::Result<(Peers, Vec<Setup>)> {
         note(
             "etcd-3",
             format!(
-                "etcd's lock, 3 members, client balancing over all, plaintext (pids {:?})",
+                "etcd's lock, 3 members, client balancing over all, TLS with client certificates on client and peer ports (pids {:?})",
                 peers::etcd_pids(&etcd)
             ),
         );
@@ -243,7 +243,8 @@ async fn measure_system(
             } else {
                 &peers.etcd3
             };
-            let client = EtcdLock::connect(&etcd.as_ref().context(started)?.endpoints()).await?;
+            let etcd = etcd.as_ref().context(started)?;
+            let client = EtcdLock::connect(&etcd.endpoints(), etcd.tls()).await?;
             measure(&client, name, cell, workers, prefix, timing).await
         }
         (System::Redlock, _) => {
@@ -257,7 +258,8 @@ async fn measure_system(
                 _ => geography::LEADER_REGION,
             };
             let stretched = peers.stretched.as_ref().context(started)?;
-            let client = EtcdLock::connect(&[stretched.endpoint_from(region)]).await?;
+            let client =
+                EtcdLock::connect(&[stretched.endpoint_from(region)], stretched.tls()).await?;
             measure(&client, name, cell, workers, prefix, timing).await
         }
     }

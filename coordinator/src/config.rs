@@ -197,10 +197,10 @@ impl Default for DiscoverySettings {
 }
 
 fn default_acquire_rate() -> f64 {
-    200.0
+    10_000.0
 }
 fn default_acquire_burst() -> f64 {
-    400.0
+    20_000.0
 }
 fn default_vnodes() -> u32 {
     DEFAULT_VNODES

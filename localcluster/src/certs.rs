@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globallock_tls::TlsFiles;
+pub use globallock_tls::TlsFiles;
 use globallock_tls::identity;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
