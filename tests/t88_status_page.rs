@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use globallock_proto::v1::ReleaseRequest;
-use harness::http::{https_request, request};
+use harness::http::https_request;
 use harness::{Cluster, ClusterOptions, acquire, eventually};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};

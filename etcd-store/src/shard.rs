@@ -425,6 +425,7 @@ impl ShardStore {
         let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
         let tomb_key = self.keys.tombstone(p.lock_id);
+        let id_key = self.keys.lock_id(p.resource, p.lock_id);
         let record = GrantRecord {
             lock_id: p.lock_id.to_owned(),
             owner: p.owner.to_owned(),
@@ -476,6 +477,11 @@ impl ShardStore {
                     TxnOp::put(
                         lock_key.as_str(),
                         value.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                    TxnOp::put(
+                        id_key.as_str(),
+                        p.principal,
                         Some(PutOptions::new().with_lease(lease)),
                     ),
                 ])
@@ -682,11 +688,19 @@ impl ShardStore {
                     Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, kv.mod_revision()),
                     self.marker_guard(floor),
                 ])
-                .and_then([TxnOp::put(
-                    lock_key.as_str(),
-                    kv.value().to_vec(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
+                .and_then([
+                    TxnOp::put(
+                        lock_key.as_str(),
+                        kv.value().to_vec(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                    // The lock id key lives exactly as long as the grant.
+                    TxnOp::put(
+                        self.keys.lock_id(resource, lock_id),
+                        current.record.principal.as_str(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                ]);
             match self.txn("renew", txn).await {
                 Err(e) if e.is_lease_not_found() => self.leases.forget(bucket),
                 Err(e) => return Err(e),
@@ -732,6 +746,80 @@ impl ShardStore {
         self.remove(resource, lock_id, false, principal).await
     }
 
+    /// A release in one write: if the lock id key says this lock id holds the
+    /// resource (for `principal`, when given), delete the grant and its lock id
+    /// key and leave the call's tombstone, reading the grant in the same
+    /// transaction. `Some(record)` when it did; `None` when the guards failed
+    /// (the caller then reads and decides).
+    async fn release_by_id(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        principal: Option<&str>,
+        floor: u64,
+        nonce: &str,
+    ) -> Result<Option<Option<GrantRecord>>, StoreError> {
+        let lock_key = self.keys.lock(resource);
+        let id_key = self.keys.lock_id(resource, lock_id);
+        let mut guards = vec![
+            Compare::version(id_key.as_str(), CompareOp::Greater, 0),
+            self.marker_guard(floor),
+        ];
+        if let Some(principal) = principal {
+            guards.push(Compare::value(id_key.as_str(), CompareOp::Equal, principal));
+        }
+        let (bucket, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
+        // So the expiry watcher knows this delete is ours, not an expiry.
+        self.removed.remember(lock_id);
+        let txn = Txn::new().when(guards).and_then([
+            TxnOp::get(lock_key.as_str(), None),
+            TxnOp::delete(lock_key.as_str(), None),
+            TxnOp::delete(id_key.as_str(), None),
+            TxnOp::put(
+                self.keys.tombstone(lock_id),
+                nonce,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        ]);
+        let response = match self.txn("release", txn).await {
+            Ok(response) => response,
+            Err(e) if e.is_lease_not_found() => {
+                self.tombstone_leases.forget(bucket);
+                self.removed.forget(lock_id);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if !response.succeeded() {
+            self.removed.forget(lock_id);
+            return Ok(None);
+        }
+        let [grant] = first_kvs::<1>(&response);
+        if let Some(kv) = &grant {
+            self.observe_hold(kv);
+        }
+        let record = grant.map(|kv| self.decode(&kv)).transpose()?;
+        Ok(Some(record))
+    }
+
+    /// The grant of `lock_id` under `lock_key` as it was at `revision` (from
+    /// etcd's history; `None` if compacted away or not that lock's).
+    async fn record_at(&self, lock_key: &str, lock_id: &str, revision: i64) -> Option<GrantRecord> {
+        let response = self
+            .call("get", || {
+                let mut kv = self.connection.client().kv_client();
+                let key = lock_key.to_owned();
+                async move {
+                    kv.get(key, Some(GetOptions::new().with_revision(revision)))
+                        .await
+                }
+            })
+            .await
+            .ok()?;
+        let record = self.decode(response.kvs().first()?).ok()?;
+        (record.lock_id == lock_id).then_some(record)
+    }
+
     /// `Err(NotOwner)` when `principal` is given and is not the grant's.
     fn check_owner(&self, record: &GrantRecord, principal: Option<&str>) -> Result<(), StoreError> {
         match principal {
@@ -768,15 +856,38 @@ impl ShardStore {
             if tombstone { "aborted" } else { "released" },
             rand::random::<u64>()
         );
+        // A release first tries one write that needs no read: compare the lock
+        // id key (and its principal), delete the grant. Only when that fails
+        // (nothing of this lock id here, another principal's, a grant from before
+        // lock id keys, a lost reply) does it read, below.
+        let mut first = 0;
+        if !tombstone {
+            if let Some(record) = self
+                .release_by_id(resource, lock_id, principal, floor, &nonce)
+                .await?
+            {
+                return Ok(Removal::Removed(record));
+            }
+            // The read path starts by looking for this call's own tombstone: the
+            // write may have happened and only its reply been lost.
+            first = 1;
+        }
         // The grant as last read by an attempt that found it (what was removed).
         let mut read: Option<GrantRecord> = None;
-        for attempt in 0..ATTEMPTS {
+        for attempt in first..ATTEMPTS {
             if attempt > 0
-                && self
+                && let Some(tomb) = self
                     .get_checked(&tomb_key, floor)
                     .await?
-                    .is_some_and(|kv| kv.value() == nonce.as_bytes())
+                    .filter(|kv| kv.value() == nonce.as_bytes())
             {
+                if read.is_none() {
+                    // The write whose reply was lost removed the grant at the
+                    // tombstone's revision: the grant as it was just before.
+                    read = self
+                        .record_at(&lock_key, lock_id, tomb.mod_revision() - 1)
+                        .await;
+                }
                 return Ok(Removal::Removed(read));
             }
             let ours = match self.get_checked(&lock_key, floor).await? {
@@ -817,6 +928,8 @@ impl ShardStore {
                 None => Txn::new().and_then(ops),
                 Some(kv) => {
                     ops.push(TxnOp::delete(lock_key.as_str(), None));
+                    // The lock id key goes with its grant (release_by_id relies on it).
+                    ops.push(TxnOp::delete(self.keys.lock_id(resource, lock_id), None));
                     Txn::new()
                         .when([
                             Compare::mod_revision(
