@@ -77,3 +77,57 @@ async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Waiters of one coordinator take turns in arrival order: with the resource
+/// held, five acquires join the line one after another; once it is released,
+/// each is granted in the order it arrived (its fencing token is higher than
+/// every earlier one's), each handing over to the next by releasing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_of_one_coordinator_are_served_in_arrival_order() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut holder = cluster.client(0).await?;
+    let held = holder
+        .acquire(acquire("line/one", "holder", 30_000, 0))
+        .await?
+        .into_inner();
+    let mut waiters = Vec::new();
+    for i in 0..5u32 {
+        let mut client = cluster.client(0).await?;
+        waiters.push(tokio::spawn(async move {
+            let granted = client
+                .acquire(acquire("line/one", &format!("waiter-{i}"), 30_000, 60_000))
+                .await?
+                .into_inner();
+            client
+                .release(ReleaseRequest {
+                    lock_id: granted.lock_id,
+                })
+                .await?;
+            anyhow::Ok(granted.fencing_token)
+        }));
+        // The next joins only once this one is in line.
+        let joined = f64::from(i + 1);
+        harness::eventually(Duration::from_secs(10), "the waiter in line", || async {
+            let in_line = cluster
+                .coordinator_metric(0, "globallock_acquires_in_line", &[])
+                .await
+                .ok()?;
+            (in_line >= joined).then_some(())
+        })
+        .await;
+    }
+    holder
+        .release(ReleaseRequest {
+            lock_id: held.lock_id,
+        })
+        .await?;
+    let mut tokens = Vec::new();
+    for waiter in waiters {
+        tokens.push(waiter.await??);
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "granted out of arrival order (tokens by arrival): {tokens:?}"
+    );
+    Ok(())
+}

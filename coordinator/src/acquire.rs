@@ -37,6 +37,9 @@ type InFlight = FuturesUnordered<BoxFuture<'static, Event>>;
 struct Drive<'a> {
     engine: &'a LockEngine,
     p: &'a AcquireParams,
+    /// Rung when the resource is released through this coordinator (a waiting
+    /// acquire then stops its backoff and tries at once).
+    released: Option<Arc<tokio::sync::Notify>>,
     shard: String,
     request_id: String,
     /// Each round's lock id and token, once minted.
@@ -58,6 +61,17 @@ impl LockEngine {
         wait: Duration,
         request_id: String,
     ) -> Result<Acquired, LockError> {
+        // A waiting acquire takes its turn in this coordinator's line for the
+        // resource (crate::waiters); its wait counts the time in line.
+        let place = (!wait.is_zero()).then(|| self.waiters.join(&p.resource));
+        let wait = match &place {
+            Some(place) => {
+                let queued = std::time::Instant::now();
+                place.first_in_line(wait).await;
+                wait.saturating_sub(queued.elapsed())
+            }
+            None => wait,
+        };
         let config = AcquireConfig {
             regions: self.regions.len(),
             ttl,
@@ -68,6 +82,7 @@ impl LockEngine {
         let mut drive = Drive {
             engine: self,
             p,
+            released: place.as_ref().map(crate::waiters::Place::release_signal),
             shard,
             request_id,
             minted: HashMap::new(),
@@ -86,6 +101,8 @@ impl LockEngine {
             commands = machine.handle(event);
         };
         drive.finish_in_background(machine, in_flight);
+        // Leaving the line lets the next waiter go.
+        drop(place);
         drive.result(answer, ttl)
     }
 }
@@ -278,8 +295,15 @@ impl Drive<'_> {
             .min(left);
         debug!(?delay, attempt, "resource busy; waiting");
         let clock = self.engine.clock.clone();
+        let released = self.released.clone();
         async move {
-            tokio::time::sleep(delay).await;
+            match released {
+                // Woken early by a release of the resource through this coordinator.
+                Some(released) => {
+                    let _ = tokio::time::timeout(delay, released.notified()).await;
+                }
+                None => tokio::time::sleep(delay).await,
+            }
             Event::Woke {
                 now: clock.monotonic(),
             }

@@ -166,6 +166,8 @@ pub struct LockEngine {
     limiter: Mutex<RateLimiter>,
     /// Locks held and acquires waiting, per principal.
     quotas: crate::quota::Quotas,
+    /// Waiting acquires in line, per resource.
+    pub(crate) waiters: crate::waiters::WaitLines,
     /// Most contended resources (for the admin endpoint, never for labels).
     pub(crate) contention: TopContended,
     /// Recent acquire latency and rejections (for the status page).
@@ -222,6 +224,7 @@ impl LockEngine {
             ring_epoch: options.ring_epoch,
             access: options.access,
             quotas: crate::quota::Quotas::new(options.quotas),
+            waiters: crate::waiters::WaitLines::default(),
         }
     }
 
@@ -594,6 +597,7 @@ impl LockEngine {
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
                 self.quotas.ended(lock_id);
+                self.waiters.released(id.resource());
                 Ok(self.released(&id, lock_id, caller, ended, &regions))
             }
             ReleaseDecision::NotFound => Err(LockError::NotFound {

@@ -36,6 +36,7 @@ pub mod rest;
 pub mod server;
 pub mod status;
 pub mod status_page;
+pub mod waiters;
 
 pub use config::{ConfigError, CoordinatorConfig, ValidConfig};
 pub use error::LockError;

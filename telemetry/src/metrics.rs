@@ -69,6 +69,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ),
     (
         "gauge",
+        "globallock_acquires_in_line",
+        "Waiting acquires (wait_ms > 0) in this coordinator's lines, first in line included: each resource's waiters take turns in arrival order.",
+    ),
+    (
+        "gauge",
         "globallock_acquires_waiting",
         "Acquires of principals that may wait (wait_ms > 0) in progress in this coordinator (capped per principal by max_waiters_per_principal).",
     ),
