@@ -852,3 +852,80 @@ async fn a_tenant_at_its_caps_is_refused_and_others_are_not() -> anyhow::Result<
     assert_eq!(admitted.code(), Code::Aborted, "{admitted:?}");
     Ok(())
 }
+
+/// What `make dev` gives a second tenant, on real processes (the cluster
+/// devcluster runs): tenant A's lock cannot be renewed, released or learned by
+/// tenant B (each is its own principal), tenant A renews and releases it, and a
+/// caller from another CA or in plaintext is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_devs_tenants_cannot_touch_each_others_locks() -> anyhow::Result<()> {
+    use globallock_localcluster::{Layout, ProcessCluster};
+    let dir = tempfile::tempdir()?;
+    let mut cluster = ProcessCluster::start(Layout {
+        shards: 1,
+        ..Layout::new(dir.path().to_path_buf())
+    })
+    .await?;
+    let spec = cluster.free_coordinator_spec()?;
+    let addr = spec.grpc;
+    cluster.start_coordinator(spec).await?;
+    let tls = cluster.tls().expect("make dev's cluster runs TLS").clone();
+    let as_tenant = |i: usize| {
+        LockServiceClient::new(channel(&tls.tenants[i], "127.0.0.1", addr).expect("channel"))
+    };
+    let (mut a, mut b) = (as_tenant(0), as_tenant(1));
+    let lock = a
+        .acquire(acquire("dev/tenants", "tenant-a", 10_000, 0))
+        .await?
+        .into_inner();
+    let described = b
+        .describe(globallock_proto::v1::DescribeRequest {
+            resource: "dev/tenants".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(described.held);
+    assert!(
+        described.lock_id.is_empty(),
+        "tenant B learned A's lock id: {described:?}"
+    );
+    let refused = b
+        .release(ReleaseRequest {
+            lock_id: lock.lock_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = b
+        .renew(RenewRequest {
+            lock_id: lock.lock_id.clone(),
+            ttl_ms: 10_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Nothing was lost: A still holds it, renews and releases it.
+    a.renew(RenewRequest {
+        lock_id: lock.lock_id.clone(),
+        ttl_ms: 10_000,
+    })
+    .await?;
+    a.release(ReleaseRequest {
+        lock_id: lock.lock_id,
+    })
+    .await?;
+    // Another CA, and plaintext, are refused at the door.
+    let other_dir = tempfile::tempdir()?;
+    let other = DevCa::create(other_dir.path(), "other")?;
+    let stranger = TlsFiles {
+        ca: tls.ca.clone(),
+        ..other.issue(&Role::Client("spiffe://evil/x".into()), "stranger", false)?
+    };
+    let refused = LockServiceClient::new(channel(&stranger, "127.0.0.1", addr)?)
+        .acquire(acquire("dev/tenants", "mallory", 5_000, 0))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, "UnknownCA");
+    plaintext_call_fails(addr).await;
+    Ok(())
+}

@@ -24,6 +24,12 @@ use crate::process::{ManagedProcess, ProcessError};
 /// The identity of the dev client certificate (`make dev`'s operator).
 pub const DEV_CLIENT: &str = "spiffe://globallock.dev/user/dev";
 
+/// The dev cluster's tenant identities: (file and principal name, URI).
+pub const DEV_TENANTS: [(&str, &str); 2] = [
+    ("tenant-a", "spiffe://globallock.dev/tenant/a"),
+    ("tenant-b", "spiffe://globallock.dev/tenant/b"),
+];
+
 /// The regions every local cluster has.
 pub const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
 
@@ -179,8 +185,13 @@ pub struct ClusterTls {
     pub coordinator: TlsFiles,
     /// Each region's agent identity, in region order.
     pub agents: Vec<TlsFiles>,
-    /// A client identity (`spiffe://globallock.dev/user/dev`).
+    /// A client identity (`spiffe://globallock.dev/user/dev`): the dev
+    /// cluster's operator, with every verb (admin included) on every resource.
     pub client: TlsFiles,
+    /// Two tenant identities (`spiffe://globallock.dev/tenant/a` and `/b`), each
+    /// its own principal with every verb but admin on every resource: each may
+    /// lock anything, and neither can renew or release the other's locks.
+    pub tenants: Vec<TlsFiles>,
     /// The CA itself, to issue more (tests: other callers, rotations).
     pub authority: std::sync::Arc<DevCa>,
     /// Each region's etcd TLS, in region order.
@@ -230,6 +241,10 @@ impl ClusterTls {
             coordinator: ca.issue(&Role::Coordinator, "coordinator", false)?,
             agents,
             client: ca.issue(&Role::Client(DEV_CLIENT.into()), "client", false)?,
+            tenants: DEV_TENANTS
+                .iter()
+                .map(|(name, uri)| ca.issue(&Role::Client((*uri).into()), name, false))
+                .collect::<Result<_, _>>()?,
             authority: std::sync::Arc::new(ca),
             etcd: REGIONS
                 .iter()
@@ -827,17 +842,32 @@ fn coordinator_config(c: &Coordinator, layout: &Layout, tls: Option<&TlsFiles>) 
 }
 
 /// With TLS, `[access]` lets the dev client identity do everything (it is
-/// the cluster's operator); without, every caller may (`open_access`).
+/// the cluster's operator) and each tenant identity everything but admin;
+/// without, every caller may (`open_access`).
 fn access_config(tls: bool) -> String {
     if !tls {
         // `open_access = true` is a top-level key: coordinator_config writes
         // it before the tables.
         return String::new();
     }
-    format!(
-        "\n[[access.principals]]\nname = \"dev\"\nidentities = [{:?}]\n\
-         \n[[access.rules]]\nprefix = \"\"\nprincipals = [\"dev\"]\n\
-         verbs = [\"acquire\", \"renew\", \"release\", \"describe\", \"validate\", \"admin\"]\n",
+    let mut text = format!(
+        "\n[[access.principals]]\nname = \"dev\"\nidentities = [{:?}]\n",
         DEV_CLIENT
-    )
+    );
+    for (name, uri) in DEV_TENANTS {
+        text.push_str(&format!(
+            "\n[[access.principals]]\nname = {name:?}\nidentities = [{uri:?}]\n"
+        ));
+    }
+    text.push_str(
+        "\n[[access.rules]]\nprefix = \"\"\nprincipals = [\"dev\"]\n\
+         verbs = [\"acquire\", \"renew\", \"release\", \"describe\", \"validate\", \"admin\"]\n",
+    );
+    let tenants: Vec<String> = DEV_TENANTS.iter().map(|(n, _)| format!("{n:?}")).collect();
+    text.push_str(&format!(
+        "\n[[access.rules]]\nprefix = \"\"\nprincipals = [{}]\n\
+         verbs = [\"acquire\", \"renew\", \"release\", \"describe\", \"validate\"]\n",
+        tenants.join(", ")
+    ));
+    text
 }

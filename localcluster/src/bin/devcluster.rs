@@ -92,6 +92,8 @@ struct TlsInfo {
     ca: String,
     client_cert: String,
     client_key: String,
+    /// Tenant identities: (certificate, key), each its own principal.
+    tenants: Vec<(String, String)>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -152,6 +154,11 @@ fn main() -> anyhow::Result<()> {
         tls: cluster.tls().map(|t| TlsInfo {
             ca: t.ca.display().to_string(),
             client_cert: t.client.cert.display().to_string(),
+            tenants: t
+                .tenants
+                .iter()
+                .map(|f| (f.cert.display().to_string(), f.key.display().to_string()))
+                .collect(),
             client_key: t.client.key.display().to_string(),
         }),
         coordinators,
@@ -324,10 +331,17 @@ fn print_table(info: &ClusterInfo, json_path: &Path) {
     );
     println!("audit        {}", info.audit_logs.join(", "));
     match &info.tls {
-        Some(tls) => println!(
-            "tls          every door and hop; CA {}, client identity {} (lockctl uses both on its own)",
-            tls.ca, tls.client_cert
-        ),
+        Some(tls) => {
+            println!(
+                "tls          every door and hop; CA {}, client identity {} (lockctl uses both on its own)",
+                tls.ca, tls.client_cert
+            );
+            for (cert, key) in &tls.tenants {
+                println!(
+                    "tenant       --cert {cert} --key {key} (its own principal: no renewing or releasing others' locks, no admin)"
+                );
+            }
+        }
         None => println!("tls          OFF (--insecure): every door and hop is plaintext"),
     }
     println!(
@@ -387,6 +401,7 @@ mod tests {
             ca: "/d/tls/dev-ca.pem".into(),
             client_cert: "/d/tls/client.pem".into(),
             client_key: "/d/tls/client.key".into(),
+            tenants: Vec::new(),
         });
         let lines = try_lines(&tls).join("\n");
         assert!(
