@@ -21,8 +21,16 @@ fn lockctl(cluster: &Cluster) -> Command {
     let mut command = bare_lockctl();
     command.env(
         "GLOBALLOCK_ENDPOINT",
-        format!("http://{}", cluster.coordinator_addrs[0]),
+        format!("{}://{}", cluster.scheme(), cluster.coordinator_addrs[0]),
     );
+    // The test clusters run TLS: lockctl trusts their CA and shows their client
+    // identity, as it does `make dev`'s.
+    if let Some(tls) = &cluster.tls {
+        command
+            .env("GLOBALLOCK_CA", &tls.ca)
+            .env("GLOBALLOCK_CERT", &tls.client.cert)
+            .env("GLOBALLOCK_KEY", &tls.client.key);
+    }
     command
 }
 
@@ -207,7 +215,13 @@ async fn renew_reports_what_the_coordinator_says_is_in_force() -> anyhow::Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_say_what_is_wrong_and_what_to_do() -> anyhow::Result<()> {
-    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    // Plaintext on purpose: what lockctl says about plaintext endpoints (the
+    // REST port given as gRPC, nothing listening, failing over).
+    let cluster = Cluster::start(ClusterOptions {
+        tls: false,
+        ..ClusterOptions::default()
+    })
+    .await?;
     let grpc = cluster.coordinator_addrs[0];
 
     // No scheme: a usage error that shows the URL to write.
