@@ -23,6 +23,9 @@ pub const EXIT_UNREACHABLE: u8 = 76;
 pub const EXIT_LOCK_LOST: u8 = 79;
 /// The TLS files cannot be used (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Not identified, or not allowed: another principal's lock, a verb the
+/// caller's principal lacks (EX_NOPERM).
+pub const EXIT_NO_PERMISSION: u8 = 77;
 
 /// A failure, ready to report.
 #[derive(Debug, Clone)]
@@ -153,6 +156,14 @@ impl Failure {
                     .hint("--ca, --cert and --key name PEM files (or GLOBALLOCK_CA, _CERT, _KEY)")
             }
             ClientError::Unreachable(failures) => unreachable(failures),
+            ClientError::Transport(status) if status.code() == tonic::Code::PermissionDenied => {
+                Self::new("permission-denied", EXIT_NO_PERMISSION, message)
+            }
+            ClientError::Transport(status) if status.code() == tonic::Code::Unauthenticated => {
+                Self::new("unauthenticated", EXIT_NO_PERMISSION, message).hint(
+                    "--cert and --key (or --token) identify you; the coordinator's [access] must name that identity",
+                )
+            }
             _ => Self::new("coordinator-error", EXIT_UNREACHABLE, message),
         };
         // Held: until the holder's grant ends; contended, no quorum, rate
@@ -253,6 +264,30 @@ mod tests {
         }
         // The text is not read: it says nothing about the holder here.
         <tonic::Status as tonic_types::StatusExt>::with_error_details(code, "busy", details)
+    }
+
+    #[test]
+    fn refusals_of_access_exit_77_with_their_own_kind() {
+        let denied = ClientError::Transport(tonic::Status::permission_denied(
+            "permission denied: lock \"x\" belongs to another principal",
+        ));
+        let error = &Failure::client(&denied).to_json()["error"];
+        assert_eq!(error["kind"], "permission-denied");
+        assert_eq!(error["exit_code"], EXIT_NO_PERMISSION);
+        let unknown = ClientError::Transport(tonic::Status::unauthenticated("unknown identity"));
+        let error = &Failure::client(&unknown).to_json()["error"];
+        assert_eq!(error["kind"], "unauthenticated");
+        assert_eq!(error["exit_code"], EXIT_NO_PERMISSION);
+        let quota = ClientError::QuotaExceeded(coordinator_error(
+            tonic::Code::ResourceExhausted,
+            "quota-exceeded",
+            &[("principal", "p")],
+            None,
+        ));
+        assert_eq!(
+            Failure::client(&quota).to_json()["error"]["kind"],
+            "quota-exceeded"
+        );
     }
 
     #[test]
