@@ -297,13 +297,8 @@ impl Drive<'_> {
         let clock = self.engine.clock.clone();
         let released = self.released.clone();
         async move {
-            match released {
-                // Woken early by a release of the resource through this coordinator.
-                Some(released) => {
-                    let _ = tokio::time::timeout(delay, released.notified()).await;
-                }
-                None => tokio::time::sleep(delay).await,
-            }
+            // Woken early by a release of the resource through this coordinator.
+            crate::waiters::sleep_or_released(released, delay).await;
             Event::Woke {
                 now: clock.monotonic(),
             }

@@ -83,19 +83,11 @@ impl Place<'_> {
             .is_some_and(|l| l.order.front() == Some(&self.id))
     }
 
-    fn changed(&self) -> Arc<Notify> {
-        self.lines
-            .lock()
-            .get(&self.resource)
-            .map(|l| l.changed.clone())
-            .unwrap_or_default()
-    }
-
     /// Wait until this place is first in line, or `timeout` passed; true when
     /// it is first.
     pub async fn first_in_line(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        let changed = self.changed();
+        let changed = self.release_signal();
         loop {
             let notified = changed.notified();
             tokio::pin!(notified);
@@ -110,20 +102,25 @@ impl Place<'_> {
         }
     }
 
-    /// Sleep for `delay`, or less if the resource is released through this
-    /// coordinator meanwhile.
-    pub async fn sleep_or_release(&self, delay: std::time::Duration) {
-        let changed = self.changed();
-        let notified = changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let _ = tokio::time::timeout(delay, notified).await;
-    }
-
-    /// What to wait on for a release of this resource here (see
-    /// [`Place::sleep_or_release`]).
+    /// What a release of this resource here (or the line moving) rings; see
+    /// [`sleep_or_released`].
     pub fn release_signal(&self) -> Arc<Notify> {
-        self.changed()
+        self.lines
+            .lock()
+            .get(&self.resource)
+            .map(|l| l.changed.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Sleep for `delay`, or less if `released` rings meanwhile (a waiting
+/// acquire's backoff, cut short by a release through this coordinator).
+pub async fn sleep_or_released(released: Option<Arc<Notify>>, delay: std::time::Duration) {
+    match released {
+        Some(released) => {
+            let _ = tokio::time::timeout(delay, released.notified()).await;
+        }
+        None => tokio::time::sleep(delay).await,
     }
 }
 
@@ -194,7 +191,7 @@ mod tests {
         let sleeper = tokio::spawn(async move {
             let place = lines2.join("r");
             let started = tokio::time::Instant::now();
-            place.sleep_or_release(Duration::from_secs(3600)).await;
+            sleep_or_released(Some(place.release_signal()), Duration::from_secs(3600)).await;
             started.elapsed() < Duration::from_secs(3600)
         });
         while lines.waiting("r") < 1 {

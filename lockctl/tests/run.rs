@@ -9,18 +9,7 @@ use harness::{Cluster, ClusterOptions};
 
 fn lockctl(cluster: &Cluster) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lockctl"));
-    command.env(
-        "GLOBALLOCK_ENDPOINT",
-        format!("{}://{}", cluster.scheme(), cluster.coordinator_addrs[0]),
-    );
-    // The test clusters run TLS: lockctl trusts their CA and shows their client
-    // identity, as it does `make dev`'s.
-    if let Some(tls) = &cluster.tls {
-        command
-            .env("GLOBALLOCK_CA", &tls.ca)
-            .env("GLOBALLOCK_CERT", &tls.client.cert)
-            .env("GLOBALLOCK_KEY", &tls.client.key);
-    }
+    cluster.lockctl_env(&mut command);
     command
 }
 

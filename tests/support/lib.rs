@@ -476,6 +476,22 @@ impl Cluster {
         })
     }
 
+    /// Point a `lockctl` command at coordinator 0 (`GLOBALLOCK_ENDPOINT`), and
+    /// with `tls` make it trust the cluster's CA and show its client identity,
+    /// as it does `make dev`'s (`GLOBALLOCK_CA`, `_CERT`, `_KEY`).
+    pub fn lockctl_env(&self, command: &mut std::process::Command) {
+        command.env(
+            "GLOBALLOCK_ENDPOINT",
+            format!("{}://{}", self.scheme(), self.coordinator_addrs[0]),
+        );
+        if let Some(tls) = &self.tls {
+            command
+                .env("GLOBALLOCK_CA", &tls.ca)
+                .env("GLOBALLOCK_CERT", &tls.client.cert)
+                .env("GLOBALLOCK_KEY", &tls.client.key);
+        }
+    }
+
     /// `https` with `tls`, else `http`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
