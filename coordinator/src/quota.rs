@@ -135,7 +135,12 @@ impl Quotas {
             quota,
             limit,
         };
-        if let Some(locks) = state.held.get_mut(principal) {
+        if let Some(locks) = state.held.get_mut(principal)
+            && locks.len() >= self.limits.max_locks
+        {
+            // Expired entries are dropped only here, at the cap: below it
+            // they cannot change the answer, and an acquire does not scan
+            // every lock its principal holds.
             locks.retain(|_, until| *until > now);
             if locks.len() >= self.limits.max_locks {
                 return Err(exceeded(Quota::Locks, self.limits.max_locks));
