@@ -11,12 +11,16 @@
 //! - [`shard`] — [`ShardStore`], the operations on one shard.
 //! - [`keys`] — the key layout and the order-preserving token encoding.
 //! - `leases`: the table of shared lease buckets.
+//! - `batch`: group commit (concurrent transactions on distinct resources
+//!   sent as one etcd transaction of nested ones), and the link every request
+//!   takes (deadline, retries, metrics).
 //! - [`watermark`] — the etcd history an agent saw (cluster id, highest
 //!   revision), kept on disk to notice an etcd restored to older data.
 //! - [`connection`] — the etcd client, over TLS ([`EtcdTls`]) when configured,
 //!   rebuilt when its certificate files change.
 //! - [`error`] — [`StoreError`].
 
+mod batch;
 pub mod connection;
 pub mod error;
 pub mod keys;

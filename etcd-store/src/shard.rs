@@ -18,6 +18,7 @@ use globallock_protocol::membership::{
     Admission, HeldBy, Membership, Refusal, RefusalAnswer, renewal_extends, same_request,
 };
 
+use crate::batch::{Committed, GroupCommit, Link};
 use crate::error::StoreError;
 use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
@@ -99,8 +100,10 @@ pub struct ShardStore {
     /// The shard name, for errors and spans.
     name: String,
     /// The etcd client (lazily connected, balanced over the endpoints, remade
-    /// when its certificates rotate).
-    connection: crate::connection::Connection,
+    /// when its certificates rotate), with the request deadline and retries.
+    link: Arc<Link>,
+    /// Concurrent transactions on distinct resources, sent as one (group commit).
+    commit: Arc<GroupCommit>,
     /// Where keys live.
     keys: KeyLayout,
     /// Shared lease buckets of grants.
@@ -112,8 +115,6 @@ pub struct ShardStore {
     grid: BucketGrid,
     /// Time, for lease arithmetic.
     clock: SharedClock,
-    /// Deadline for each etcd request.
-    timeout: Duration,
     /// Tombstone lifetime.
     tombstone_ttl: Duration,
     /// Lock ids this store removed recently (their deletes are not expiries).
@@ -186,9 +187,15 @@ impl ShardStore {
             endpoints: config.endpoints.clone(),
             source: Box::new(source),
         })?;
+        let link = Arc::new(Link::new(
+            config.name.clone(),
+            config.request_timeout,
+            connection,
+        ));
         Ok(Self {
             name: config.name.clone(),
-            connection,
+            commit: Arc::new(GroupCommit::new(Arc::clone(&link))),
+            link,
             keys: KeyLayout::new(&config.prefix),
             leases: LeaseTable::default(),
             tombstone_leases: LeaseTable::default(),
@@ -198,7 +205,6 @@ impl ShardStore {
                 drift_ppm: (config.drift_rate.clamp(0.0, 1.0) * 1e6).ceil() as u32,
             },
             clock,
-            timeout: config.request_timeout,
             tombstone_ttl: config.tombstone_ttl,
             removed: RecentlyRemoved::default(),
             // Silent until `prepare` has looked for the incarnation marker.
@@ -229,6 +235,13 @@ impl ShardStore {
     #[doc(hidden)]
     pub fn set_lost_reply_hook(&mut self, hook: Option<LostReplyHook>) {
         self.lost_reply_hook = hook;
+    }
+
+    /// Transactions sent through group commit so far, and the etcd requests
+    /// that carried them (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.commit.counts()
     }
 
     /// The shard's name.
@@ -314,7 +327,7 @@ impl ShardStore {
         // as the watermark (a rolled-back etcd would otherwise never serve again).
         let response = self
             .call("incarnation", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let txn = txn.clone();
                 async move { kv.txn(txn).await }
             })
@@ -397,12 +410,19 @@ impl ShardStore {
     }
 
     /// Read `key` and the incarnation marker in one request, and check the marker.
-    async fn get_checked(&self, key: &str, floor: u64) -> Result<Option<KeyValue>, StoreError> {
+    /// With `resource`, `key` is one of that resource's (the read is then
+    /// group-committed with the shard's other requests).
+    async fn get_checked(
+        &self,
+        resource: Option<&str>,
+        key: &str,
+        floor: u64,
+    ) -> Result<Option<KeyValue>, StoreError> {
         let txn = Txn::new().and_then([
             TxnOp::get(key, None),
             TxnOp::get(self.keys.incarnation(), None),
         ]);
-        let response = self.txn("get", txn).await?;
+        let response = self.transact(resource, "get", txn).await?;
         let [value, marker] = first_kvs::<2>(&response);
         self.check_marker(floor, marker.as_ref())?;
         Ok(value)
@@ -492,7 +512,7 @@ impl ShardStore {
                     TxnOp::get(marker.as_str(), None),
                     TxnOp::get(self.keys.mark_floor(), None),
                 ]);
-            let response = match self.txn("grant", txn).await {
+            let response = match self.txn_on(p.resource, "grant", txn).await {
                 Err(e) if e.is_lease_not_found() => {
                     self.leases.forget(bucket);
                     continue;
@@ -579,7 +599,7 @@ impl ShardStore {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
-            let Some(kv) = self.get_checked(&lock_key, floor).await? else {
+            let Some(kv) = self.get_checked(Some(resource), &lock_key, floor).await? else {
                 return Ok(None);
             };
             let holding = self.holding(&kv).await?;
@@ -589,7 +609,10 @@ impl ShardStore {
             {
                 return Ok(None);
             }
-            if let Some(adopted) = self.mark_adopted(&lock_key, &kv, holding, floor).await? {
+            if let Some(adopted) = self
+                .mark_adopted(resource, &lock_key, &kv, holding, floor)
+                .await?
+            {
                 return Ok(Some(adopted));
             }
             debug!("grant changed during adopt; re-reading");
@@ -603,6 +626,7 @@ impl ShardStore {
     /// The compare-and-swap of [`ShardStore::adopt`]; `None` when it lost a race.
     async fn mark_adopted(
         &self,
+        resource: &str,
         lock_key: &str,
         kv: &KeyValue,
         holding: Holding,
@@ -631,7 +655,7 @@ impl ShardStore {
                 value,
                 Some(PutOptions::new().with_lease(kv.lease())),
             )]);
-        let response = self.txn("adopt", txn).await?;
+        let response = self.txn_on(resource, "adopt", txn).await?;
         Ok(response.succeeded().then_some(Holding {
             record,
             remaining: holding.remaining,
@@ -663,7 +687,7 @@ impl ShardStore {
         let floor = self.serving().await?;
         let lock_key = self.keys.lock(resource);
         for _ in 0..ATTEMPTS {
-            let Some(kv) = self.get_checked(&lock_key, floor).await? else {
+            let Some(kv) = self.get_checked(Some(resource), &lock_key, floor).await? else {
                 return Ok(None);
             };
             let current = self.holding(&kv).await?;
@@ -701,7 +725,7 @@ impl ShardStore {
                         Some(PutOptions::new().with_lease(lease)),
                     ),
                 ]);
-            match self.txn("renew", txn).await {
+            match self.txn_on(resource, "renew", txn).await {
                 Err(e) if e.is_lease_not_found() => self.leases.forget(bucket),
                 Err(e) => return Err(e),
                 Ok(response) if response.succeeded() => {
@@ -781,7 +805,7 @@ impl ShardStore {
                 Some(PutOptions::new().with_lease(lease)),
             ),
         ]);
-        let response = match self.txn("release", txn).await {
+        let response = match self.txn_on(resource, "release", txn).await {
             Ok(response) => response,
             Err(e) if e.is_lease_not_found() => {
                 self.tombstone_leases.forget(bucket);
@@ -807,7 +831,7 @@ impl ShardStore {
     async fn record_at(&self, lock_key: &str, lock_id: &str, revision: i64) -> Option<GrantRecord> {
         let response = self
             .call("get", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let key = lock_key.to_owned();
                 async move {
                     kv.get(key, Some(GetOptions::new().with_revision(revision)))
@@ -877,7 +901,7 @@ impl ShardStore {
         for attempt in first..ATTEMPTS {
             if attempt > 0
                 && let Some(tomb) = self
-                    .get_checked(&tomb_key, floor)
+                    .get_checked(Some(resource), &tomb_key, floor)
                     .await?
                     .filter(|kv| kv.value() == nonce.as_bytes())
             {
@@ -890,7 +914,7 @@ impl ShardStore {
                 }
                 return Ok(Removal::Removed(read));
             }
-            let ours = match self.get_checked(&lock_key, floor).await? {
+            let ours = match self.get_checked(Some(resource), &lock_key, floor).await? {
                 Some(kv) => {
                     let record = self.decode(&kv)?;
                     if record.lock_id != lock_id {
@@ -943,7 +967,7 @@ impl ShardStore {
                 }
             };
             match self
-                .txn(if tombstone { "abort" } else { "release" }, txn)
+                .txn_on(resource, if tombstone { "abort" } else { "release" }, txn)
                 .await
             {
                 Err(e) if e.is_lease_not_found() => {
@@ -995,7 +1019,7 @@ impl ShardStore {
                 .with_limit(MARK_PAGE);
             let page = self
                 .call("collect marks", || {
-                    let mut kv = self.connection.client().kv_client();
+                    let mut kv = self.link.client().kv_client();
                     let (from, options) = (from.clone(), options.clone());
                     async move { kv.get(from, Some(options)).await }
                 })
@@ -1037,7 +1061,7 @@ impl ShardStore {
     /// highest token. False when a guard failed (nothing changed).
     async fn delete_marks(&self, marks: &[&KeyValue], floor: u64) -> Result<bool, StoreError> {
         let floor_key = self.keys.mark_floor();
-        let current = self.get_checked(&floor_key, floor).await?;
+        let current = self.get_checked(None, &floor_key, floor).await?;
         let current_floor = current
             .as_ref()
             .and_then(|kv| decode_token(kv.value()))
@@ -1089,7 +1113,7 @@ impl ShardStore {
     async fn count(&self, prefix: String, serializable: bool) -> Result<i64, StoreError> {
         let response = self
             .call("count", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let prefix = prefix.clone();
                 let options = GetOptions::new().with_prefix().with_count_only();
                 let options = if serializable {
@@ -1108,7 +1132,7 @@ impl ShardStore {
         let key = self.keys.health();
         let response = self
             .call("revision", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let key = key.clone();
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -1125,7 +1149,7 @@ impl ShardStore {
             TxnOp::get(self.keys.fence(resource), None),
             TxnOp::get(self.keys.incarnation(), None),
         ]);
-        let response = self.txn("read", txn).await?;
+        let response = self.txn_on(resource, "read", txn).await?;
         let [lock, fence, marker] = first_kvs::<3>(&response);
         self.check_marker(floor, marker.as_ref())?;
         let holder = match lock {
@@ -1223,7 +1247,7 @@ impl ShardStore {
     pub async fn watch_expirations(&self, on_expired: impl Fn(GrantRecord)) {
         let prefix = self.keys.lock_prefix();
         loop {
-            let mut watch = self.connection.client().watch_client();
+            let mut watch = self.link.client().watch_client();
             let options = WatchOptions::new().with_prefix().with_prev_key();
             match watch.watch(prefix.clone(), Some(options)).await {
                 Ok(mut stream) => loop {
@@ -1275,7 +1299,7 @@ impl ShardStore {
         // coordinators and operators see it (it used to report healthy forever).
         let floor = self.serving().await?;
         let marker = self.keys.incarnation();
-        self.get_checked(&marker, floor).await.map(|_| ())
+        self.get_checked(None, &marker, floor).await.map(|_| ())
     }
 
     /// Compact history older than `keep` revisions (every acquire and release adds
@@ -1284,7 +1308,7 @@ impl ShardStore {
         let key = self.keys.health();
         let response = self
             .call("compact", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let key = key.clone();
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -1296,7 +1320,7 @@ impl ShardStore {
         }
         let compacted = self
             .call("compact", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 async move { kv.compact(target, None).await }
             })
             .await;
@@ -1338,7 +1362,7 @@ impl ShardStore {
                     let seconds = self.grid.lease_seconds(bucket, asked_at);
                     let response = self
                         .call("lease grant", || {
-                            let mut leases = self.connection.client().lease_client();
+                            let mut leases = self.link.client().lease_client();
                             async move { leases.grant(seconds, None).await }
                         })
                         .await?;
@@ -1371,7 +1395,7 @@ impl ShardStore {
         // seconds, rounded, so one second less is what we can promise.
         let response = self
             .call("lease ttl", || {
-                let mut leases = self.connection.client().lease_client();
+                let mut leases = self.link.client().lease_client();
                 async move { leases.time_to_live(lease, None).await }
             })
             .await?;
@@ -1396,7 +1420,7 @@ impl ShardStore {
         let before = self.watermark.before_request();
         let mut response = self
             .call("get", || {
-                let mut kv = self.connection.client().kv_client();
+                let mut kv = self.link.client().kv_client();
                 let key = key.to_owned();
                 async move { kv.get(key, None).await }
             })
@@ -1405,20 +1429,42 @@ impl ShardStore {
         Ok(response.take_kvs().into_iter().next())
     }
 
+    /// One transaction, sent alone (for those that span resources).
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.transact(None, op, txn).await
+    }
+
+    /// One transaction that touches only `resource`'s keys, group-committed
+    /// with whatever else is sent to this shard at the same time.
+    async fn txn_on(
+        &self,
+        resource: &str,
+        op: &'static str,
+        txn: Txn,
+    ) -> Result<TxnResponse, StoreError> {
+        self.transact(Some(resource), op, txn).await
+    }
+
+    async fn transact(
+        &self,
+        resource: Option<&str>,
+        op: &'static str,
+        txn: Txn,
+    ) -> Result<TxnResponse, StoreError> {
         let before = self.watermark.before_request();
-        let send = || {
-            let mut kv = self.connection.client().kv_client();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
+        let send = |txn: Txn| async move {
+            match resource {
+                Some(resource) => self.commit.submit(resource, op, txn).await,
+                None => self.link.send(op, txn).await,
+            }
         };
-        let mut response = self.call(op, send).await?;
+        let mut committed: Committed = send(txn.clone()).await?;
         if self.lost_reply_hook.as_ref().is_some_and(|lose| lose(op)) {
             // The reply was "lost": the transaction applied, and is sent again.
-            response = self.call(op, send).await?;
+            committed = send(txn).await?;
         }
-        self.check_history(before, response.header())?;
-        Ok(response)
+        self.check_history(before, committed.header.as_ref())?;
+        Ok(committed.response)
     }
 
     /// Quarantine when a response shows etcd's history went back (hole 5 in
@@ -1448,68 +1494,15 @@ impl ShardStore {
         }
     }
 
-    /// Run one etcd request under the request deadline. A failure to reach a
-    /// member (`UNAVAILABLE`: connection refused, no leader yet) is retried on the
-    /// next attempt until the deadline, because the client balances over every
-    /// member and a dead one must cost a retry, not an error. Every operation here
-    /// is safe to repeat: grants are idempotent per request id, renew and release
-    /// are compare-and-swaps on the revision they read.
     async fn call<T, Fut>(
         &self,
         op: &'static str,
-        mut request: impl FnMut() -> Fut,
+        request: impl FnMut() -> Fut,
     ) -> Result<T, StoreError>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.connection.refresh().await;
-        let started = std::time::Instant::now();
-        let result = self.call_with_retries(op, &mut request).await;
-        metrics::histogram!("globallock_etcd_request_duration_seconds", "shard" => self.name.clone(), "op" => op)
-            .record(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            metrics::counter!("globallock_etcd_errors_total", "shard" => self.name.clone(), "op" => op).increment(1);
-        }
-        result
-    }
-
-    async fn call_with_retries<T, Fut>(
-        &self,
-        op: &'static str,
-        request: &mut impl FnMut() -> Fut,
-    ) -> Result<T, StoreError>
-    where
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let attempt = tokio::time::timeout_at(deadline, request()).await;
-            let source = match attempt {
-                Err(_) => {
-                    return Err(StoreError::Timeout {
-                        shard: self.name.clone(),
-                        op,
-                        after: self.timeout,
-                    });
-                }
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(source)) => source,
-            };
-            let retryable = matches!(&source, etcd_client::Error::GRpcStatus(status)
-                if status.code() == tonic::Code::Unavailable)
-                || matches!(&source, etcd_client::Error::TransportError(_));
-            if !retryable || tokio::time::Instant::now() + pause >= deadline {
-                return Err(StoreError::Etcd {
-                    shard: self.name.clone(),
-                    op,
-                    source,
-                });
-            }
-            debug!(op, error = %source, "etcd member unreachable; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
+        self.link.call(op, request).await
     }
 }
 

@@ -1032,3 +1032,153 @@ async fn release_grant_answers_with_the_removed_record() {
         other => panic!("{other:?}"),
     }
 }
+
+// --- group commit -----------------------------------------------------------
+
+fn proposal_on<'a>(resource: &'a str, lock_id: &'a str, token: u64) -> Proposal<'a> {
+    Proposal {
+        resource,
+        lock_id,
+        owner: "alice",
+        token,
+        ttl: Duration::from_secs(30),
+        request_id: lock_id,
+        principal: "",
+    }
+}
+
+/// Many grants, refusals and releases on one shard at once, some on the same
+/// resource: group commit sends them in fewer etcd requests than transactions,
+/// and every caller gets its own transaction's answer (a mix-up would hand one
+/// resource's holder, or one release's record, to another caller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_every_transaction_with_its_own_outcome() {
+    let f = fixture().await;
+    const N: usize = 40;
+    let resources: Vec<String> = (0..N).map(|i| format!("res/{i}")).collect();
+    let held: Vec<String> = (0..N).map(|i| format!("H{i}")).collect();
+    let first: Vec<String> = (0..N).map(|i| format!("N{i}")).collect();
+    let second: Vec<String> = (0..N).map(|i| format!("M{i}")).collect();
+    // Every even resource is held before the burst.
+    for i in (0..N).step_by(2) {
+        granted(
+            f.store
+                .grant(&proposal_on(&resources[i], &held[i], 10))
+                .await
+                .expect("grant"),
+        );
+    }
+    let (before, batches_before) = f.store.group_commit_counts();
+    // The burst: a proposal on every resource, and a second one on every odd
+    // resource (two proposals on one resource never share a batch).
+    let burst = (0..N).map(|i| {
+        let store = &f.store;
+        let resources = &resources;
+        let (first, second) = (&first, &second);
+        async move {
+            let pa = proposal_on(&resources[i], &first[i], 20);
+            let pb = proposal_on(&resources[i], &second[i], 21);
+            let a = store.grant(&pa);
+            if i % 2 == 0 {
+                (a.await.expect("grant"), None)
+            } else {
+                let b = store.grant(&pb);
+                let (a, b) = futures::join!(a, b);
+                (a.expect("grant"), Some(b.expect("grant")))
+            }
+        }
+    });
+    let votes = futures::future::join_all(burst).await;
+    let (after, batches_after) = f.store.group_commit_counts();
+    let mut holders = Vec::new();
+    for (i, (a, b)) in votes.into_iter().enumerate() {
+        match b {
+            None => match a {
+                Vote::Held(h) => assert_eq!(h.record.lock_id, held[i], "resource {i}"),
+                other => panic!("resource {i} is held by {}, got {other:?}", held[i]),
+            },
+            Some(b) => {
+                let (winner, loser) = match (&a, &b) {
+                    (Vote::Granted(_), _) => (&first[i], b),
+                    (_, Vote::Granted(_)) => (&second[i], a),
+                    _ => panic!("resource {i}: neither proposal granted: {a:?} / {b:?}"),
+                };
+                match loser {
+                    Vote::Held(h) => assert_eq!(&h.record.lock_id, winner, "resource {i}"),
+                    Vote::TokenTooLow { mark } => assert_eq!(mark, 21, "resource {i}"),
+                    other => panic!("resource {i}: the loser got {other:?}"),
+                }
+                holders.push((i, winner.clone()));
+            }
+        }
+    }
+    for i in (0..N).step_by(2) {
+        holders.push((i, held[i].clone()));
+    }
+    // Releases, all at once: each answers with its own grant's record.
+    let releases = holders.iter().map(|(i, lock_id)| {
+        let store = &f.store;
+        let resource = &resources[*i];
+        async move { (lock_id, store.release_grant(resource, lock_id).await) }
+    });
+    for (lock_id, removal) in futures::future::join_all(releases).await {
+        match removal.expect("release") {
+            Removal::Removed(Some(record)) => assert_eq!(&record.lock_id, lock_id),
+            other => panic!("release of {lock_id}: {other:?}"),
+        }
+    }
+    let (submitted, _) = f.store.group_commit_counts();
+    assert!(
+        submitted - before >= (N + N / 2 + holders.len()) as u64,
+        "every grant and release went through group commit ({} of them)",
+        submitted - before
+    );
+    let (burst, burst_batches) = (after - before, batches_after - batches_before);
+    assert!(
+        burst_batches < burst,
+        "the burst took {burst_batches} etcd requests for {burst} transactions: nothing was batched"
+    );
+    for resource in &resources {
+        let state = f.store.read(resource).await.expect("read");
+        assert!(state.holder.is_none(), "{resource} still held");
+    }
+}
+
+/// A batch that etcd refuses as a whole (here: the grants' shared lease was
+/// revoked under the store) applied nothing; each transaction is then sent on
+/// its own, and every grant still lands once its caller renews the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_a_whole_falls_back_and_every_grant_lands() {
+    // A clock that stands still keeps every grant in the one lease bucket.
+    let f = fixture_with(manual_clock()).await;
+    const N: usize = 24;
+    let resources: Vec<String> = (0..N).map(|i| format!("res/{i}")).collect();
+    let ids: Vec<String> = (0..N).map(|i| format!("L{i}")).collect();
+    // Create the lease bucket, then revoke every lease behind the store's back.
+    granted(
+        f.store
+            .grant(&proposal_on("warm/up", "W", 5))
+            .await
+            .expect("grant"),
+    );
+    let mut raw = f.raw().await;
+    let leases = raw.leases().await.expect("list leases");
+    assert!(!leases.leases().is_empty());
+    for lease in leases.leases() {
+        raw.lease_revoke(lease.id()).await.expect("revoke");
+    }
+    let proposals: Vec<Proposal<'_>> = (0..N)
+        .map(|i| proposal_on(&resources[i], &ids[i], 50))
+        .collect();
+    let votes = futures::future::join_all(proposals.iter().map(|p| f.store.grant(p))).await;
+    for (i, vote) in votes.into_iter().enumerate() {
+        let holding = granted(vote.expect("grant"));
+        assert_eq!(holding.record.lock_id, ids[i]);
+        let state = f.store.read(&resources[i]).await.expect("read");
+        assert_eq!(
+            state.holder.expect("held").record.lock_id,
+            ids[i],
+            "resource {i}"
+        );
+    }
+}

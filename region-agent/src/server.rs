@@ -126,6 +126,7 @@ pub async fn serve(
             "read",
             "get",
             "lease grant",
+            "batch",
         ] {
             metrics::counter!("globallock_etcd_errors_total", "shard" => store.name().to_owned(), "op" => op).increment(0);
         }

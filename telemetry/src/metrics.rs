@@ -170,7 +170,12 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     (
         "histogram",
         "globallock_etcd_request_duration_seconds",
-        "etcd request latency by shard and operation (retries included).",
+        "etcd request latency by shard and operation (retries included; op=\"batch\" is a group-committed request of several transactions).",
+    ),
+    (
+        "histogram",
+        "globallock_etcd_batch_size",
+        "Transactions per etcd request sent by group commit, by shard (1: sent alone).",
     ),
     (
         "counter",
