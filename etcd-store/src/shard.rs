@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
+    TxnResponse, WatchFilterType, WatchOptions,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::expiry::{Bucket, BucketGrid};
@@ -855,6 +855,135 @@ impl ShardStore {
         }
     }
 
+    /// A hand-off (see [`LockStore::hand_off`]): release `lock_id` and grant
+    /// `next` on the same resource. When `lock_id` holds the resource here (for
+    /// `principal`, when given) and `next`'s token is above the resource's
+    /// mark, one transaction does both: it deletes the lock id key, leaves the
+    /// release's tombstone, and writes `next`'s grant, lock id key and mark over
+    /// the old grant. Its guards are the union of the release's (the lock id key
+    /// exists, with that principal) and the grant's, with "the resource is free"
+    /// replaced by "the released lock holds it": the state it leaves is the one
+    /// the two calls would leave one after the other (`docs/safety.md`, G5).
+    /// Otherwise, or when the transaction fails, the two calls run one after
+    /// the other (with the same tombstone value, so a release whose reply was
+    /// lost is still recognised as this one's).
+    #[instrument(skip_all, fields(shard = %self.name, resource = next.resource, lock_id, next = next.lock_id, token = next.token))]
+    pub async fn hand_off(
+        &self,
+        lock_id: &str,
+        principal: Option<&str>,
+        next: &Proposal<'_>,
+    ) -> (
+        Result<Removal, StoreError>,
+        Result<Vote<Holding>, StoreError>,
+    ) {
+        let nonce = removal_nonce(false);
+        match self.transfer(lock_id, principal, next, &nonce).await {
+            Ok(Some(done)) => return (Ok(done.0), Ok(done.1)),
+            Ok(None) => {}
+            Err(error) => debug!(%error, "one-write hand-off failed; releasing, then granting"),
+        }
+        let released = self
+            .remove_with(next.resource, lock_id, false, principal, nonce)
+            .await;
+        let vote = self.grant(next).await;
+        (released, vote)
+    }
+
+    /// The one transaction of [`ShardStore::hand_off`]; `None` when a guard
+    /// failed (nothing written).
+    async fn transfer(
+        &self,
+        lock_id: &str,
+        principal: Option<&str>,
+        p: &Proposal<'_>,
+        nonce: &str,
+    ) -> Result<Option<(Removal, Vote<Holding>)>, StoreError> {
+        let floor = self.serving().await?;
+        if p.token <= floor || lock_id == p.lock_id {
+            return Ok(None);
+        }
+        let lock_key = self.keys.lock(p.resource);
+        let old_id_key = self.keys.lock_id(p.resource, lock_id);
+        let record = GrantRecord {
+            lock_id: p.lock_id.to_owned(),
+            owner: p.owner.to_owned(),
+            token: p.token,
+            ttl_ms: millis(p.ttl),
+            request_id: p.request_id.to_owned(),
+            granted_unix_ms: self.clock.unix_micros() / 1_000,
+            adopted: false,
+            principal: p.principal.to_owned(),
+        };
+        let value =
+            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let (bucket, lease) = self.lease_for(p.ttl).await?;
+        let (tomb_bucket, tomb_lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
+        let mut guards = vec![
+            self.marker_guard(floor),
+            // The released lock holds the resource (its lock id key lives
+            // exactly as long as its grant)...
+            Compare::version(old_id_key.as_str(), CompareOp::Greater, 0),
+            // ...the next lock id was never aborted here, and its token is
+            // above the resource's mark.
+            Compare::version(self.keys.tombstone(p.lock_id).as_str(), CompareOp::Equal, 0),
+            Compare::value(
+                self.keys.fence(p.resource).as_str(),
+                CompareOp::Less,
+                encode_token(p.token),
+            ),
+        ];
+        if let Some(principal) = principal {
+            guards.push(Compare::value(
+                old_id_key.as_str(),
+                CompareOp::Equal,
+                principal,
+            ));
+        }
+        let txn = Txn::new().when(guards).and_then([
+            TxnOp::get(lock_key.as_str(), None),
+            TxnOp::delete(old_id_key.as_str(), None),
+            TxnOp::put(
+                self.keys.tombstone(lock_id),
+                nonce,
+                Some(PutOptions::new().with_lease(tomb_lease)),
+            ),
+            TxnOp::put(self.keys.fence(p.resource), encode_token(p.token), None),
+            TxnOp::put(
+                lock_key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::put(
+                self.keys.lock_id(p.resource, p.lock_id),
+                p.principal,
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        ]);
+        let response = match self.txn_on(p.resource, "hand off", txn).await {
+            Err(e) if e.is_lease_not_found() => {
+                self.leases.forget(bucket);
+                self.tombstone_leases.forget(tomb_bucket);
+                return Ok(None);
+            }
+            other => other?,
+        };
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let [old] = first_kvs::<1>(&response);
+        if let Some(kv) = &old {
+            self.observe_hold(kv);
+        }
+        let released = old.map(|kv| self.decode(&kv)).transpose()?;
+        let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
+        debug!(?remaining, "handed off");
+        Ok(Some((
+            Removal::Removed(released),
+            Vote::Granted(Holding { record, remaining }),
+        )))
+    }
+
     /// Remove the grant of exactly `lock_id` if present, and leave a tombstone so a
     /// delayed proposal for the same lock id is refused. True when a grant existed.
     #[instrument(skip_all, fields(shard = %self.name, resource, lock_id))]
@@ -869,17 +998,25 @@ impl ShardStore {
         tombstone: bool,
         principal: Option<&str>,
     ) -> Result<Removal, StoreError> {
-        let floor = self.serving().await?;
-        let lock_key = self.keys.lock(resource);
-        let tomb_key = self.keys.tombstone(lock_id);
         // Written into this call's tombstone: a later attempt that finds the grant
         // gone and this value knows its own earlier transaction removed it (its
         // reply was lost), rather than answering "not found".
-        let nonce = format!(
-            "{}:{:016x}",
-            if tombstone { "aborted" } else { "released" },
-            rand::random::<u64>()
-        );
+        let nonce = removal_nonce(tombstone);
+        self.remove_with(resource, lock_id, tombstone, principal, nonce)
+            .await
+    }
+
+    async fn remove_with(
+        &self,
+        resource: &str,
+        lock_id: &str,
+        tombstone: bool,
+        principal: Option<&str>,
+        nonce: String,
+    ) -> Result<Removal, StoreError> {
+        let floor = self.serving().await?;
+        let lock_key = self.keys.lock(resource);
+        let tomb_key = self.keys.tombstone(lock_id);
         // A release first tries one write that needs no read: compare the lock
         // id key (and its principal), delete the grant. Only when that fails
         // (nothing of this lock id here, another principal's, a grant from before
@@ -1248,7 +1385,11 @@ impl ShardStore {
         let prefix = self.keys.lock_prefix();
         loop {
             let mut watch = self.link.client().watch_client();
-            let options = WatchOptions::new().with_prefix().with_prev_key();
+            // Only deletes matter; etcd leaves out every grant's put.
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_prev_key()
+                .with_filters([WatchFilterType::NoPut]);
             match watch.watch(prefix.clone(), Some(options)).await {
                 Ok(mut stream) => loop {
                     match stream.message().await {
@@ -1506,6 +1647,15 @@ impl ShardStore {
     }
 }
 
+/// A removal's tombstone value: what it did, and a random part of its own.
+fn removal_nonce(tombstone: bool) -> String {
+    format!(
+        "{}:{:016x}",
+        if tombstone { "aborted" } else { "released" },
+        rand::random::<u64>()
+    )
+}
+
 /// The first key-value of each of a transaction's first `N` get responses.
 fn first_kvs<const N: usize>(response: &TxnResponse) -> [Option<KeyValue>; N] {
     let mut out: [Option<KeyValue>; N] = std::array::from_fn(|_| None);
@@ -1569,6 +1719,18 @@ impl LockStore for ShardStore {
         principal: Option<&str>,
     ) -> Result<Removal, StoreError> {
         ShardStore::release_as(self, resource, lock_id, principal).await
+    }
+
+    async fn hand_off(
+        &self,
+        lock_id: &str,
+        principal: Option<&str>,
+        next: &Proposal<'_>,
+    ) -> (
+        Result<Removal, StoreError>,
+        Result<Vote<Holding>, StoreError>,
+    ) {
+        ShardStore::hand_off(self, lock_id, principal, next).await
     }
 
     async fn abort(&self, resource: &str, lock_id: &str) -> Result<bool, StoreError> {

@@ -1182,3 +1182,29 @@ async fn a_batch_refused_as_a_whole_falls_back_and_every_grant_lands() {
         );
     }
 }
+
+/// A hand-off whose release finds the grant is one etcd transaction (one
+/// revision), not a release and then a grant; the contract tests check what it
+/// leaves behind.
+#[tokio::test]
+async fn a_hand_off_is_one_etcd_transaction() {
+    let f = fixture().await;
+    granted(
+        f.store
+            .grant(&proposal_on(RESOURCE, "L1", 10))
+            .await
+            .expect("grant"),
+    );
+    // Lease buckets exist already for both kinds of key: a lease grant is no
+    // revision, but keep the count exact.
+    assert!(f.store.abort(RESOURCE, "X").await.is_ok());
+    let before = f.store.revision().await.expect("revision");
+    let (released, vote) = f
+        .store
+        .hand_off("L1", None, &proposal_on(RESOURCE, "L2", 20))
+        .await;
+    assert!(released.expect("release part").removed());
+    assert_eq!(granted(vote.expect("grant part")).record.lock_id, "L2");
+    let after = f.store.revision().await.expect("revision");
+    assert_eq!(after, before + 1, "one write for release and grant");
+}

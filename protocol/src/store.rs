@@ -228,6 +228,30 @@ pub trait LockStore: Send + Sync + 'static {
         self.release_as(resource, lock_id, None)
     }
 
+    /// A hand-off: [`LockStore::release_as`] of `lock_id` on `next.resource`,
+    /// then [`LockStore::grant`] of `next`, each answered as that call would
+    /// answer it had it been made on its own, one after the other. A store may
+    /// do both in one write when the release finds the grant (the resource then
+    /// goes from one holder to the next with nothing in between, and the token
+    /// rules of a grant still apply).
+    fn hand_off(
+        &self,
+        lock_id: &str,
+        principal: Option<&str>,
+        next: &Proposal<'_>,
+    ) -> impl Future<
+        Output = (
+            Result<Removal, Self::Error>,
+            Result<Vote<Holding>, Self::Error>,
+        ),
+    > + Send {
+        async move {
+            let released = self.release_as(next.resource, lock_id, principal).await;
+            let vote = self.grant(next).await;
+            (released, vote)
+        }
+    }
+
     /// Remove the grant of exactly `lock_id` unless a retry adopted it, and
     /// tombstone the lock id. True when a grant was removed.
     fn abort(

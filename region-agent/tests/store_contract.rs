@@ -101,6 +101,8 @@ contract!(
     only_the_principal_of_a_grant_renews_or_releases_it_and_a_refusal_changes_nothing,
     list_shows_what_read_shows_under_a_prefix_in_resource_order_a_page_at_a_time,
     list_shows_no_released_aborted_or_ended_grant,
+    a_hand_off_moves_the_resource_from_the_released_lock_to_the_next,
+    a_hand_off_answers_each_part_as_the_two_calls_would,
 );
 
 fn proposal<'a>(lock_id: &'a str, token: u64, request_id: &'a str) -> Proposal<'a> {
@@ -624,4 +626,98 @@ async fn only_the_principal_of_a_grant_renews_or_releases_it_and_a_refusal_chang
             .removed()
     );
     assert_eq!(holder(s).await, None);
+}
+
+/// A hand-off releases one lock and grants the next: afterwards the next holds
+/// the resource with its own token, the mark is that token, the released lock
+/// cannot be renewed, released again or proposed again, and its release
+/// answered with its record.
+async fn a_hand_off_moves_the_resource_from_the_released_lock_to_the_next<S: LockStore>(
+    s: &S,
+    _: &ManualClock,
+) {
+    let mut first = proposal("L1", 100, "r1");
+    first.principal = "billing";
+    granted(grant(s, &first).await);
+    let mut next = proposal("L2", 200, "r2");
+    next.principal = "batch";
+    next.owner = "bob";
+    let (released, vote) = s.hand_off("L1", Some("billing"), &next).await;
+    match released.expect("release part") {
+        Removal::Removed(Some(record)) => {
+            assert_eq!((record.lock_id.as_str(), record.token), ("L1", 100));
+        }
+        other => panic!("the release part removed nothing: {other:?}"),
+    }
+    let h = granted(vote.expect("grant part"));
+    assert_eq!((h.record.lock_id.as_str(), h.record.token), ("L2", 200));
+    assert_eq!(h.record.principal, "batch");
+    let state = s.read(RESOURCE).await.expect("read");
+    let held = state.holder.expect("held by the next");
+    assert_eq!(
+        (held.record.lock_id.as_str(), held.record.owner.as_str()),
+        ("L2", "bob")
+    );
+    assert_eq!(state.mark, 200);
+    assert!(
+        s.renew(RESOURCE, "L1", None)
+            .await
+            .expect("renew")
+            .is_none()
+    );
+    assert!(!released(s, "L1").await, "L1 is gone");
+    // A delayed copy of L1's proposal is refused.
+    assert!(!matches!(grant(s, &first).await, Vote::Granted(_)));
+    // The next lock is a lock like any other: its principal releases it.
+    let removal = s
+        .release_as(RESOURCE, "L2", Some("batch"))
+        .await
+        .expect("release");
+    assert!(removal.removed());
+    assert!(holder(s).await.is_none());
+}
+
+/// Where the release finds nothing, or is refused, or the next proposal would
+/// be refused, a hand-off answers each part exactly as the release and then
+/// the grant would, and a refused part changes nothing.
+async fn a_hand_off_answers_each_part_as_the_two_calls_would<S: LockStore>(s: &S, _: &ManualClock) {
+    use globallock_protocol::store::{FaultKind, StoreFault};
+    // Another principal's lock: the release part is refused, the grant part
+    // finds the resource held, and nothing changes.
+    let mut first = proposal("L1", 100, "r1");
+    first.principal = "billing";
+    granted(grant(s, &first).await);
+    let (released, vote) = s
+        .hand_off("L1", Some("batch"), &proposal("L2", 200, "r2"))
+        .await;
+    assert_eq!(
+        released.expect_err("not its lock").kind(),
+        FaultKind::NotOwner
+    );
+    match vote.expect("grant part") {
+        Vote::Held(h) => assert_eq!(h.record.lock_id, "L1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.read(RESOURCE).await.expect("read").mark, 100);
+    // A token not above the mark: released, and the grant part is refused.
+    let (released, vote) = s
+        .hand_off("L1", Some("billing"), &proposal("L3", 100, "r3"))
+        .await;
+    assert!(released.expect("release part").removed());
+    assert!(matches!(
+        vote.expect("grant part"),
+        Vote::TokenTooLow { mark: 100 }
+    ));
+    assert!(holder(s).await.is_none(), "released, and nothing granted");
+    // Nothing to release: the grant part alone.
+    let (released, vote) = s.hand_off("L1", None, &proposal("L4", 300, "r4")).await;
+    assert!(!released.expect("release part").removed());
+    assert_eq!(granted(vote.expect("grant part")).record.lock_id, "L4");
+    // An aborted next lock id is refused even when the release frees the resource.
+    assert!(!s.abort(RESOURCE, "L5").await.expect("abort"));
+    let (released, vote) = s.hand_off("L4", None, &proposal("L5", 400, "r5")).await;
+    assert!(released.expect("release part").removed());
+    assert!(matches!(vote.expect("grant part"), Vote::Aborted));
+    assert!(holder(s).await.is_none());
+    assert_eq!(s.read(RESOURCE).await.expect("read").mark, 300);
 }
