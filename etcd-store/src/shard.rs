@@ -24,8 +24,8 @@ use crate::keys::{KeyLayout, decode_token, encode_token};
 use crate::leases::LeaseTable;
 use crate::watermark::{Before, Watermark};
 use globallock_protocol::store::{
-    FaultKind, GrantRecord, Holding, Listed, Listing, LockStore, Proposal, Removal, ResourceState,
-    StoreFault, Vote,
+    FaultKind, GrantRecord, HandOff, Holding, Listed, Listing, LockStore, Proposal, Removal,
+    ResourceState, StoreFault, Vote,
 };
 
 /// Marks read per page while collecting them.
@@ -873,10 +873,7 @@ impl ShardStore {
         lock_id: &str,
         principal: Option<&str>,
         next: &Proposal<'_>,
-    ) -> (
-        Result<Removal, StoreError>,
-        Result<Vote<Holding>, StoreError>,
-    ) {
+    ) -> HandOff<StoreError> {
         let nonce = removal_nonce(false);
         match self.transfer(lock_id, principal, next, &nonce).await {
             Ok(Some(done)) => return (Ok(done.0), Ok(done.1)),
@@ -1726,10 +1723,7 @@ impl LockStore for ShardStore {
         lock_id: &str,
         principal: Option<&str>,
         next: &Proposal<'_>,
-    ) -> (
-        Result<Removal, StoreError>,
-        Result<Vote<Holding>, StoreError>,
-    ) {
+    ) -> HandOff<StoreError> {
         ShardStore::hand_off(self, lock_id, principal, next).await
     }
 

@@ -122,6 +122,11 @@ pub struct Listing {
     pub more: bool,
 }
 
+/// What a [`LockStore::hand_off`] answers: the release part, as
+/// [`LockStore::release_as`] would, and the grant part, as [`LockStore::grant`]
+/// would.
+pub type HandOff<E> = (Result<Removal, E>, Result<Vote<Holding>, E>);
+
 /// How a store operation failed, as the agent reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -239,12 +244,7 @@ pub trait LockStore: Send + Sync + 'static {
         lock_id: &str,
         principal: Option<&str>,
         next: &Proposal<'_>,
-    ) -> impl Future<
-        Output = (
-            Result<Removal, Self::Error>,
-            Result<Vote<Holding>, Self::Error>,
-        ),
-    > + Send {
+    ) -> impl Future<Output = HandOff<Self::Error>> + Send {
         async move {
             let released = self.release_as(next.resource, lock_id, principal).await;
             let vote = self.grant(next).await;
