@@ -642,8 +642,8 @@ async fn a_hand_off_moves_the_resource_from_the_released_lock_to_the_next<S: Loc
     let mut next = proposal("L2", 200, "r2");
     next.principal = "batch";
     next.owner = "bob";
-    let (released, vote) = s.hand_off("L1", Some("billing"), &next).await;
-    match released.expect("release part") {
+    let (release_part, vote) = s.hand_off("L1", Some("billing"), &next).await;
+    match release_part.expect("release part") {
         Removal::Removed(Some(record)) => {
             assert_eq!((record.lock_id.as_str(), record.token), ("L1", 100));
         }
