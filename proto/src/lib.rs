@@ -24,4 +24,19 @@ pub mod agent {
     /// coordinator meant to reach, so one agent reachable under two configured
     /// regions (two names for one address) can never vote twice.
     pub const REGION_METADATA: &str = "globallock-region";
+
+    impl PartError {
+        /// The part of a hand-off that failed with `status`.
+        pub fn from_status(status: &tonic::Status) -> Self {
+            Self {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            }
+        }
+
+        /// The status that part's call would have returned on its own.
+        pub fn to_status(&self) -> tonic::Status {
+            tonic::Status::new(tonic::Code::from_i32(self.code), self.message.clone())
+        }
+    }
 }

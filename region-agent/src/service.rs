@@ -9,9 +9,10 @@ use std::time::Duration;
 use globallock_etcd::ShardStore;
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    AdoptRequest, AdoptResponse, GrantRequest, GrantResponse, HealthRequest, HealthResponse,
-    Holder, ListRequest, ListResponse, ListedGrant, LockRef, REGION_METADATA, ReadRequest,
-    ReadResponse, RemoveResponse, RenewRequest, RenewResponse, ShardHealth, Vote as WireVote,
+    AdoptRequest, AdoptResponse, GrantRequest, GrantResponse, HandOffRequest, HandOffResponse,
+    HealthRequest, HealthResponse, Holder, ListRequest, ListResponse, ListedGrant, LockRef,
+    PartError, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
+    RenewResponse, ShardHealth, Vote as WireVote,
 };
 use globallock_protocol::clock::SharedClock;
 use globallock_protocol::lock_id::LockId;
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, info_span};
 
 use crate::config::AgentLimits;
+use globallock_proto::agent::hand_off_response::{GrantResult, ReleaseResult};
 use globallock_protocol::handover::{Admission, Handover};
 
 /// How a grant is removed.
@@ -237,25 +239,23 @@ impl<S: LockStore> AgentService<S> {
         record_target(&r.shard, &r.resource, &r.lock_id);
         let store = self.shard(&r.shard, &r.resource)?;
         Self::lock_id(&r.lock_id, &r.resource)?;
-        let (removed, holder) = match how {
-            Removal::Release => match store
-                .release_as(&r.resource, &r.lock_id, acting_as(r.force, &r.principal))
-                .await
-                .map_err(unavailable)?
-            {
-                StoreRemoval::Removed(record) => (true, record.map(removed_holder)),
-                StoreRemoval::Nothing => (false, None),
-            },
-            Removal::Abort => (
+        let answer = match how {
+            Removal::Release => removal_answer(
                 store
+                    .release_as(&r.resource, &r.lock_id, acting_as(r.force, &r.principal))
+                    .await
+                    .map_err(unavailable)?,
+            ),
+            Removal::Abort => RemoveResponse {
+                removed: store
                     .abort(&r.resource, &r.lock_id)
                     .await
                     .map_err(unavailable)?,
-                None,
-            ),
+                holder: None,
+            },
         };
-        Span::current().record("removed", removed);
-        Ok(Response::new(RemoveResponse { removed, holder }))
+        Span::current().record("removed", answer.removed);
+        Ok(Response::new(answer))
     }
 
     /// Check that `lock_id` is well formed and names `resource`.
@@ -269,6 +269,41 @@ impl<S: LockStore> AgentService<S> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A release's answer: whether it removed a grant, and whose.
+fn removal_answer(removal: StoreRemoval) -> RemoveResponse {
+    match removal {
+        StoreRemoval::Removed(record) => RemoveResponse {
+            removed: true,
+            holder: record.map(removed_holder),
+        },
+        StoreRemoval::Nothing => RemoveResponse {
+            removed: false,
+            holder: None,
+        },
+    }
+}
+
+/// What a checked proposal needs.
+enum GrantPlan<'a, S> {
+    /// Answered without the store (a token below the ring handover's floor).
+    Answered(GrantResponse),
+    /// To be put to this store, with this TTL.
+    Propose { store: &'a S, ttl: Duration },
+}
+
+/// The store's view of a checked proposal.
+fn proposal(r: &GrantRequest, ttl: Duration) -> Proposal<'_> {
+    Proposal {
+        resource: &r.resource,
+        lock_id: &r.lock_id,
+        owner: &r.owner,
+        token: r.fencing_token,
+        ttl,
+        request_id: &r.request_id,
+        principal: &r.principal,
     }
 }
 
@@ -384,8 +419,21 @@ impl<S: LockStore> AgentService<S> {
         request: Request<GrantRequest>,
     ) -> Result<Response<GrantResponse>, Status> {
         let r = request.into_inner();
-        let span = Span::current();
-        span.record("shard", &r.shard)
+        let answer = match self.check_grant(&r)? {
+            GrantPlan::Answered(answer) => answer,
+            GrantPlan::Propose { store, ttl } => {
+                let vote = store.grant(&proposal(&r, ttl)).await.map_err(unavailable)?;
+                self.vote_answer(&r, vote)
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    /// Every check a proposal passes before the store sees it (in the caller's
+    /// span): what to propose, or the answer already.
+    fn check_grant(&self, r: &GrantRequest) -> Result<GrantPlan<'_, S>, Status> {
+        Span::current()
+            .record("shard", &r.shard)
             .record("resource", &r.resource)
             .record("lock_id", &r.lock_id)
             .record("token", r.fencing_token);
@@ -396,7 +444,7 @@ impl<S: LockStore> AgentService<S> {
         let floor = self.handed_over(&r.shard, &r.resource)?;
         if r.fencing_token <= floor {
             // Tokens of the previous ring are below the floor: re-propose above it.
-            return Ok(Response::new(GrantResponse {
+            return Ok(GrantPlan::Answered(GrantResponse {
                 vote: WireVote::TokenTooLow.into(),
                 holder: None,
                 high_water_mark: floor,
@@ -404,25 +452,96 @@ impl<S: LockStore> AgentService<S> {
         }
         request::owner(&r.owner).map_err(|e| Status::invalid_argument(e.to_string()))?;
         request::request_id(&r.request_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let proposal = Proposal {
-            resource: &r.resource,
-            lock_id: &r.lock_id,
-            owner: &r.owner,
-            token: r.fencing_token,
-            ttl: self.ttl(r.ttl_ms)?,
-            request_id: &r.request_id,
-            principal: &r.principal,
-        };
+        let ttl = self.ttl(r.ttl_ms)?;
         self.in_time(r.deadline_unix_ms)?;
-        let vote = store.grant(&proposal).await.map_err(unavailable)?;
+        Ok(GrantPlan::Propose { store, ttl })
+    }
+
+    /// The store's vote on proposal `r`, as answered (and counted).
+    fn vote_answer(&self, r: &GrantRequest, vote: Vote<Holding>) -> GrantResponse {
         let (vote, held, mark) = wire_vote(vote);
-        span.record("outcome", vote.as_str_name());
+        Span::current().record("outcome", vote.as_str_name());
         metrics::counter!("globallock_agent_grants_total", "shard" => r.shard.clone(), "outcome" => vote.as_str_name())
             .increment(1);
-        Ok(Response::new(GrantResponse {
+        GrantResponse {
             vote: vote.into(),
             holder: held.map(holder),
             high_water_mark: mark,
+        }
+    }
+
+    /// Release, then propose: each part answered as its own call would be.
+    /// When both parts pass their checks, the store does them as one hand-off
+    /// (one etcd transaction when the release finds the grant).
+    async fn do_hand_off(
+        &self,
+        request: Request<HandOffRequest>,
+    ) -> Result<Response<HandOffResponse>, Status> {
+        let HandOffRequest {
+            release: Some(release),
+            grant: Some(grant),
+        } = request.into_inner()
+        else {
+            return Err(Status::invalid_argument(
+                "a hand-off needs both its release and its grant",
+            ));
+        };
+        if release.shard != grant.shard || release.resource != grant.resource {
+            return Err(Status::invalid_argument(
+                "a hand-off's release and grant must name the same shard and resource",
+            ));
+        }
+        let release_checked = self
+            .shard(&release.shard, &release.resource)
+            .and_then(|_| Self::lock_id(&release.lock_id, &release.resource));
+        let plan = self.check_grant(&grant);
+        let (released, granted) = match (release_checked, plan) {
+            (Ok(()), Ok(GrantPlan::Propose { store, ttl })) => {
+                let (released, vote) = store
+                    .hand_off(
+                        &release.lock_id,
+                        acting_as(release.force, &release.principal),
+                        &proposal(&grant, ttl),
+                    )
+                    .await;
+                (
+                    released.map(removal_answer).map_err(unavailable),
+                    vote.map(|v| self.vote_answer(&grant, v))
+                        .map_err(unavailable),
+                )
+            }
+            (release_checked, plan) => {
+                let released = match release_checked {
+                    Ok(()) => self
+                        .remove(release, Removal::Release)
+                        .await
+                        .map(Response::into_inner),
+                    Err(refused) => Err(refused),
+                };
+                let granted = match plan {
+                    Ok(GrantPlan::Answered(answer)) => Ok(answer),
+                    Ok(GrantPlan::Propose { store, ttl }) => store
+                        .grant(&proposal(&grant, ttl))
+                        .await
+                        .map(|v| self.vote_answer(&grant, v))
+                        .map_err(unavailable),
+                    Err(refused) => Err(refused),
+                };
+                (released, granted)
+            }
+        };
+        if let Ok(answer) = &released {
+            Span::current().record("removed", answer.removed);
+        }
+        Ok(Response::new(HandOffResponse {
+            release_result: Some(match released {
+                Ok(answer) => ReleaseResult::Released(answer),
+                Err(status) => ReleaseResult::ReleaseError(PartError::from_status(&status)),
+            }),
+            grant_result: Some(match granted {
+                Ok(answer) => GrantResult::Granted(answer),
+                Err(status) => GrantResult::GrantError(PartError::from_status(&status)),
+            }),
         }))
     }
 
@@ -634,6 +753,18 @@ impl<S: LockStore> RegionAgent for AgentService<S> {
         let started = std::time::Instant::now();
         let result = self.do_release(request).instrument(span).await;
         observe("release", started, &result);
+        self.stamp(result)
+    }
+
+    async fn hand_off(
+        &self,
+        request: Request<HandOffRequest>,
+    ) -> Result<Response<HandOffResponse>, Status> {
+        let span = info_span!("agent.hand_off", region = %self.region, shard = tracing::field::Empty, resource = tracing::field::Empty, lock_id = tracing::field::Empty, token = tracing::field::Empty, outcome = tracing::field::Empty, removed = tracing::field::Empty);
+        adopt_grpc_parent(&span, request.metadata());
+        let started = std::time::Instant::now();
+        let result = self.do_hand_off(request).instrument(span).await;
+        observe("hand_off", started, &result);
         self.stamp(result)
     }
 

@@ -372,3 +372,92 @@ async fn only_the_acquiring_principal_renews_or_releases_unless_forced() {
     assert!(forced.into_inner().removed);
     assert_eq!(read(&a).await.holder, None);
 }
+
+fn release_of(n: u128, principal: &str) -> LockRef {
+    LockRef {
+        shard: "shard-0".into(),
+        resource: RESOURCE.into(),
+        lock_id: lock_id(n),
+        principal: principal.into(),
+        force: false,
+    }
+}
+
+async fn hand_off(
+    a: &Agent,
+    release: LockRef,
+    grant: GrantRequest,
+) -> (
+    Result<globallock_proto::agent::RemoveResponse, tonic::Status>,
+    Result<globallock_proto::agent::GrantResponse, tonic::Status>,
+) {
+    use globallock_proto::agent::HandOffRequest;
+    use globallock_proto::agent::hand_off_response::{GrantResult, ReleaseResult};
+    let answer = a
+        .service
+        .hand_off(Request::new(HandOffRequest {
+            release: Some(release),
+            grant: Some(grant),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let released = match answer.release_result.unwrap() {
+        ReleaseResult::Released(r) => Ok(r),
+        ReleaseResult::ReleaseError(e) => Err(e.to_status()),
+    };
+    let granted = match answer.grant_result.unwrap() {
+        GrantResult::Granted(g) => Ok(g),
+        GrantResult::GrantError(e) => Err(e.to_status()),
+    };
+    (released, granted)
+}
+
+/// A hand-off answers its release and its grant as the two calls would: the
+/// next lock holds the resource after one that was released; a part that a
+/// check refuses (another principal's lock, a proposal past its deadline) is
+/// refused with that call's status while the other part still happens; and a
+/// hand-off across two resources is refused whole.
+#[tokio::test]
+async fn a_hand_off_answers_each_part_as_release_and_grant_would() {
+    let a = agent();
+    let mut first = proposal(1, NOW_US);
+    first.principal = "billing".into();
+    a.service.grant(Request::new(first)).await.unwrap();
+
+    let (released, granted) = hand_off(&a, release_of(1, "batch"), proposal(2, NOW_US + 1)).await;
+    assert_eq!(released.unwrap_err().code(), Code::PermissionDenied);
+    let granted = granted.unwrap();
+    assert_eq!(granted.vote(), WireVote::Held);
+    assert_eq!(granted.holder.unwrap().lock_id, lock_id(1));
+
+    let (released, granted) = hand_off(&a, release_of(1, "billing"), proposal(3, NOW_US + 2)).await;
+    let released = released.unwrap();
+    assert!(released.removed);
+    assert_eq!(released.holder.unwrap().lock_id, lock_id(1));
+    let granted = granted.unwrap();
+    assert_eq!(granted.vote(), WireVote::Granted);
+    assert_eq!(granted.high_water_mark, NOW_US + 2);
+    assert_eq!(read(&a).await.holder.unwrap().lock_id, lock_id(3));
+
+    // The next proposal is past its coordinator's deadline: refused as Grant
+    // refuses it, and the release still happens.
+    let mut late = proposal(4, NOW_US + 3);
+    late.deadline_unix_ms = NOW_US / 1_000 - 10_000;
+    let (released, granted) = hand_off(&a, release_of(3, ""), late).await;
+    assert!(released.unwrap().removed);
+    assert_eq!(granted.unwrap_err().code(), Code::DeadlineExceeded);
+    assert!(read(&a).await.holder.is_none());
+
+    let mut elsewhere = proposal(5, NOW_US + 4);
+    elsewhere.resource = "billing/other".into();
+    let refused = a
+        .service
+        .hand_off(Request::new(globallock_proto::agent::HandOffRequest {
+            release: Some(release_of(3, "")),
+            grant: Some(elsewhere),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}
