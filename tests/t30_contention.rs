@@ -131,3 +131,74 @@ async fn waiters_of_one_coordinator_are_served_in_arrival_order() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A release of a resource whose first waiter here sleeps in its backoff
+/// carries that waiter's proposals to the regions (the agents' HandOff:
+/// release, then grant), so the next holder needs no round of its own: the
+/// waiter is granted with a higher token, by hand-offs, and its lock is a lock
+/// like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_carries_the_first_waiters_proposal_to_every_region() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let mut holder = cluster.client(0).await?;
+    let held = holder
+        .acquire(acquire("line/hand-off", "holder", 30_000, 0))
+        .await?
+        .into_inner();
+    let mut client = cluster.client(0).await?;
+    let waiter = tokio::spawn(async move {
+        let granted = client
+            .acquire(acquire("line/hand-off", "waiter", 30_000, 60_000))
+            .await?
+            .into_inner();
+        anyhow::Ok((client, granted))
+    });
+    // The waiter proposed, found the resource held and sleeps in its backoff.
+    harness::eventually(
+        Duration::from_secs(10),
+        "the waiter refused once",
+        || async {
+            let refused = cluster
+                .coordinator_metric(0, "globallock_contention_total", &[])
+                .await
+                .ok()?;
+            (refused >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let hand_offs_before = cluster
+        .coordinator_metric(0, "globallock_hand_offs_total", &[])
+        .await?;
+    holder
+        .release(ReleaseRequest {
+            lock_id: held.lock_id,
+        })
+        .await?;
+    let (mut client, granted) = waiter.await??;
+    assert!(granted.fencing_token > held.fencing_token);
+    assert_eq!(
+        cluster
+            .coordinator_metric(0, "globallock_hand_offs_total", &[])
+            .await?
+            - hand_offs_before,
+        1.0,
+        "the release offered the waiter a ride"
+    );
+    let carried = cluster
+        .coordinator_metric(
+            0,
+            "globallock_agent_requests_total",
+            &[("op", "hand_off"), ("outcome", "ok")],
+        )
+        .await?;
+    assert!(
+        carried >= 2.0,
+        "a majority of regions answered hand-offs ({carried})"
+    );
+    client
+        .release(ReleaseRequest {
+            lock_id: granted.lock_id,
+        })
+        .await?;
+    Ok(())
+}

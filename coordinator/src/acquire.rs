@@ -37,6 +37,11 @@ type InFlight = FuturesUnordered<BoxFuture<'static, Event>>;
 struct Drive<'a> {
     engine: &'a LockEngine,
     p: &'a AcquireParams,
+    /// This acquire's place in the resource's line, while it waits.
+    place: Option<&'a crate::waiters::Place<'a>>,
+    /// A release's offer to carry the next proposals (crate::waiters::Ride),
+    /// taken by the next commands carried out.
+    ride: Arc<Mutex<Option<crate::waiters::Ride>>>,
     /// Rung when the resource is released through this coordinator (a waiting
     /// acquire then stops its backoff and tries at once).
     released: Option<Arc<tokio::sync::Notify>>,
@@ -64,10 +69,27 @@ impl LockEngine {
         // A waiting acquire takes its turn in this coordinator's line for the
         // resource (crate::waiters); its wait counts the time in line.
         let place = (!wait.is_zero()).then(|| self.waiters.join(&p.resource));
+        let ride = Arc::new(Mutex::new(None));
         let wait = match &place {
             Some(place) => {
                 let queued = std::time::Instant::now();
                 place.first_in_line(wait).await;
+                // First, while a lock granted here holds the resource: a
+                // proposal now would only find it held. Wait (as a backoff
+                // would) for its release here to carry this acquire's proposals.
+                if let Some(left) = place.held_here() {
+                    let delay = self
+                        .backoff
+                        .delay(1, rand::random::<f64>(), Some(left))
+                        .min(wait.saturating_sub(queued.elapsed()));
+                    let offered = crate::waiters::sleep_released_or_ride(
+                        Some(place.release_signal()),
+                        Some(place.ready_for_ride()),
+                        delay,
+                    )
+                    .await;
+                    *ride.lock().unwrap_or_else(|e| e.into_inner()) = offered;
+                }
                 wait.saturating_sub(queued.elapsed())
             }
             None => wait,
@@ -82,6 +104,8 @@ impl LockEngine {
         let mut drive = Drive {
             engine: self,
             p,
+            place: place.as_ref(),
+            ride,
             released: place.as_ref().map(crate::waiters::Place::release_signal),
             shard,
             request_id,
@@ -101,9 +125,11 @@ impl LockEngine {
             commands = machine.handle(event);
         };
         drive.finish_in_background(machine, in_flight);
+        let result = drive.result(answer, ttl);
         // Leaving the line lets the next waiter go.
+        drop(drive);
         drop(place);
-        drive.result(answer, ttl)
+        result
     }
 }
 
@@ -118,10 +144,27 @@ impl Drive<'_> {
     ) -> Option<Answer> {
         let mut queue = std::collections::VecDeque::from(commands);
         let mut answer = None;
+        let ride = self.ride.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (offer, mut answers) = match ride {
+            Some(ride) => (
+                Some(ride.proposals),
+                ride.answers.into_iter().map(Some).collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let mut carried: Vec<Option<GrantRequest>> = vec![None; self.engine.regions.len()];
         while let Some(command) = queue.pop_front() {
             match command {
                 Command::Mint { round } => queue.extend(machine.handle(self.mint(round))),
-                Command::Send { round, region } => in_flight.push(self.send(round, region)),
+                Command::Send { round, region } => {
+                    let request = self.grant_request(round, region);
+                    // Carried by the release that offered the ride, if any.
+                    let answer = answers.get_mut(region).and_then(Option::take);
+                    if answer.is_some() {
+                        carried[region] = Some(request.clone());
+                    }
+                    in_flight.push(self.send(round, region, request, answer));
+                }
                 Command::Abort { round, region } => in_flight.push(self.abort(round, region)),
                 Command::Adopt {
                     round,
@@ -140,6 +183,11 @@ impl Drive<'_> {
                 } => in_flight.push(self.backoff(attempt, holder_left, left)),
                 Command::Answer(a) => answer = Some(a),
             }
+        }
+        if let Some(offer) = offer {
+            // The release carries these (it sends every region's alone if this
+            // offer is dropped or all are `None`).
+            let _ = offer.send(carried);
         }
         answer
     }
@@ -176,10 +224,10 @@ impl Drive<'_> {
         }
     }
 
-    /// Round `round`'s proposal to `region`, as a future of its reply event.
-    fn send(&self, round: RoundId, region: usize) -> BoxFuture<'static, Event> {
+    /// Round `round`'s proposal to `region`.
+    fn grant_request(&self, round: RoundId, region: usize) -> GrantRequest {
         let (lock_id, token) = self.minted[&round].clone();
-        let request = GrantRequest {
+        GrantRequest {
             shard: self.shard.clone(),
             resource: self.p.resource.clone(),
             lock_id: lock_id.clone(),
@@ -196,15 +244,35 @@ impl Drive<'_> {
                 .regions
                 .get(region)
                 .agent_time_in(self.engine.regions.timeout()),
-        };
-        let span = info_span!("propose", round, lock_id = %lock_id, token);
-        let call = self.engine.call_region(
+        }
+    }
+
+    /// `request` (round `round`'s proposal to `region`), as a future of its
+    /// reply event: sent now, or carried by a release (`carried`: its answer;
+    /// sent now after all if the release did not carry it).
+    fn send(
+        &self,
+        round: RoundId,
+        region: usize,
+        request: GrantRequest,
+        carried: Option<tokio::sync::oneshot::Receiver<Result<GrantResponse, Status>>>,
+    ) -> BoxFuture<'static, Event> {
+        let span = info_span!("propose", round, lock_id = %request.lock_id, token = request.fencing_token, carried = carried.is_some());
+        let direct = self.engine.call_region(
             region,
             &self.shard,
             "grant",
             request,
             |mut c, r| async move { c.grant(r).await },
         );
+        let call = async move {
+            if let Some(carried) = carried
+                && let Ok(answer) = carried.await
+            {
+                return (region, answer);
+            }
+            direct.await
+        };
         let regions = self.engine.regions.clone();
         let shard = self.shard.clone();
         let expect = Expected {
@@ -281,7 +349,8 @@ impl Drive<'_> {
         .boxed()
     }
 
-    /// Sleep a jittered backoff (at most `left`), as a future of the wake-up.
+    /// Sleep a jittered backoff (at most `left`), as a future of the wake-up
+    /// (cut short by a release here, which may offer a ride).
     fn backoff(
         &self,
         attempt: u32,
@@ -296,9 +365,12 @@ impl Drive<'_> {
         debug!(?delay, attempt, "resource busy; waiting");
         let clock = self.engine.clock.clone();
         let released = self.released.clone();
+        let offer = self.place.map(crate::waiters::Place::ready_for_ride);
+        let ride = self.ride.clone();
         async move {
             // Woken early by a release of the resource through this coordinator.
-            crate::waiters::sleep_or_released(released, delay).await;
+            let offered = crate::waiters::sleep_released_or_ride(released, offer, delay).await;
+            *ride.lock().unwrap_or_else(|e| e.into_inner()) = offered;
             Event::Woke {
                 now: clock.monotonic(),
             }
@@ -345,7 +417,11 @@ impl Drive<'_> {
     fn result(&mut self, answer: Answer, ttl: Duration) -> Result<Acquired, LockError> {
         let resource = self.p.resource.clone();
         match answer {
-            Answer::Won { won, validity, .. } => Ok(self.engine.acquired(self.p, won, validity)),
+            Answer::Won { won, validity, .. } => {
+                // Its waiters can expect its release here (crate::waiters).
+                self.engine.waiters.granted(&resource, validity);
+                Ok(self.engine.acquired(self.p, won, validity))
+            }
             Answer::TooSlow { elapsed, .. } => Err(LockError::TooSlow { elapsed, ttl }),
             Answer::WaitExpired { waited, holder } => Err(LockError::WaitExpired {
                 resource,

@@ -199,7 +199,7 @@ pub struct EngineOptions {
     pub quotas: crate::quota::QuotaLimits,
 }
 
-type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
+pub(crate) type Replies<T> = FuturesUnordered<BoxFuture<'static, (usize, Result<T, Status>)>>;
 
 impl LockEngine {
     /// An engine over `regions`.
@@ -573,9 +573,8 @@ impl LockEngine {
             principal: caller.principal.clone(),
             force: caller.admin,
         };
-        let mut replies = self.fan_out(&shard, "release", request, |mut c, r| async move {
-            c.release(r).await
-        });
+        // A plain release, or hand-offs carrying the next waiter's proposals.
+        let mut replies = self.release_calls(request).await;
         let mut tally = ReleaseTally::new(self.regions.len());
         // Whose lock this was, as the first region that removed it says (for the
         // audit trail: a release names the owner and token that ended).
@@ -831,7 +830,7 @@ impl LockEngine {
 
     /// Send `message` to every region with `call`, each bounded by the region
     /// deadline (also sent along as the gRPC timeout, so agents can give up too).
-    fn fan_out<M, T, F, Fut>(
+    pub(crate) fn fan_out<M, T, F, Fut>(
         &self,
         shard: &str,
         op: &'static str,

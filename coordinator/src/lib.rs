@@ -12,6 +12,8 @@
 //!   regions and the decisions of `globallock_protocol::quorum`.
 //! - `acquire` — carries out the acquire state machine's commands
 //!   (`globallock_protocol::acquire`): mint, send, abort, back off, answer.
+//! - [`waiters`]: the waiting line per resource (FIFO), and `handoff`: a
+//!   release that carries the first waiter's proposals (the agents' HandOff).
 //! - [`regions`] — channels to the region agents and their health (for the fast
 //!   minority-side rejection).
 //! - [`error`] — [`LockError`], every way a request can fail.
@@ -30,6 +32,7 @@ pub mod contention;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+mod handoff;
 pub mod quota;
 pub mod regions;
 pub mod rest;

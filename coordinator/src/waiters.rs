@@ -10,11 +10,38 @@
 //! different coordinators still meet at the regions, where one proposal wins
 //! and the others back off and try again (fair between coordinators only on
 //! average). It changes when attempts are made, never what a grant needs.
+//!
+//! # Hand-off
+//! A release through this coordinator of a resource whose first waiter is
+//! about to propose (asleep in its backoff, or just come first while a lock
+//! granted here holds the resource) offers that waiter a [`Ride`]: the waiter
+//! hands over the proposals it would send, and the release carries each one
+//! to its region in the same call (the agent's `HandOff`: release, then grant).
+//! The next holder's grant thus takes no round trip of its own after the
+//! release. What the waiter hands over is exactly what it would have sent, and
+//! each region answers it exactly as a Grant call (the waiter's state machine
+//! counts the answers as usual); a proposal the release did not carry is sent
+//! by the waiter itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use globallock_proto::agent::{GrantRequest, GrantResponse};
+use tokio::sync::{Notify, oneshot};
+use tonic::Status;
+
+/// A release's offer to carry the first waiter's next proposals.
+#[derive(Debug)]
+pub struct Ride {
+    /// Where the waiter puts the proposal it would send to each region (by
+    /// region index; `None`: nothing for that region).
+    pub proposals: oneshot::Sender<Vec<Option<GrantRequest>>>,
+    /// Each region's answer to the proposal carried to it, by region index. A
+    /// sender dropped unanswered means the release did not carry it: the waiter
+    /// sends that proposal itself.
+    pub answers: Vec<oneshot::Receiver<Result<GrantResponse, Status>>>,
+}
 
 #[derive(Debug, Default)]
 struct Line {
@@ -22,6 +49,12 @@ struct Line {
     order: VecDeque<u64>,
     /// Rung when the line moves or the resource was released here.
     changed: Arc<Notify>,
+    /// The first waiter, while it accepts a ride: its place, and where to send
+    /// the offer.
+    rider: Option<(u64, oneshot::Sender<Ride>)>,
+    /// Until when a lock granted through this coordinator (and not released
+    /// through it since) holds the resource.
+    held_until: Option<tokio::time::Instant>,
 }
 
 /// The lines of waiting acquires, per resource.
@@ -63,9 +96,26 @@ impl WaitLines {
     /// `resource` was released through this coordinator: the first in its line
     /// (if any) stops sleeping and tries now.
     pub fn released(&self, resource: &str) {
-        if let Some(line) = self.lock().get(resource) {
+        if let Some(line) = self.lock().get_mut(resource) {
+            line.held_until = None;
             line.changed.notify_waiters();
         }
+    }
+
+    /// A lock on `resource` was granted through this coordinator and lives for
+    /// `validity` (noted only while acquires wait in its line).
+    pub fn granted(&self, resource: &str, validity: Duration) {
+        if let Some(line) = self.lock().get_mut(resource) {
+            line.held_until = Some(tokio::time::Instant::now() + validity);
+        }
+    }
+
+    /// The first waiter of `resource`'s line, if it accepts a ride now.
+    pub fn take_rider(&self, resource: &str) -> Option<oneshot::Sender<Ride>> {
+        let mut lines = self.lock();
+        let line = lines.get_mut(resource)?;
+        let (id, rider) = line.rider.take()?;
+        (line.order.front() == Some(&id) && !rider.is_closed()).then_some(rider)
     }
 
     /// How many acquires wait in `resource`'s line.
@@ -102,6 +152,25 @@ impl Place<'_> {
         }
     }
 
+    /// Accept a ride from the next release of the resource through this
+    /// coordinator (replacing any earlier offer of this place).
+    pub fn ready_for_ride(&self) -> oneshot::Receiver<Ride> {
+        let (offer, ride) = oneshot::channel();
+        if let Some(line) = self.lines.lock().get_mut(&self.resource) {
+            line.rider = Some((self.id, offer));
+        }
+        ride
+    }
+
+    /// How long a lock granted through this coordinator still holds the
+    /// resource, if one does (as far as this coordinator knows).
+    pub fn held_here(&self) -> Option<Duration> {
+        let lines = self.lines.lock();
+        let until = lines.get(&self.resource)?.held_until?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
     /// What a release of this resource here (or the line moving) rings; see
     /// [`sleep_or_released`].
     pub fn release_signal(&self) -> Arc<Notify> {
@@ -124,12 +193,32 @@ pub async fn sleep_or_released(released: Option<Arc<Notify>>, delay: std::time::
     }
 }
 
+/// [`sleep_or_released`], or less if a release offers `ride` one: the ride,
+/// if one came.
+pub async fn sleep_released_or_ride(
+    released: Option<Arc<Notify>>,
+    ride: Option<oneshot::Receiver<Ride>>,
+    delay: Duration,
+) -> Option<Ride> {
+    let Some(ride) = ride else {
+        sleep_or_released(released, delay).await;
+        return None;
+    };
+    tokio::select! {
+        () = sleep_or_released(released, delay) => None,
+        offered = ride => offered.ok(),
+    }
+}
+
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         metrics::gauge!("globallock_acquires_in_line").decrement(1.0);
         let mut lines = self.lines.lock();
         if let Some(line) = lines.get_mut(&self.resource) {
             line.order.retain(|id| *id != self.id);
+            if line.rider.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                line.rider = None;
+            }
             line.changed.notify_waiters();
             if line.order.is_empty() {
                 lines.remove(&self.resource);

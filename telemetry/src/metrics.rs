@@ -173,6 +173,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "etcd request latency by shard and operation (retries included; op=\"batch\" is a group-committed request of several transactions).",
     ),
     (
+        "counter",
+        "globallock_hand_offs_total",
+        "Releases that carried the next waiter's proposals (one round for release and grant).",
+    ),
+    (
         "histogram",
         "globallock_etcd_batch_size",
         "Transactions per etcd request sent by group commit, by shard (1: sent alone).",
