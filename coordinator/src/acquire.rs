@@ -144,7 +144,14 @@ impl Drive<'_> {
     ) -> Option<Answer> {
         let mut queue = std::collections::VecDeque::from(commands);
         let mut answer = None;
-        let ride = self.ride.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A ride is for the proposals of a round that starts now (not, say, for
+        // the commands after a late reply of an earlier round).
+        let starts_round = queue
+            .iter()
+            .any(|c| matches!(c, Command::Mint { .. } | Command::Send { .. }));
+        let ride = starts_round
+            .then(|| self.ride.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .flatten();
         let (offer, mut answers) = match ride {
             Some(ride) => (
                 Some(ride.proposals),
@@ -419,8 +426,11 @@ impl Drive<'_> {
         match answer {
             Answer::Won { won, validity, .. } => {
                 // Its waiters can expect its release here (crate::waiters).
-                self.engine.waiters.granted(&resource, validity);
-                Ok(self.engine.acquired(self.p, won, validity))
+                let acquired = self.engine.acquired(self.p, won, validity);
+                self.engine
+                    .waiters
+                    .granted(&resource, &acquired.lock_id, validity);
+                Ok(acquired)
             }
             Answer::TooSlow { elapsed, .. } => Err(LockError::TooSlow { elapsed, ttl }),
             Answer::WaitExpired { waited, holder } => Err(LockError::WaitExpired {

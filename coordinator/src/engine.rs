@@ -574,7 +574,7 @@ impl LockEngine {
             force: caller.admin,
         };
         // A plain release, or hand-offs carrying the next waiter's proposals.
-        let mut replies = self.release_calls(request).await;
+        let (mut replies, rode) = self.release_calls(request).await;
         let mut tally = ReleaseTally::new(self.regions.len());
         // Whose lock this was, as the first region that removed it says (for the
         // audit trail: a release names the owner and token that ended).
@@ -596,7 +596,7 @@ impl LockEngine {
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
                 self.quotas.ended(lock_id);
-                self.waiters.released(id.resource());
+                self.waiters.released(id.resource(), lock_id, rode);
                 Ok(self.released(&id, lock_id, caller, ended, &regions))
             }
             ReleaseDecision::NotFound => Err(LockError::NotFound {

@@ -28,16 +28,17 @@ const HAND_OVER_WITHIN: Duration = Duration::from_millis(20);
 impl LockEngine {
     /// Send `release` to every region: plain releases, or hand-offs that carry
     /// the proposals of the first waiter here for the resource, if it takes
-    /// the ride.
-    pub(crate) async fn release_calls(&self, release: LockRef) -> Replies<RemoveResponse> {
+    /// the ride (then `true`).
+    pub(crate) async fn release_calls(&self, release: LockRef) -> (Replies<RemoveResponse>, bool) {
         let shard = release.shard.clone();
         let Some((proposals, answers)) = self.offer_ride(&release.resource).await else {
-            return self.fan_out(&shard, "release", release, |mut c, r| async move {
+            let replies = self.fan_out(&shard, "release", release, |mut c, r| async move {
                 c.release(r).await
             });
+            return (replies, false);
         };
         metrics::counter!("globallock_hand_offs_total").increment(1);
-        proposals
+        let replies = proposals
             .into_iter()
             .zip(answers)
             .enumerate()
@@ -61,7 +62,8 @@ impl LockEngine {
                     .boxed()
                 }
             })
-            .collect()
+            .collect();
+        (replies, true)
     }
 
     /// Offer the first waiter for `resource` a ride: the proposals it hands

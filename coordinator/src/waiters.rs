@@ -52,9 +52,9 @@ struct Line {
     /// The first waiter, while it accepts a ride: its place, and where to send
     /// the offer.
     rider: Option<(u64, oneshot::Sender<Ride>)>,
-    /// Until when a lock granted through this coordinator (and not released
-    /// through it since) holds the resource.
-    held_until: Option<tokio::time::Instant>,
+    /// A lock granted through this coordinator (and not released through it
+    /// since) that holds the resource, and until when.
+    held: Option<(String, tokio::time::Instant)>,
 }
 
 /// The lines of waiting acquires, per resource.
@@ -93,20 +93,28 @@ impl WaitLines {
         }
     }
 
-    /// `resource` was released through this coordinator: the first in its line
-    /// (if any) stops sleeping and tries now.
-    pub fn released(&self, resource: &str) {
+    /// Lock `lock_id` on `resource` was released through this coordinator: the
+    /// first in its line (if any) stops sleeping and tries now, unless the
+    /// release carried its proposals already (`rode`; its sleep is over then,
+    /// and waking it again would only cut short the wait it starts next).
+    pub fn released(&self, resource: &str, lock_id: &str, rode: bool) {
         if let Some(line) = self.lock().get_mut(resource) {
-            line.held_until = None;
-            line.changed.notify_waiters();
+            // The next holder may have been granted already (its grant rode on
+            // this release): only this lock stops holding.
+            if line.held.as_ref().is_some_and(|(held, _)| held == lock_id) {
+                line.held = None;
+            }
+            if !rode {
+                line.changed.notify_waiters();
+            }
         }
     }
 
-    /// A lock on `resource` was granted through this coordinator and lives for
-    /// `validity` (noted only while acquires wait in its line).
-    pub fn granted(&self, resource: &str, validity: Duration) {
+    /// Lock `lock_id` on `resource` was granted through this coordinator and
+    /// lives for `validity` (noted only while acquires wait in its line).
+    pub fn granted(&self, resource: &str, lock_id: &str, validity: Duration) {
         if let Some(line) = self.lock().get_mut(resource) {
-            line.held_until = Some(tokio::time::Instant::now() + validity);
+            line.held = Some((lock_id.to_owned(), tokio::time::Instant::now() + validity));
         }
     }
 
@@ -166,7 +174,7 @@ impl Place<'_> {
     /// resource, if one does (as far as this coordinator knows).
     pub fn held_here(&self) -> Option<Duration> {
         let lines = self.lines.lock();
-        let until = lines.get(&self.resource)?.held_until?;
+        let (_, until) = lines.get(&self.resource)?.held.as_ref()?;
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         (!left.is_zero()).then_some(left)
     }
@@ -289,7 +297,7 @@ mod tests {
         // Released repeatedly until the sleeper is woken (it may not have
         // registered yet the first time).
         while !sleeper.is_finished() {
-            lines.released("r");
+            lines.released("r", "L", false);
             tokio::task::yield_now().await;
         }
         assert!(sleeper.await.expect("task"));
