@@ -18,6 +18,7 @@
 mod cell;
 mod chart;
 mod etcd_lock;
+mod etcd_work;
 mod fence;
 mod geography;
 mod globallock;

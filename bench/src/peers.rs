@@ -115,6 +115,11 @@ impl GloballockPeer {
         self.cluster.kill_coordinator(coordinator.index);
     }
 
+    /// Every region's etcd clusters (to read what etcd did).
+    pub fn etcd_clusters(&self) -> Vec<&EtcdCluster> {
+        self.cluster.etcd_clusters()
+    }
+
     /// Every pid, for the startup report.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.cluster.coordinators().iter().map(|c| c.pid).collect();

@@ -172,6 +172,21 @@ pub fn table(report: &Report) -> String {
          p50/p99 acq: acquire latency, waits and retries included. fairness: Jain's index over per-worker acquisitions.\n\
          gl/x: globallock's figure divided by that system's (ops: above 1 is better; p50/p99: below 1 is better)."
     );
+    let _ = writeln!(
+        out,
+        "\netcd work per cycle (warm-up and drain included; globallock: per region, etcd's lock: per member):"
+    );
+    for cell in &report.cells {
+        for m in &cell.systems {
+            if let Some(w) = m.etcd_per_cycle {
+                let _ = writeln!(
+                    out,
+                    "  {:<15} {:<11} {:>6.2} fsyncs {:>6.2} Raft entries {:>6.2} txns {:>6.2} keys written",
+                    cell.cell, m.system, w.fsyncs, w.raft_entries, w.txns, w.key_writes
+                );
+            }
+        }
+    }
     let limited: Vec<String> = report
         .cells
         .iter()

@@ -160,7 +160,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
                 .await
                 .with_context(|| format!("{} in cell {}", system.name(), cell.name))?;
             println!(
-                "   {:<15} {:>9.1} ops/s  p50 {:>9.2} ms  p99 {:>9.2} ms  fairness {:.3}  cycles {}  errors {}{}",
+                "   {:<15} {:>9.1} ops/s  p50 {:>9.2} ms  p99 {:>9.2} ms  fairness {:.3}  cycles {}  errors {}{}{}",
                 m.system,
                 m.ops_per_s,
                 m.acquire_ms.p50,
@@ -172,6 +172,17 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
                     .first_error
                     .as_ref()
                     .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+                m.etcd_per_cycle
+                    .map(|w| format!(
+                        "\n   {:<15} etcd per cycle and {}: {:.2} fsyncs, {:.2} Raft entries, {:.2} txns, {:.2} keys written",
+                        "",
+                        if m.system == "globallock" { "region" } else { "member" },
+                        w.fsyncs,
+                        w.raft_entries,
+                        w.txns,
+                        w.key_writes
+                    ))
                     .unwrap_or_default()
             );
             measurements.push(m);
@@ -235,7 +246,11 @@ async fn measure_system(
         (System::Globallock, _) => {
             let peer = peers.globallock.as_ref().context(started)?;
             let client = Globallock::connect(peer.url(), peer.tls())?;
-            measure(&client, name, cell, workers, prefix, timing).await
+            let regions = peer.etcd_clusters().len() / SHARDS_PER_REGION;
+            with_etcd_work(&peer.etcd_clusters(), regions, || {
+                measure(&client, name, cell, workers, prefix, timing)
+            })
+            .await
         }
         (System::Etcd1 | System::Etcd3, _) => {
             let etcd = if system == System::Etcd1 {
@@ -245,7 +260,10 @@ async fn measure_system(
             };
             let etcd = etcd.as_ref().context(started)?;
             let client = EtcdLock::connect(&etcd.endpoints(), etcd.tls()).await?;
-            measure(&client, name, cell, workers, prefix, timing).await
+            with_etcd_work(&[etcd], etcd.members().len(), || {
+                measure(&client, name, cell, workers, prefix, timing)
+            })
+            .await
         }
         (System::Redlock, _) => {
             let redis = peers.redis.as_ref().context(started)?;
@@ -263,6 +281,28 @@ async fn measure_system(
             measure(&client, name, cell, workers, prefix, timing).await
         }
     }
+}
+
+/// Shards per region in `make dev`'s topology (what the benchmark starts).
+const SHARDS_PER_REGION: usize = 2;
+
+/// Run `measurement`, and add what `clusters` did per cycle and per `units`.
+async fn with_etcd_work<F, Fut>(
+    clusters: &[&EtcdCluster],
+    units: usize,
+    measurement: F,
+) -> anyhow::Result<Measurement>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Measurement>>,
+{
+    let before = crate::etcd_work::sample(clusters);
+    let mut m = measurement().await?;
+    let after = crate::etcd_work::sample(clusters);
+    m.etcd_per_cycle = before
+        .zip(after)
+        .and_then(|(b, a)| crate::etcd_work::per_cycle(b, a, m.total_cycles, units));
+    Ok(m)
 }
 
 /// Default phases for a window of `window`.

@@ -50,6 +50,8 @@ pub struct Measurement {
     pub tally: Tally,
     /// Overlapping holders or fencing tokens going back, as printed.
     pub violations: Vec<String>,
+    /// What etcd did per cycle (warm-up and drain included), where measured.
+    pub etcd_per_cycle: Option<crate::etcd_work::PerCycle>,
     /// Every acquire latency in the window (µs, sorted), for the chart.
     #[serde(skip)]
     pub samples_us: Vec<u64>,
@@ -154,6 +156,7 @@ pub async fn measure<S: LockSystem>(
         abandoned_workers,
         tally: counters.tally(),
         violations: fence.violations(),
+        etcd_per_cycle: None,
         samples_us,
     })
 }

@@ -373,6 +373,18 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// Each running member's `/metrics` text (`None` for a member that is
+    /// down or did not answer).
+    pub fn metrics(&self) -> Vec<Option<String>> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.process.as_ref()?;
+                http_get(m.client_port, self.tls.as_ref(), "/metrics")
+            })
+            .collect()
+    }
+
     /// Wait until every running member reports healthy (it has a leader).
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), EtcdError> {
         let deadline = Instant::now() + timeout;

@@ -647,6 +647,11 @@ impl ProcessCluster {
         &mut self.regions[r].etcd[s]
     }
 
+    /// Every etcd cluster, region by region (each region's shards in order).
+    pub fn etcd_clusters(&self) -> Vec<&EtcdCluster> {
+        self.regions.iter().flat_map(|r| r.etcd.iter()).collect()
+    }
+
     /// Every region, as reported.
     pub fn regions(&self) -> Vec<RegionInfo> {
         self.regions
