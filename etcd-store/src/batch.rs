@@ -9,7 +9,7 @@
 //! before the outer transaction, then applies the chosen branches in order
 //! (`compareToPath`, then `applyTxn`). A batch never holds two transactions on
 //! the same resource (every key a transaction here writes or reads belongs to
-//! one resource: its grant, lock id key, fencing mark and tombstones), so no
+//! one resource: its grant, fencing mark and tombstones), so no
 //! nested transaction reads or compares a key another one in the batch writes:
 //! the batch has the same effect as the same transactions sent one by one, in
 //! any order. etcd would anyway refuse a batch that puts one key twice

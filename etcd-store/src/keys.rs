@@ -59,15 +59,6 @@ impl KeyLayout {
         format!("{}mark-floor", self.prefix)
     }
 
-    /// The lock id of a grant, holding its principal: created with the grant,
-    /// on the same lease (moved with it by a renewal), deleted with it. Lets a
-    /// release compare-and-delete in one write, without reading the grant.
-    /// Named by resource and lock id, so a lock id paired with another
-    /// resource finds no key.
-    pub fn lock_id(&self, resource: &str, lock_id: &str) -> String {
-        format!("{}lockid/{}/{lock_id}", self.prefix, hex::encode(resource))
-    }
-
     /// The tombstone of an aborted lock id (expires after the tombstone TTL).
     pub fn tombstone(&self, lock_id: &str) -> String {
         format!("{}aborted/{lock_id}", self.prefix)

@@ -119,6 +119,8 @@ pub struct ShardStore {
     tombstone_ttl: Duration,
     /// Lock ids this store removed recently (their deletes are not expiries).
     removed: RecentlyRemoved,
+    /// The revision at which this store last wrote each grant it holds.
+    written: Written,
     /// Serving or quarantined.
     membership: std::sync::Mutex<Membership>,
     /// Quarantine length.
@@ -131,6 +133,52 @@ pub struct ShardStore {
     lost_reply_hook: Option<LostReplyHook>,
     /// Held while a quarantine ends, so only one request writes the new marker.
     rejoin: tokio::sync::Mutex<()>,
+}
+
+/// The grants this store wrote, renewed or adopted, by resource and lock id:
+/// the etcd revision of that write (the lock key's mod revision then) and the
+/// grant's principal. A release or hand-off compares the lock key's mod
+/// revision with it instead of reading the grant first: equal means the key
+/// still holds exactly what this store wrote, nothing else. Bounded; an entry
+/// that is missing or out of date only costs the read.
+#[derive(Debug, Default)]
+struct Written {
+    grants: std::sync::Mutex<std::collections::HashMap<(String, String), (i64, String)>>,
+}
+
+impl Written {
+    const CAPACITY: usize = 65_536;
+
+    fn grants(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), (i64, String)>> {
+        self.grants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note(&self, resource: &str, lock_id: &str, revision: Option<i64>, principal: &str) {
+        let mut grants = self.grants();
+        let key = (resource.to_owned(), lock_id.to_owned());
+        let Some(revision) = revision.filter(|r| *r > 0) else {
+            grants.remove(&key);
+            return;
+        };
+        if grants.len() >= Self::CAPACITY {
+            // Forgetting costs a read on release, never a wrong answer.
+            grants.clear();
+        }
+        grants.insert(key, (revision, principal.to_owned()));
+    }
+
+    fn get(&self, resource: &str, lock_id: &str) -> Option<(i64, String)> {
+        self.grants()
+            .get(&(resource.to_owned(), lock_id.to_owned()))
+            .cloned()
+    }
+
+    fn forget(&self, resource: &str, lock_id: &str) {
+        self.grants()
+            .remove(&(resource.to_owned(), lock_id.to_owned()));
+    }
 }
 
 /// A bounded set of lock ids this store released or aborted.
@@ -207,6 +255,7 @@ impl ShardStore {
             clock,
             tombstone_ttl: config.tombstone_ttl,
             removed: RecentlyRemoved::default(),
+            written: Written::default(),
             // Silent until `prepare` has looked for the incarnation marker.
             membership: std::sync::Mutex::new(Membership::UNCHECKED),
             quarantine: config.quarantine,
@@ -445,7 +494,6 @@ impl ShardStore {
         let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
         let tomb_key = self.keys.tombstone(p.lock_id);
-        let id_key = self.keys.lock_id(p.resource, p.lock_id);
         let record = GrantRecord {
             lock_id: p.lock_id.to_owned(),
             owner: p.owner.to_owned(),
@@ -499,11 +547,6 @@ impl ShardStore {
                         value.clone(),
                         Some(PutOptions::new().with_lease(lease)),
                     ),
-                    TxnOp::put(
-                        id_key.as_str(),
-                        p.principal,
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
                 ])
                 .or_else([
                     TxnOp::get(lock_key.as_str(), None),
@@ -512,7 +555,7 @@ impl ShardStore {
                     TxnOp::get(marker.as_str(), None),
                     TxnOp::get(self.keys.mark_floor(), None),
                 ]);
-            let response = match self.txn_on(p.resource, "grant", txn).await {
+            let (response, revision) = match self.txn_on_at(p.resource, "grant", txn).await {
                 Err(e) if e.is_lease_not_found() => {
                     self.leases.forget(bucket);
                     continue;
@@ -520,6 +563,8 @@ impl ShardStore {
                 other => other?,
             };
             if response.succeeded() {
+                self.written
+                    .note(p.resource, p.lock_id, revision, p.principal);
                 let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
                 debug!(?remaining, "granted");
                 return Ok(Vote::Granted(Holding { record, remaining }));
@@ -655,7 +700,11 @@ impl ShardStore {
                 value,
                 Some(PutOptions::new().with_lease(kv.lease())),
             )]);
-        let response = self.txn_on(resource, "adopt", txn).await?;
+        let (response, revision) = self.txn_on_at(resource, "adopt", txn).await?;
+        if response.succeeded() {
+            self.written
+                .note(resource, &record.lock_id, revision, &record.principal);
+        }
         Ok(response.succeeded().then_some(Holding {
             record,
             remaining: holding.remaining,
@@ -712,23 +761,17 @@ impl ShardStore {
                     Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, kv.mod_revision()),
                     self.marker_guard(floor),
                 ])
-                .and_then([
-                    TxnOp::put(
-                        lock_key.as_str(),
-                        kv.value().to_vec(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
-                    // The lock id key lives exactly as long as the grant.
-                    TxnOp::put(
-                        self.keys.lock_id(resource, lock_id),
-                        current.record.principal.as_str(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
-                ]);
-            match self.txn_on(resource, "renew", txn).await {
+                .and_then([TxnOp::put(
+                    lock_key.as_str(),
+                    kv.value().to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            match self.txn_on_at(resource, "renew", txn).await {
                 Err(e) if e.is_lease_not_found() => self.leases.forget(bucket),
                 Err(e) => return Err(e),
-                Ok(response) if response.succeeded() => {
+                Ok((response, revision)) if response.succeeded() => {
+                    self.written
+                        .note(resource, lock_id, revision, &current.record.principal);
                     return Ok(Some(Holding {
                         record: current.record,
                         remaining: extended,
@@ -770,11 +813,13 @@ impl ShardStore {
         self.remove(resource, lock_id, false, principal).await
     }
 
-    /// A release in one write: if the lock id key says this lock id holds the
-    /// resource (for `principal`, when given), delete the grant and its lock id
-    /// key and leave the call's tombstone, reading the grant in the same
-    /// transaction. `Some(record)` when it did; `None` when the guards failed
-    /// (the caller then reads and decides).
+    /// A release in one write: if the lock key still holds what this store
+    /// last wrote for this lock id (its mod revision is the one noted then, so
+    /// it is that grant, with that principal), delete it and leave the call's
+    /// tombstone, reading the grant in the same transaction. `Some(record)`
+    /// when it did; `None` when this store has no such note, the principal is
+    /// not the grant's, or the guards failed (the caller then reads and
+    /// decides).
     async fn release_by_id(
         &self,
         resource: &str,
@@ -783,22 +828,24 @@ impl ShardStore {
         floor: u64,
         nonce: &str,
     ) -> Result<Option<Option<GrantRecord>>, StoreError> {
+        let Some((revision, owner)) = self.written.get(resource, lock_id) else {
+            return Ok(None);
+        };
+        if principal.is_some_and(|p| p != owner) {
+            // The read path answers NotOwner from what etcd holds.
+            return Ok(None);
+        }
         let lock_key = self.keys.lock(resource);
-        let id_key = self.keys.lock_id(resource, lock_id);
-        let mut guards = vec![
-            Compare::version(id_key.as_str(), CompareOp::Greater, 0),
+        let guards = [
+            Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, revision),
             self.marker_guard(floor),
         ];
-        if let Some(principal) = principal {
-            guards.push(Compare::value(id_key.as_str(), CompareOp::Equal, principal));
-        }
         let (bucket, lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
         // So the expiry watcher knows this delete is ours, not an expiry.
         self.removed.remember(lock_id);
         let txn = Txn::new().when(guards).and_then([
             TxnOp::get(lock_key.as_str(), None),
             TxnOp::delete(lock_key.as_str(), None),
-            TxnOp::delete(id_key.as_str(), None),
             TxnOp::put(
                 self.keys.tombstone(lock_id),
                 nonce,
@@ -814,6 +861,9 @@ impl ShardStore {
             }
             Err(e) => return Err(e),
         };
+        // Whatever the answer, the note has served: the grant is gone, or it
+        // changed under another writer.
+        self.written.forget(resource, lock_id);
         if !response.succeeded() {
             self.removed.forget(lock_id);
             return Ok(None);
@@ -858,11 +908,11 @@ impl ShardStore {
     /// A hand-off (see [`LockStore::hand_off`]): release `lock_id` and grant
     /// `next` on the same resource. When `lock_id` holds the resource here (for
     /// `principal`, when given) and `next`'s token is above the resource's
-    /// mark, one transaction does both: it deletes the lock id key, leaves the
-    /// release's tombstone, and writes `next`'s grant, lock id key and mark over
-    /// the old grant. Its guards are the union of the release's (the lock id key
-    /// exists, with that principal) and the grant's, with "the resource is free"
-    /// replaced by "the released lock holds it": the state it leaves is the one
+    /// mark, one transaction does both: it leaves the release's tombstone and
+    /// writes `next`'s grant and mark over the old grant. Its guards are the
+    /// union of the release's (the lock key is still what this store wrote for
+    /// `lock_id`, whose principal it noted) and the grant's, with "the resource
+    /// is free" replaced by "the released lock holds it": the state it leaves is the one
     /// the two calls would leave one after the other (`docs/safety.md`, G5).
     /// Otherwise, or when the transaction fails, the two calls run one after
     /// the other (with the same tombstone value, so a release whose reply was
@@ -900,8 +950,14 @@ impl ShardStore {
         if p.token <= floor || lock_id == p.lock_id {
             return Ok(None);
         }
+        // Only a grant this store wrote, as the release's own fast path.
+        let Some((revision, owner)) = self.written.get(p.resource, lock_id) else {
+            return Ok(None);
+        };
+        if principal.is_some_and(|caller| caller != owner) {
+            return Ok(None);
+        }
         let lock_key = self.keys.lock(p.resource);
-        let old_id_key = self.keys.lock_id(p.resource, lock_id);
         let record = GrantRecord {
             lock_id: p.lock_id.to_owned(),
             owner: p.owner.to_owned(),
@@ -916,11 +972,11 @@ impl ShardStore {
             serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
         let (bucket, lease) = self.lease_for(p.ttl).await?;
         let (tomb_bucket, tomb_lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
-        let mut guards = vec![
+        let guards = [
             self.marker_guard(floor),
-            // The released lock holds the resource (its lock id key lives
-            // exactly as long as its grant)...
-            Compare::version(old_id_key.as_str(), CompareOp::Greater, 0),
+            // The released lock holds the resource: the lock key is still
+            // exactly what this store wrote for it...
+            Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, revision),
             // ...the next lock id was never aborted here, and its token is
             // above the resource's mark.
             Compare::version(self.keys.tombstone(p.lock_id).as_str(), CompareOp::Equal, 0),
@@ -930,16 +986,8 @@ impl ShardStore {
                 encode_token(p.token),
             ),
         ];
-        if let Some(principal) = principal {
-            guards.push(Compare::value(
-                old_id_key.as_str(),
-                CompareOp::Equal,
-                principal,
-            ));
-        }
         let txn = Txn::new().when(guards).and_then([
             TxnOp::get(lock_key.as_str(), None),
-            TxnOp::delete(old_id_key.as_str(), None),
             TxnOp::put(
                 self.keys.tombstone(lock_id),
                 nonce,
@@ -951,13 +999,8 @@ impl ShardStore {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             ),
-            TxnOp::put(
-                self.keys.lock_id(p.resource, p.lock_id),
-                p.principal,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
         ]);
-        let response = match self.txn_on(p.resource, "hand off", txn).await {
+        let (response, at) = match self.txn_on_at(p.resource, "hand off", txn).await {
             Err(e) if e.is_lease_not_found() => {
                 self.leases.forget(bucket);
                 self.tombstone_leases.forget(tomb_bucket);
@@ -968,6 +1011,8 @@ impl ShardStore {
         if !response.succeeded() {
             return Ok(None);
         }
+        self.written.forget(p.resource, lock_id);
+        self.written.note(p.resource, p.lock_id, at, p.principal);
         let [old] = first_kvs::<1>(&response);
         if let Some(kv) = &old {
             self.observe_hold(kv);
@@ -1015,9 +1060,10 @@ impl ShardStore {
         let lock_key = self.keys.lock(resource);
         let tomb_key = self.keys.tombstone(lock_id);
         // A release first tries one write that needs no read: compare the lock
-        // id key (and its principal), delete the grant. Only when that fails
-        // (nothing of this lock id here, another principal's, a grant from before
-        // lock id keys, a lost reply) does it read, below.
+        // key's mod revision with the one this store noted when it wrote the
+        // grant, delete it. Only when that cannot be done or fails (no note,
+        // another principal's, the grant rewritten elsewhere, a lost reply)
+        // does it read, below.
         let mut first = 0;
         if !tombstone {
             if let Some(record) = self
@@ -1086,8 +1132,6 @@ impl ShardStore {
                 None => Txn::new().and_then(ops),
                 Some(kv) => {
                     ops.push(TxnOp::delete(lock_key.as_str(), None));
-                    // The lock id key goes with its grant (release_by_id relies on it).
-                    ops.push(TxnOp::delete(self.keys.lock_id(resource, lock_id), None));
                     Txn::new()
                         .when([
                             Compare::mod_revision(
@@ -1111,6 +1155,7 @@ impl ShardStore {
                 }
                 Err(e) => return Err(e),
                 Ok(response) if response.succeeded() => {
+                    self.written.forget(resource, lock_id);
                     if let Some(kv) = &ours
                         && !tombstone
                     {
@@ -1400,6 +1445,11 @@ impl ShardStore {
                                 else {
                                     continue;
                                 };
+                                if let Some(resource) = self.keys.resource_of_lock(
+                                    event.prev_kv().map_or(&[][..], |kv| kv.key()),
+                                ) {
+                                    self.written.forget(&resource, &record.lock_id);
+                                }
                                 if !self.removed.forget(&record.lock_id) {
                                     metrics::counter!("globallock_agent_expirations_total", "shard" => self.name.clone())
                                         .increment(1);
@@ -1583,12 +1633,34 @@ impl ShardStore {
         self.transact(Some(resource), op, txn).await
     }
 
+    /// [`ShardStore::txn_on`], with the revision the transaction (or the batch
+    /// that carried it) ran at: what it wrote has that mod revision.
+    async fn txn_on_at(
+        &self,
+        resource: &str,
+        op: &'static str,
+        txn: Txn,
+    ) -> Result<(TxnResponse, Option<i64>), StoreError> {
+        let committed = self.commit_on(Some(resource), op, txn).await?;
+        let revision = committed.header.as_ref().map(|h| h.revision());
+        Ok((committed.response, revision))
+    }
+
     async fn transact(
         &self,
         resource: Option<&str>,
         op: &'static str,
         txn: Txn,
     ) -> Result<TxnResponse, StoreError> {
+        Ok(self.commit_on(resource, op, txn).await?.response)
+    }
+
+    async fn commit_on(
+        &self,
+        resource: Option<&str>,
+        op: &'static str,
+        txn: Txn,
+    ) -> Result<Committed, StoreError> {
         let before = self.watermark.before_request();
         let send = |txn: Txn| async move {
             match resource {
@@ -1602,7 +1674,7 @@ impl ShardStore {
             committed = send(txn).await?;
         }
         self.check_history(before, committed.header.as_ref())?;
-        Ok(committed.response)
+        Ok(committed)
     }
 
     /// Quarantine when a response shows etcd's history went back (hole 5 in

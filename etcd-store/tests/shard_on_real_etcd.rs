@@ -1208,3 +1208,75 @@ async fn a_hand_off_is_one_etcd_transaction() {
     let after = f.store.revision().await.expect("revision");
     assert_eq!(after, before + 1, "one write for release and grant");
 }
+
+/// A release of a grant this store wrote is one etcd transaction (it compares
+/// the lock key's mod revision with the one noted when it wrote the grant,
+/// instead of reading first). A note gone stale, because another agent renewed
+/// the grant or released it and a new lock took the resource, never removes
+/// the wrong grant: the compare fails and the release reads and decides.
+#[tokio::test]
+async fn a_release_compares_the_revision_it_wrote_and_a_stale_note_removes_nothing_else() {
+    let f = fixture().await;
+    granted(
+        f.store
+            .grant(&proposal_on(RESOURCE, "L1", 10))
+            .await
+            .expect("grant"),
+    );
+    assert!(
+        f.store.abort(RESOURCE, "X").await.is_ok(),
+        "tombstone lease ready"
+    );
+    let before = f.store.revision().await.expect("revision");
+    assert!(f.store.release(RESOURCE, "L1").await.expect("release"));
+    assert_eq!(
+        f.store.revision().await.expect("revision"),
+        before + 1,
+        "one write, no read"
+    );
+
+    // Another agent on the same shard renews L2 after this store granted it:
+    // the note is stale, and the release still finds and removes L2.
+    let other = f.connect(Arc::new(SystemClock::new())).await;
+    other.prepare(false).await.expect("serving");
+    granted(
+        f.store
+            .grant(&proposal_on(RESOURCE, "L2", 20))
+            .await
+            .expect("grant"),
+    );
+    assert!(
+        other
+            .renew(RESOURCE, "L2", Some(Duration::from_secs(60)))
+            .await
+            .expect("renew")
+            .is_some()
+    );
+    assert!(f.store.release(RESOURCE, "L2").await.expect("release"));
+    assert!(f.store.read(RESOURCE).await.expect("read").holder.is_none());
+
+    // The other agent releases L3, and L4 takes the resource there: this
+    // store's note of L3 must not remove L4.
+    granted(
+        f.store
+            .grant(&proposal_on(RESOURCE, "L3", 30))
+            .await
+            .expect("grant"),
+    );
+    assert!(other.release(RESOURCE, "L3").await.expect("release"));
+    granted(
+        other
+            .grant(&proposal_on(RESOURCE, "L4", 40))
+            .await
+            .expect("grant"),
+    );
+    assert!(!f.store.release(RESOURCE, "L3").await.expect("release"));
+    let (released, vote) = f
+        .store
+        .hand_off("L3", None, &proposal_on(RESOURCE, "L5", 50))
+        .await;
+    assert!(!released.expect("release part").removed());
+    assert!(matches!(vote.expect("grant part"), Vote::Held(_)));
+    let holder = f.store.read(RESOURCE).await.expect("read").holder;
+    assert_eq!(holder.expect("held").record.lock_id, "L4");
+}
