@@ -85,42 +85,7 @@ async fn eight_contenders_never_overlap() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_of_one_coordinator_are_served_in_arrival_order() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let mut holder = cluster.client(0).await?;
-    let held = holder
-        .acquire(acquire("line/one", "holder", 30_000, 0))
-        .await?
-        .into_inner();
-    let mut waiters = Vec::new();
-    for i in 0..5u32 {
-        let mut client = cluster.client(0).await?;
-        waiters.push(tokio::spawn(async move {
-            let granted = client
-                .acquire(acquire("line/one", &format!("waiter-{i}"), 30_000, 60_000))
-                .await?
-                .into_inner();
-            client
-                .release(ReleaseRequest {
-                    lock_id: granted.lock_id,
-                })
-                .await?;
-            anyhow::Ok(granted.fencing_token)
-        }));
-        // The next joins only once this one is in line.
-        let joined = f64::from(i + 1);
-        harness::eventually(Duration::from_secs(10), "the waiter in line", || async {
-            let in_line = cluster
-                .coordinator_metric(0, "globallock_acquires_in_line", &[])
-                .await
-                .ok()?;
-            (in_line >= joined).then_some(())
-        })
-        .await;
-    }
-    holder
-        .release(ReleaseRequest {
-            lock_id: held.lock_id,
-        })
-        .await?;
+    let (_, waiters) = line_up(&cluster, "line/one", 5).await?;
     let mut tokens = Vec::new();
     for waiter in waiters {
         tokens.push(waiter.await??);
@@ -144,46 +109,7 @@ async fn waiters_of_one_coordinator_are_served_in_arrival_order() -> anyhow::Res
 async fn releases_carry_the_next_waiters_proposals_to_the_regions() -> anyhow::Result<()> {
     const WAITERS: u32 = 5;
     let cluster = Cluster::start(ClusterOptions::default()).await?;
-    let mut holder = cluster.client(0).await?;
-    let held = holder
-        .acquire(acquire("line/hand-off", "holder", 30_000, 0))
-        .await?
-        .into_inner();
-    let mut waiters = Vec::new();
-    for i in 0..WAITERS {
-        let mut client = cluster.client(0).await?;
-        waiters.push(tokio::spawn(async move {
-            let granted = client
-                .acquire(acquire(
-                    "line/hand-off",
-                    &format!("waiter-{i}"),
-                    30_000,
-                    60_000,
-                ))
-                .await?
-                .into_inner();
-            client
-                .release(ReleaseRequest {
-                    lock_id: granted.lock_id,
-                })
-                .await?;
-            anyhow::Ok(granted.fencing_token)
-        }));
-        let joined = f64::from(i + 1);
-        harness::eventually(Duration::from_secs(10), "the waiter in line", || async {
-            let in_line = cluster
-                .coordinator_metric(0, "globallock_acquires_in_line", &[])
-                .await
-                .ok()?;
-            (in_line >= joined).then_some(())
-        })
-        .await;
-    }
-    holder
-        .release(ReleaseRequest {
-            lock_id: held.lock_id,
-        })
-        .await?;
+    let (held, waiters) = line_up(&cluster, "line/hand-off", WAITERS).await?;
     let mut tokens = vec![held.fencing_token];
     for waiter in waiters {
         tokens.push(waiter.await??);
@@ -211,4 +137,56 @@ async fn releases_carry_the_next_waiters_proposals_to_the_regions() -> anyhow::R
          ({hand_offs} rides, {carried} agent hand-offs)"
     );
     Ok(())
+}
+
+/// A holder of `resource` at coordinator 0 and `n` waiters lined up behind it
+/// there (each joins once the one before is in line), each releasing as soon as
+/// it holds; then the holder releases. The holder's grant, and each waiter's
+/// task (answering its fencing token), in arrival order.
+async fn line_up(
+    cluster: &Cluster,
+    resource: &str,
+    n: u32,
+) -> anyhow::Result<(
+    globallock_proto::v1::AcquireResponse,
+    Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+)> {
+    let mut holder = cluster.client(0).await?;
+    let held = holder
+        .acquire(acquire(resource, "holder", 30_000, 0))
+        .await?
+        .into_inner();
+    let mut waiters = Vec::new();
+    for i in 0..n {
+        let mut client = cluster.client(0).await?;
+        let resource = resource.to_owned();
+        waiters.push(tokio::spawn(async move {
+            let granted = client
+                .acquire(acquire(&resource, &format!("waiter-{i}"), 30_000, 60_000))
+                .await?
+                .into_inner();
+            client
+                .release(ReleaseRequest {
+                    lock_id: granted.lock_id,
+                })
+                .await?;
+            anyhow::Ok(granted.fencing_token)
+        }));
+        // The next joins only once this one is in line.
+        let joined = f64::from(i + 1);
+        harness::eventually(Duration::from_secs(10), "the waiter in line", || async {
+            let in_line = cluster
+                .coordinator_metric(0, "globallock_acquires_in_line", &[])
+                .await
+                .ok()?;
+            (in_line >= joined).then_some(())
+        })
+        .await;
+    }
+    holder
+        .release(ReleaseRequest {
+            lock_id: held.lock_id.clone(),
+        })
+        .await?;
+    Ok((held, waiters))
 }

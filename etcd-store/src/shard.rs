@@ -494,18 +494,7 @@ impl ShardStore {
         let marker = self.keys.incarnation();
         let fence_key = self.keys.fence(p.resource);
         let tomb_key = self.keys.tombstone(p.lock_id);
-        let record = GrantRecord {
-            lock_id: p.lock_id.to_owned(),
-            owner: p.owner.to_owned(),
-            token: p.token,
-            ttl_ms: millis(p.ttl),
-            request_id: p.request_id.to_owned(),
-            granted_unix_ms: self.clock.unix_micros() / 1_000,
-            adopted: false,
-            principal: p.principal.to_owned(),
-        };
-        let value =
-            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let (record, value) = self.new_record(p, &lock_key)?;
         // A mark that exists is compared by value; etcd fails every value
         // comparison on a missing key, so a never-granted resource needs the
         // "fence absent" form instead. Try the common form first.
@@ -958,18 +947,7 @@ impl ShardStore {
             return Ok(None);
         }
         let lock_key = self.keys.lock(p.resource);
-        let record = GrantRecord {
-            lock_id: p.lock_id.to_owned(),
-            owner: p.owner.to_owned(),
-            token: p.token,
-            ttl_ms: millis(p.ttl),
-            request_id: p.request_id.to_owned(),
-            granted_unix_ms: self.clock.unix_micros() / 1_000,
-            adopted: false,
-            principal: p.principal.to_owned(),
-        };
-        let value =
-            serde_json::to_vec(&record).map_err(|source| self.corrupt(&lock_key, source))?;
+        let (record, value) = self.new_record(p, &lock_key)?;
         let (bucket, lease) = self.lease_for(p.ttl).await?;
         let (tomb_bucket, tomb_lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
         let guards = [
@@ -1562,6 +1540,26 @@ impl ShardStore {
             })
             .await?;
         Ok((bucket, *lease))
+    }
+
+    /// The record a proposal writes under `lock_key`, and its stored form.
+    fn new_record(
+        &self,
+        p: &Proposal<'_>,
+        lock_key: &str,
+    ) -> Result<(GrantRecord, Vec<u8>), StoreError> {
+        let record = GrantRecord {
+            lock_id: p.lock_id.to_owned(),
+            owner: p.owner.to_owned(),
+            token: p.token,
+            ttl_ms: millis(p.ttl),
+            request_id: p.request_id.to_owned(),
+            granted_unix_ms: self.clock.unix_micros() / 1_000,
+            adopted: false,
+            principal: p.principal.to_owned(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|source| self.corrupt(lock_key, source))?;
+        Ok((record, value))
     }
 
     /// A grant as stored, with how long it lives at least.
