@@ -939,14 +939,28 @@ impl ShardStore {
         if p.token <= floor || lock_id == p.lock_id {
             return Ok(None);
         }
-        // Only a grant this store wrote, as the release's own fast path.
-        let Some((revision, owner)) = self.written.get(p.resource, lock_id) else {
-            return Ok(None);
+        let lock_key = self.keys.lock(p.resource);
+        // The revision the released grant was written at: noted when this
+        // store wrote it, or else read now. Without a note (another agent wrote
+        // it, or this store's previous hand-off of the resource is still queued
+        // ahead: the read waits behind it), one read keeps the hand-off one
+        // write instead of a release and a grant.
+        let (revision, owner) = match self.written.get(p.resource, lock_id) {
+            Some(noted) => noted,
+            None => {
+                let Some(kv) = self.get_checked(Some(p.resource), &lock_key, floor).await? else {
+                    return Ok(None);
+                };
+                let held = self.decode(&kv)?;
+                if held.lock_id != lock_id {
+                    return Ok(None);
+                }
+                (kv.mod_revision(), held.principal)
+            }
         };
         if principal.is_some_and(|caller| caller != owner) {
             return Ok(None);
         }
-        let lock_key = self.keys.lock(p.resource);
         let (record, value) = self.new_record(p, &lock_key)?;
         let (bucket, lease) = self.lease_for(p.ttl).await?;
         let (tomb_bucket, tomb_lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;

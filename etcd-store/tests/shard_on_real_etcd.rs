@@ -1280,3 +1280,45 @@ async fn a_release_compares_the_revision_it_wrote_and_a_stale_note_removes_nothi
     let holder = f.store.read(RESOURCE).await.expect("read").holder;
     assert_eq!(holder.expect("held").record.lock_id, "L4");
 }
+
+/// A hand-off of a grant this store has no note of (another agent wrote it,
+/// or this store's previous hand-off of the resource was still queued when the
+/// next arrived) reads the grant once and stays one write. Regression: it was
+/// a release and then a grant, and a region that fell behind on a hot resource
+/// stayed behind (its hand-offs took four etcd requests instead of one).
+#[tokio::test]
+async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
+    let f = fixture().await;
+    let other = f.connect(Arc::new(SystemClock::new())).await;
+    other.prepare(false).await.expect("serving");
+    granted(
+        other
+            .grant(&proposal_on(RESOURCE, "L1", 10))
+            .await
+            .expect("grant"),
+    );
+    granted(
+        f.store
+            .grant(&proposal_on("warm/up", "W", 5))
+            .await
+            .expect("grant"),
+    );
+    assert!(
+        f.store.abort(RESOURCE, "X").await.is_ok(),
+        "tombstone lease ready"
+    );
+    let before = f.store.revision().await.expect("revision");
+    let (released, vote) = f
+        .store
+        .hand_off("L1", None, &proposal_on(RESOURCE, "L2", 20))
+        .await;
+    assert!(released.expect("release part").removed());
+    assert_eq!(granted(vote.expect("grant part")).record.lock_id, "L2");
+    assert_eq!(
+        f.store.revision().await.expect("revision"),
+        before + 1,
+        "one write for release and grant"
+    );
+    let holder = f.store.read(RESOURCE).await.expect("read").holder;
+    assert_eq!(holder.expect("held").record.lock_id, "L2");
+}
