@@ -191,11 +191,20 @@ struct Queue {
 impl Queue {
     /// The next batch: queued transactions in arrival order, at most one per
     /// resource (a later one on the same resource waits for the next batch).
+    /// A transaction whose caller is gone (its request was cancelled: the
+    /// coordinator stopped waiting) is dropped unsent, which is one of the
+    /// outcomes that caller already had to allow for (the request never
+    /// arrived). Without this a region that fell behind on a hot resource,
+    /// where transactions go one per batch, never caught up.
     fn take(&mut self) -> Vec<Pending> {
         let mut batch = Vec::new();
         let mut resources = HashSet::new();
         let mut kept = VecDeque::new();
         while let Some(pending) = self.waiting.pop_front() {
+            if pending.reply.is_closed() {
+                metrics::counter!("globallock_etcd_abandoned_total").increment(1);
+                continue;
+            }
             if batch.len() < MAX_BATCH && resources.insert(pending.resource.clone()) {
                 batch.push(pending);
             } else {
@@ -352,5 +361,37 @@ impl GroupCommit {
                 futures::future::join_all(alone).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(resource: &str) -> (Pending, oneshot::Receiver<Result<Committed, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let p = Pending {
+            resource: resource.to_owned(),
+            op: "grant",
+            txn: Txn::new(),
+            reply,
+        };
+        (p, answer)
+    }
+
+    #[test]
+    fn a_batch_takes_one_transaction_per_resource_in_order_and_drops_abandoned_ones() {
+        let mut queue = Queue::default();
+        let (a1, _a1) = pending("a");
+        let (b1, gone) = pending("b");
+        let (a2, _a2) = pending("a");
+        let (c1, _c1) = pending("c");
+        drop(gone);
+        queue.waiting.extend([a1, b1, a2, c1]);
+        let batch: Vec<String> = queue.take().into_iter().map(|p| p.resource).collect();
+        assert_eq!(batch, ["a", "c"], "b's caller is gone; a's second waits");
+        let next: Vec<String> = queue.take().into_iter().map(|p| p.resource).collect();
+        assert_eq!(next, ["a"]);
+        assert!(queue.take().is_empty());
     }
 }

@@ -178,6 +178,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "Releases that carried the next waiter's proposals (one round for release and grant).",
     ),
     (
+        "counter",
+        "globallock_etcd_abandoned_total",
+        "etcd transactions dropped unsent because their request was cancelled (the coordinator stopped waiting) while they waited for a batch.",
+    ),
+    (
         "histogram",
         "globallock_etcd_batch_size",
         "Transactions per etcd request sent by group commit, by shard (1: sent alone).",
