@@ -1035,6 +1035,16 @@ async fn release_grant_answers_with_the_removed_record() {
 
 // --- group commit -----------------------------------------------------------
 
+/// `store` grants `lock_id` on `resource` with `token` (a grant is expected).
+async fn grant_on(store: &ShardStore, resource: &str, lock_id: &str, token: u64) -> Holding {
+    granted(
+        store
+            .grant(&proposal_on(resource, lock_id, token))
+            .await
+            .expect("grant"),
+    )
+}
+
 fn proposal_on<'a>(resource: &'a str, lock_id: &'a str, token: u64) -> Proposal<'a> {
     Proposal {
         resource,
@@ -1061,12 +1071,7 @@ async fn group_commit_answers_every_transaction_with_its_own_outcome() {
     let second: Vec<String> = (0..N).map(|i| format!("M{i}")).collect();
     // Every even resource is held before the burst.
     for i in (0..N).step_by(2) {
-        granted(
-            f.store
-                .grant(&proposal_on(&resources[i], &held[i], 10))
-                .await
-                .expect("grant"),
-        );
+        grant_on(&f.store, &resources[i], &held[i], 10).await;
     }
     let (before, batches_before) = f.store.group_commit_counts();
     // The burst: a proposal on every resource, and a second one on every odd
@@ -1155,12 +1160,7 @@ async fn a_batch_refused_as_a_whole_falls_back_and_every_grant_lands() {
     let resources: Vec<String> = (0..N).map(|i| format!("res/{i}")).collect();
     let ids: Vec<String> = (0..N).map(|i| format!("L{i}")).collect();
     // Create the lease bucket, then revoke every lease behind the store's back.
-    granted(
-        f.store
-            .grant(&proposal_on("warm/up", "W", 5))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&f.store, "warm/up", "W", 5).await;
     let mut raw = f.raw().await;
     let leases = raw.leases().await.expect("list leases");
     assert!(!leases.leases().is_empty());
@@ -1189,12 +1189,7 @@ async fn a_batch_refused_as_a_whole_falls_back_and_every_grant_lands() {
 #[tokio::test]
 async fn a_hand_off_is_one_etcd_transaction() {
     let f = fixture().await;
-    granted(
-        f.store
-            .grant(&proposal_on(RESOURCE, "L1", 10))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&f.store, RESOURCE, "L1", 10).await;
     // Lease buckets exist already for both kinds of key: a lease grant is no
     // revision, but keep the count exact.
     assert!(f.store.abort(RESOURCE, "X").await.is_ok());
@@ -1217,12 +1212,7 @@ async fn a_hand_off_is_one_etcd_transaction() {
 #[tokio::test]
 async fn a_release_compares_the_revision_it_wrote_and_a_stale_note_removes_nothing_else() {
     let f = fixture().await;
-    granted(
-        f.store
-            .grant(&proposal_on(RESOURCE, "L1", 10))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&f.store, RESOURCE, "L1", 10).await;
     assert!(
         f.store.abort(RESOURCE, "X").await.is_ok(),
         "tombstone lease ready"
@@ -1239,12 +1229,7 @@ async fn a_release_compares_the_revision_it_wrote_and_a_stale_note_removes_nothi
     // the note is stale, and the release still finds and removes L2.
     let other = f.connect(Arc::new(SystemClock::new())).await;
     other.prepare(false).await.expect("serving");
-    granted(
-        f.store
-            .grant(&proposal_on(RESOURCE, "L2", 20))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&f.store, RESOURCE, "L2", 20).await;
     assert!(
         other
             .renew(RESOURCE, "L2", Some(Duration::from_secs(60)))
@@ -1257,19 +1242,9 @@ async fn a_release_compares_the_revision_it_wrote_and_a_stale_note_removes_nothi
 
     // The other agent releases L3, and L4 takes the resource there: this
     // store's note of L3 must not remove L4.
-    granted(
-        f.store
-            .grant(&proposal_on(RESOURCE, "L3", 30))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&f.store, RESOURCE, "L3", 30).await;
     assert!(other.release(RESOURCE, "L3").await.expect("release"));
-    granted(
-        other
-            .grant(&proposal_on(RESOURCE, "L4", 40))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&other, RESOURCE, "L4", 40).await;
     assert!(!f.store.release(RESOURCE, "L3").await.expect("release"));
     let (released, vote) = f
         .store
@@ -1291,18 +1266,8 @@ async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
     let f = fixture().await;
     let other = f.connect(Arc::new(SystemClock::new())).await;
     other.prepare(false).await.expect("serving");
-    granted(
-        other
-            .grant(&proposal_on(RESOURCE, "L1", 10))
-            .await
-            .expect("grant"),
-    );
-    granted(
-        f.store
-            .grant(&proposal_on("warm/up", "W", 5))
-            .await
-            .expect("grant"),
-    );
+    grant_on(&other, RESOURCE, "L1", 10).await;
+    grant_on(&f.store, "warm/up", "W", 5).await;
     assert!(
         f.store.abort(RESOURCE, "X").await.is_ok(),
         "tombstone lease ready"
