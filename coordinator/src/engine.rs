@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_proto::agent::{
     Holder, ListRequest, ListResponse, LockRef, REGION_METADATA, ReadRequest, ReadResponse,
     RemoveResponse, RenewRequest, RenewResponse,
@@ -37,7 +36,6 @@ use globallock_protocol::ring::HashRing;
 use globallock_protocol::validity::DriftAllowance;
 use globallock_telemetry::audit::AuditLog;
 use globallock_telemetry::propagation::{inject_grpc_from, trace_id};
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 use tracing::{Instrument, Span, debug, info_span, instrument, warn};
 
@@ -840,7 +838,7 @@ impl LockEngine {
     where
         M: Clone,
         T: Send + 'static,
-        F: Fn(RegionAgentClient<Channel>, tonic::Request<M>) -> Fut,
+        F: Fn(crate::link::AgentClient, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
         (0..self.regions.len())
@@ -861,7 +859,7 @@ impl LockEngine {
     ) -> BoxFuture<'static, (usize, Result<T, Status>)>
     where
         T: Send + 'static,
-        F: Fn(RegionAgentClient<Channel>, tonic::Request<M>) -> Fut,
+        F: Fn(crate::link::AgentClient, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>> + Send + 'static,
     {
         let timeout = self.regions.timeout();

@@ -16,6 +16,8 @@
 //!   release that carries the first waiter's proposals (the agents' HandOff).
 //! - [`regions`] — channels to the region agents and their health (for the fast
 //!   minority-side rejection).
+//! - [`link`] — a client of one agent: the hot calls share one `Exchange`
+//!   stream (one message each way per call); reads and probes stay unary.
 //! - [`error`] — [`LockError`], every way a request can fail.
 //! - [`contention`] — the bounded top-K of contended resources (admin endpoint).
 //! - [`status`] — the one table mapping errors to gRPC codes and HTTP statuses.
@@ -33,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod grpc;
 mod handoff;
+pub mod link;
 pub mod quota;
 pub mod regions;
 pub mod rest;

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use globallock_proto::agent::HealthRequest;
-use globallock_proto::agent::region_agent_client::RegionAgentClient;
 use globallock_protocol::quorum::majority;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -33,6 +32,7 @@ use rustls_pki_types::ServerName;
 
 use crate::config::{DiscoverySettings, RegionEntry};
 use crate::error::{Reachability, RegionFailure};
+use crate::link::AgentClient;
 
 /// One region agent.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub struct Region {
     pub name: String,
     /// A lazily connected channel to its agent (reconnects by itself). For a
     /// region found through DNS, replaced when its record points elsewhere.
-    client: RwLock<RegionAgentClient<Channel>>,
+    client: RwLock<AgentClient>,
     /// The name its agent must prove over TLS (`<region>.agent.globallock`).
     tls_name: Option<ServerName<'static>>,
     /// Where its agent is found: a static endpoint, or an SRV record.
@@ -68,7 +68,7 @@ struct AgentClock {
 
 impl Region {
     /// A client for this region's agent (cheap to clone).
-    pub fn client(&self) -> RegionAgentClient<Channel> {
+    pub fn client(&self) -> AgentClient {
         self.client
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -110,8 +110,9 @@ impl Region {
         }
     }
 
-    fn replace_client(&self, channel: Channel) {
-        *self.client.write().unwrap_or_else(|e| e.into_inner()) = RegionAgentClient::new(channel);
+    fn replace_client(&self, channel: Channel, timeout: Duration) {
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) =
+            AgentClient::new(channel, &self.name, timeout);
     }
 
     /// Per shard, in [`Regions::shard_names`] order: did the last probe or
@@ -352,7 +353,7 @@ impl Regions {
             };
             regions.push(Region {
                 name: entry.name.clone(),
-                client: RwLock::new(RegionAgentClient::new(channel)),
+                client: RwLock::new(AgentClient::new(channel, &entry.name, timeout)),
                 tls_name,
                 source,
                 located: Mutex::new(Located::Unknown),
@@ -450,7 +451,7 @@ impl Regions {
                 }
                 match self.dial.to_target(&chosen, region.tls_name.as_ref()) {
                     Ok(channel) => {
-                        region.replace_client(channel);
+                        region.replace_client(channel, self.timeout);
                         match &*located {
                             Located::At(previous) => info!(
                                 region = %name, srv, target = %chosen, %previous,
@@ -481,6 +482,7 @@ impl Regions {
                     region.replace_client(
                         self.dial
                             .nowhere(format!("region {name} is not in DNS: {error}")),
+                        self.timeout,
                     );
                     *located = Located::Absent(error.to_string());
                 }

@@ -167,7 +167,8 @@ pub async fn serve(
         config.limits,
         clock.clone(),
     )
-    .with_ring_epoch(config.ring_epoch, handover, config.state_dir.clone());
+    .with_ring_epoch(config.ring_epoch, handover, config.state_dir.clone())
+    .with_shutdown(shutdown.clone());
     info!(region = %config.region, address = %local(&listeners.api), tls = config.tls.is_some(), "region agent serving");
     if config.shards.iter().any(|s| s.tls.is_none()) {
         warn!(region = %config.region, "etcd_insecure = true: this agent talks to etcd in plaintext, and anyone who reaches etcd can rewrite locks; never run it so across a network you do not own");

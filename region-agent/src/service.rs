@@ -9,9 +9,9 @@ use std::time::Duration;
 use globallock_etcd::ShardStore;
 use globallock_proto::agent::region_agent_server::RegionAgent;
 use globallock_proto::agent::{
-    AdoptRequest, AdoptResponse, GrantRequest, GrantResponse, HandOffRequest, HandOffResponse,
-    HealthRequest, HealthResponse, Holder, ListRequest, ListResponse, ListedGrant, LockRef,
-    PartError, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
+    AdoptRequest, AdoptResponse, Call, GrantRequest, GrantResponse, HandOffRequest,
+    HandOffResponse, HealthRequest, HealthResponse, Holder, ListRequest, ListResponse, ListedGrant,
+    LockRef, PartError, REGION_METADATA, ReadRequest, ReadResponse, RemoveResponse, RenewRequest,
     RenewResponse, ShardHealth, Vote as WireVote,
 };
 use globallock_protocol::clock::SharedClock;
@@ -58,6 +58,8 @@ pub struct AgentService<S = ShardStore> {
     handover: Arc<std::sync::Mutex<Option<Handover>>>,
     /// Where the handover's floor is kept across restarts.
     state_dir: Option<std::path::PathBuf>,
+    /// This agent's shutdown: `Exchange` streams end with it (`None`: never).
+    shutdown: Option<globallock_runtime::SharedShutdown>,
 }
 
 impl<S> Clone for AgentService<S> {
@@ -71,6 +73,7 @@ impl<S> Clone for AgentService<S> {
             ring_epoch: self.ring_epoch,
             handover: self.handover.clone(),
             state_dir: self.state_dir.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -97,6 +100,28 @@ impl<S: LockStore> AgentService<S> {
             ring_epoch: 0,
             handover: Arc::default(),
             state_dir: None,
+            shutdown: None,
+        }
+    }
+
+    /// End `Exchange` streams when `shutdown` completes (after answering the
+    /// calls they started), so a graceful shutdown is not held up by them.
+    pub fn with_shutdown(mut self, shutdown: globallock_runtime::SharedShutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Completes when this agent shuts down (never without a shutdown).
+    pub(crate) fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let signal = self
+            .shutdown
+            .as_ref()
+            .map(globallock_runtime::SharedShutdown::signal);
+        async move {
+            match signal {
+                Some(signal) => signal.await,
+                None => std::future::pending().await,
+            }
         }
     }
 
@@ -766,6 +791,16 @@ impl<S: LockStore> RegionAgent for AgentService<S> {
         let result = self.do_hand_off(request).instrument(span).await;
         observe("hand_off", started, &result);
         self.stamp(result)
+    }
+
+    type ExchangeStream = crate::exchange::AnswerStream;
+
+    async fn exchange(
+        &self,
+        request: Request<tonic::Streaming<Call>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        metrics::counter!("globallock_agent_exchanges_total").increment(1);
+        self.stamp(Ok(Response::new(self.open_exchange(request.into_inner()))))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
