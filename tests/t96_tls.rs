@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use globallock_localcluster::{DevCa, Role, channel};
-use globallock_proto::agent::HealthRequest;
 use globallock_proto::agent::region_agent_client::RegionAgentClient;
+use globallock_proto::agent::{Call, HealthRequest};
 use globallock_proto::v1::lock_service_client::LockServiceClient;
 use globallock_proto::v1::{ReleaseRequest, RenewRequest};
 use globallock_tls::TlsFiles;
 use harness::{Cluster, ClusterOptions, acquire, eventually};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -220,10 +221,22 @@ async fn only_coordinators_may_call_an_agent() -> anyhow::Result<()> {
             "{}",
             refused.message()
         );
+        // The stream the hot calls share is refused the same way, when it opens.
+        let (_calls, outgoing) = tokio::sync::mpsc::unbounded_channel::<Call>();
+        let refused = agent_as(&cluster, 1, identity)
+            .exchange(UnboundedReceiverStream::new(outgoing))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     }
-    // The coordinator's certificate is served.
-    agent_as(&cluster, 1, &tls(&cluster).coordinator)
+    // The coordinator's certificate is served, on both.
+    let coordinator = &tls(&cluster).coordinator;
+    agent_as(&cluster, 1, coordinator)
         .health(HealthRequest {})
+        .await?;
+    let (_calls, outgoing) = tokio::sync::mpsc::unbounded_channel::<Call>();
+    agent_as(&cluster, 1, coordinator)
+        .exchange(UnboundedReceiverStream::new(outgoing))
         .await?;
     Ok(())
 }

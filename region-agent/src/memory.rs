@@ -83,6 +83,8 @@ pub struct MemoryStore {
     clock: SharedClock,
     tombstone_ttl: Duration,
     down: AtomicBool,
+    /// True while grants wait at the door (see [`MemoryStore::hold_grants`]).
+    held: tokio::sync::watch::Sender<bool>,
     shard: Mutex<Shard>,
 }
 
@@ -95,6 +97,7 @@ impl MemoryStore {
             clock,
             tombstone_ttl,
             down: AtomicBool::new(false),
+            held: tokio::sync::watch::Sender::new(false),
             shard: Mutex::default(),
         }
     }
@@ -102,6 +105,18 @@ impl MemoryStore {
     /// Take the store down (every operation fails) or bring it back.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Make grants wait before they look at the shard (`true`) until let
+    /// through again (`false`): a grant in progress, for tests of what happens
+    /// to a call while its store works (cancelled, timed out, shut down).
+    pub fn hold_grants(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    /// How many grants wait at the door now (see [`MemoryStore::hold_grants`]).
+    pub fn grants_waiting(&self) -> usize {
+        self.held.receiver_count()
     }
 
     /// The shard's state with everything that has ended removed, or the outage.
@@ -156,6 +171,7 @@ impl LockStore for MemoryStore {
     }
 
     async fn grant(&self, p: &Proposal<'_>) -> Result<Vote<Holding>, MemoryError> {
+        let _ = self.held.subscribe().wait_for(|held| !*held).await;
         let (mut shard, now) = self.live()?;
         let mark = shard.marks.get(p.resource).copied().unwrap_or(0);
         let tombstoned = shard.tombstones.contains_key(p.lock_id);

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use globallock_proto::agent::region_agent_server::RegionAgent;
@@ -12,63 +11,11 @@ use globallock_proto::agent::{
     AdoptRequest, GrantRequest, HealthRequest, ListRequest, LockRef, ReadRequest, RenewRequest,
     Vote as WireVote,
 };
-use globallock_protocol::clock::ManualClock;
 use globallock_protocol::lock_id::LockId;
-use globallock_protocol::ring::HashRing;
-use region_agent::config::AgentLimits;
-use region_agent::memory::MemoryStore;
-use region_agent::service::AgentService;
 use tonic::{Code, Request};
 
-const NOW_US: u64 = 1_700_000_000_000_000;
-const RESOURCE: &str = "billing/invoice-7";
-const OFFSET: Duration = Duration::from_secs(2);
-
-struct Agent {
-    service: AgentService<MemoryStore>,
-    store: Arc<MemoryStore>,
-    clock: Arc<ManualClock>,
-}
-
-fn agent() -> Agent {
-    let clock = ManualClock::new(NOW_US);
-    let store = Arc::new(MemoryStore::new(
-        "shard-0",
-        clock.clone(),
-        Duration::from_secs(60),
-    ));
-    let ring = HashRing::new(&["shard-0".to_owned()], 160).unwrap();
-    let limits = AgentLimits {
-        max_ttl: Duration::from_secs(300),
-        max_token_lead: Duration::from_secs(60),
-        late_slack: OFFSET,
-    };
-    let service = AgentService::new("region-a", vec![store.clone()], ring, limits, clock.clone());
-    Agent {
-        service,
-        store,
-        clock,
-    }
-}
-
-fn lock_id(n: u128) -> String {
-    LockId::new(n, RESOURCE).to_string()
-}
-
-fn proposal(n: u128, token: u64) -> GrantRequest {
-    GrantRequest {
-        shard: "shard-0".into(),
-        resource: RESOURCE.into(),
-        lock_id: lock_id(n),
-        owner: "billing-worker".into(),
-        fencing_token: token,
-        ttl_ms: 10_000,
-        request_id: format!("req-{n}"),
-        ring_epoch: 0,
-        deadline_unix_ms: NOW_US / 1_000 + 1_000,
-        principal: String::new(),
-    }
-}
+mod common;
+use common::{Agent, NOW_US, OFFSET, RESOURCE, agent, lock_id, proposal};
 
 async fn read(a: &Agent) -> globallock_proto::agent::ReadResponse {
     let request = ReadRequest {

@@ -179,6 +179,16 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "globallock_region_streams_opened_total",
+        "Call streams (Exchange) opened to each region's agent: one per agent while connections hold; more mean reconnects.",
+    ),
+    (
+        "counter",
+        "globallock_agent_exchanges_total",
+        "Call streams (Exchange) coordinators opened to this agent.",
+    ),
+    (
+        "counter",
         "globallock_etcd_abandoned_total",
         "etcd transactions dropped unsent because their request was cancelled (the coordinator stopped waiting) while they waited for a batch.",
     ),
