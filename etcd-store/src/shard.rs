@@ -560,57 +560,81 @@ impl ShardStore {
             }
             let [lock, fence, tomb, marker, mark_floor] = first_kvs::<5>(&response);
             self.check_marker(floor, marker.as_ref())?;
-            // What a token must exceed here: the resource's mark, or without one
-            // the shard's mark floor (every collected mark was at most it).
-            let mark_floor = mark_floor
-                .as_ref()
-                .and_then(|kv| decode_token(kv.value()))
-                .unwrap_or(0);
-            let mark = fence
-                .as_ref()
-                .and_then(|kv| decode_token(kv.value()))
-                .unwrap_or(mark_floor);
-            let holding = match &lock {
-                Some(kv) => Some(self.holding(kv).await?),
-                None => None,
-            };
-            let refusal = Refusal {
-                tombstoned: tomb.is_some(),
-                held: holding.as_ref().map(|h| {
-                    if !same_request(&h.record.request_id, p.request_id) {
-                        HeldBy::Other
-                    } else if h.record.owner == p.owner
-                        && h.record.ttl_ms == record.ttl_ms
-                        && h.record.principal == p.principal
-                    {
-                        HeldBy::SameRequest
-                    } else {
-                        HeldBy::ConflictingRequest
-                    }
-                }),
-                mark,
-                token: p.token,
-            };
-            let outcome = match (refusal.answer(), holding) {
-                (RefusalAnswer::Aborted, _) => Vote::Aborted,
-                (RefusalAnswer::TokenTooLow, _) => Vote::TokenTooLow { mark },
-                (RefusalAnswer::Held, Some(h)) => Vote::Held(h),
-                // Offered, not yet adopted: the retry's coordinator confirms with
-                // `adopt` once a majority offered the same lock.
-                (RefusalAnswer::Offer, Some(h)) => Vote::Granted(h),
-                (RefusalAnswer::RequestConflict, Some(h)) => Vote::RequestConflict(h),
-                // The lock was freed or the mark moved between our compare and our
-                // read: try again with what we now know.
-                _ => {
-                    fence_absent = fence.is_none();
-                    continue;
-                }
+            let Some(outcome) = self
+                .refusal(
+                    p,
+                    &record,
+                    lock.as_ref(),
+                    fence.as_ref(),
+                    tomb.is_some(),
+                    mark_floor.as_ref(),
+                )
+                .await?
+            else {
+                // The lock was freed or the mark moved between our compare and
+                // our read: try again with what we now know.
+                fence_absent = fence.is_none();
+                continue;
             };
             return Ok(outcome);
         }
         Err(StoreError::Contention {
             shard: self.name.clone(),
             op: "grant",
+        })
+    }
+
+    /// Why proposal `p` (whose grant would be `record`) is refused, from what
+    /// its transaction read: the grant key, the mark, whether its lock id has
+    /// a tombstone, and the shard's mark floor. `None` when nothing refuses it
+    /// (the resource was freed or the mark moved since the compare).
+    async fn refusal(
+        &self,
+        p: &Proposal<'_>,
+        record: &GrantRecord,
+        lock: Option<&KeyValue>,
+        fence: Option<&KeyValue>,
+        tombstoned: bool,
+        mark_floor: Option<&KeyValue>,
+    ) -> Result<Option<Vote<Holding>>, StoreError> {
+        // What a token must exceed here: the resource's mark, or without one
+        // the shard's mark floor (every collected mark was at most it).
+        let mark_floor = mark_floor
+            .and_then(|kv| decode_token(kv.value()))
+            .unwrap_or(0);
+        let mark = fence
+            .and_then(|kv| decode_token(kv.value()))
+            .unwrap_or(mark_floor);
+        let holding = match lock {
+            Some(kv) => Some(self.holding(kv).await?),
+            None => None,
+        };
+        let refusal = Refusal {
+            tombstoned,
+            held: holding.as_ref().map(|h| {
+                if !same_request(&h.record.request_id, p.request_id) {
+                    HeldBy::Other
+                } else if h.record.owner == p.owner
+                    && h.record.ttl_ms == record.ttl_ms
+                    && h.record.principal == p.principal
+                {
+                    HeldBy::SameRequest
+                } else {
+                    HeldBy::ConflictingRequest
+                }
+            }),
+            mark,
+            token: p.token,
+        };
+        Ok(match (refusal.answer(), holding) {
+            (RefusalAnswer::Aborted, _) => Some(Vote::Aborted),
+            (RefusalAnswer::TokenTooLow, _) => Some(Vote::TokenTooLow { mark }),
+            (RefusalAnswer::Held, Some(h)) => Some(Vote::Held(h)),
+            // Offered, not yet adopted: the retry's coordinator confirms with
+            // `adopt` once a majority offered the same lock.
+            (RefusalAnswer::Offer, Some(h)) => Some(Vote::Granted(h)),
+            (RefusalAnswer::RequestConflict, Some(h)) => Some(Vote::RequestConflict(h)),
+            _ => None,
         })
     }
 
@@ -948,14 +972,18 @@ impl ShardStore {
         let (revision, owner) = match self.written.get(p.resource, lock_id) {
             Some(noted) => noted,
             None => {
-                let Some(kv) = self.get_checked(Some(p.resource), &lock_key, floor).await? else {
-                    return Ok(None);
-                };
-                let held = self.decode(&kv)?;
-                if held.lock_id != lock_id {
-                    return Ok(None);
+                let found = self.get_checked(Some(p.resource), &lock_key, floor).await?;
+                let held = found.as_ref().map(|kv| self.decode(kv)).transpose()?;
+                match (found, held) {
+                    (Some(kv), Some(held)) if held.lock_id == lock_id => {
+                        (kv.mod_revision(), held.principal)
+                    }
+                    (other, _) => {
+                        return self
+                            .hand_off_missed(lock_id, p, other.as_ref(), floor)
+                            .await;
+                    }
                 }
-                (kv.mod_revision(), held.principal)
             }
         };
         if principal.is_some_and(|caller| caller != owner) {
@@ -1016,6 +1044,116 @@ impl ShardStore {
             Removal::Removed(released),
             Vote::Granted(Holding { record, remaining }),
         )))
+    }
+
+    /// A hand-off whose release finds no grant of `lock_id` here (`found`: the
+    /// grant key as read, another lock's or none): a region that missed that
+    /// lock's grant, or fell behind on a hot resource and had its queued
+    /// transactions dropped. One transaction, guarded by what was read, leaves
+    /// the release's tombstone (as a release that finds nothing does) and
+    /// either grants the next lock (the resource is free) or reads why not
+    /// (held by another lock), so the region answers both parts with one write
+    /// instead of a release's reads and write and then a grant. `None` when
+    /// the guard failed (nothing written): the caller runs the two calls.
+    async fn hand_off_missed(
+        &self,
+        lock_id: &str,
+        p: &Proposal<'_>,
+        found: Option<&KeyValue>,
+        floor: u64,
+    ) -> Result<Option<(Removal, Vote<Holding>)>, StoreError> {
+        // A tombstone value of its own, not the hand-off's: if this write's
+        // reply is lost, the release that follows must not take it for a
+        // removal of its own (this one removed nothing).
+        let nonce = removal_nonce(false);
+        let lock_key = self.keys.lock(p.resource);
+        let fence_key = self.keys.fence(p.resource);
+        let next_tomb = self.keys.tombstone(p.lock_id);
+        let (record, value) = self.new_record(p, &lock_key)?;
+        let (tomb_bucket, tomb_lease) = self.tombstone_lease_for(self.tombstone_ttl).await?;
+        let tomb = TxnOp::put(
+            self.keys.tombstone(lock_id),
+            nonce,
+            Some(PutOptions::new().with_lease(tomb_lease)),
+        );
+        let mut bucket = None;
+        let txn = match found {
+            // Held by another lock, still as read: the grant part is refused;
+            // read what says why (as the grant's own refusal does).
+            Some(kv) => Txn::new()
+                .when([
+                    self.marker_guard(floor),
+                    Compare::mod_revision(lock_key.as_str(), CompareOp::Equal, kv.mod_revision()),
+                ])
+                .and_then([
+                    TxnOp::get(lock_key.as_str(), None),
+                    TxnOp::get(fence_key.as_str(), None),
+                    TxnOp::get(next_tomb.as_str(), None),
+                    TxnOp::get(self.keys.mark_floor(), None),
+                    tomb,
+                ]),
+            // Free: the grant's own guards (a resource without a mark takes
+            // the grant's other path, below).
+            None => {
+                let (grant_bucket, lease) = self.lease_for(p.ttl).await?;
+                bucket = Some(grant_bucket);
+                Txn::new()
+                    .when([
+                        self.marker_guard(floor),
+                        Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
+                        Compare::version(next_tomb.as_str(), CompareOp::Equal, 0),
+                        Compare::value(fence_key.as_str(), CompareOp::Less, encode_token(p.token)),
+                    ])
+                    .and_then([
+                        tomb,
+                        TxnOp::put(fence_key.as_str(), encode_token(p.token), None),
+                        TxnOp::put(
+                            lock_key.as_str(),
+                            value,
+                            Some(PutOptions::new().with_lease(lease)),
+                        ),
+                    ])
+            }
+        };
+        let (response, at) = match self.txn_on_at(p.resource, "hand off", txn).await {
+            Err(e) if e.is_lease_not_found() => {
+                if let Some(b) = bucket {
+                    self.leases.forget(b);
+                }
+                self.tombstone_leases.forget(tomb_bucket);
+                return Ok(None);
+            }
+            other => other?,
+        };
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let vote = match bucket {
+            Some(bucket) => {
+                self.written.note(p.resource, p.lock_id, at, p.principal);
+                let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
+                Vote::Granted(Holding { record, remaining })
+            }
+            None => {
+                let [lock, fence, next_tomb, mark_floor] = first_kvs::<4>(&response);
+                let Some(vote) = self
+                    .refusal(
+                        p,
+                        &record,
+                        lock.as_ref(),
+                        fence.as_ref(),
+                        next_tomb.is_some(),
+                        mark_floor.as_ref(),
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                vote
+            }
+        };
+        debug!("hand-off whose release found no grant here: one write");
+        Ok(Some((Removal::Nothing, vote)))
     }
 
     /// Remove the grant of exactly `lock_id` if present, and leave a tombstone so a

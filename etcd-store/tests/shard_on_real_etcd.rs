@@ -1287,3 +1287,93 @@ async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
     let holder = f.store.read(RESOURCE).await.expect("read").holder;
     assert_eq!(holder.expect("held").record.lock_id, "L2");
 }
+
+/// A region that fell behind on a hot resource (its queued transactions were
+/// dropped when the coordinator stopped waiting) gets hand-offs whose release
+/// finds no grant of its lock id: the resource is held by an older lock, or
+/// free. Each used to cost four etcd transactions (the hand-off's read, then
+/// a release's read and write, then a grant); it is one read and one write,
+/// which leaves the release's tombstone (a delayed grant of
+/// the released lock id is refused) and answers both parts as the two calls
+/// would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_hand_off_whose_release_finds_another_lock_is_one_read_and_one_write() {
+    let f = fixture().await;
+    grant_on(&f.store, RESOURCE, "L1", 10).await;
+    assert!(
+        f.store.abort("warm/up", "X").await.is_ok(),
+        "tombstone lease ready"
+    );
+    let (sent, _) = f.store.group_commit_counts();
+    let before = f.store.revision().await.expect("revision");
+    let (released, vote) = f
+        .store
+        .hand_off("L0", None, &proposal_on(RESOURCE, "L2", 20))
+        .await;
+    assert!(
+        !released.expect("release part").removed(),
+        "L0 was never here"
+    );
+    match vote.expect("grant part") {
+        Vote::Held(h) => assert_eq!(h.record.lock_id, "L1"),
+        other => panic!("L1 holds the resource: {other:?}"),
+    }
+    assert_eq!(
+        f.store.group_commit_counts().0,
+        sent + 2,
+        "one read and one write for both parts"
+    );
+    assert_eq!(
+        f.store.revision().await.expect("revision"),
+        before + 1,
+        "one write: the tombstone"
+    );
+    let late = f
+        .store
+        .grant(&proposal_on(RESOURCE, "L0", 30))
+        .await
+        .expect("grant");
+    assert_eq!(late, Vote::Aborted, "the released lock id stays refused");
+}
+
+/// The same, when the older lock has ended here: the next lock is granted in
+/// the same one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_hand_off_whose_release_finds_the_resource_free_is_one_read_and_one_write() {
+    let f = fixture().await;
+    grant_on(&f.store, RESOURCE, "L1", 10).await;
+    assert!(f.store.release(RESOURCE, "L1").await.expect("release"));
+    let (sent, _) = f.store.group_commit_counts();
+    let before = f.store.revision().await.expect("revision");
+    let (released, vote) = f
+        .store
+        .hand_off("L0", None, &proposal_on(RESOURCE, "L2", 20))
+        .await;
+    assert!(
+        !released.expect("release part").removed(),
+        "L0 was never here"
+    );
+    assert_eq!(granted(vote.expect("grant part")).record.lock_id, "L2");
+    assert_eq!(
+        f.store.group_commit_counts().0,
+        sent + 2,
+        "one read and one write for both parts"
+    );
+    assert_eq!(
+        f.store.revision().await.expect("revision"),
+        before + 1,
+        "one write: tombstone, mark and grant"
+    );
+    let holder = f.store.read(RESOURCE).await.expect("read").holder;
+    assert_eq!(holder.expect("held").record.lock_id, "L2");
+    let late = f
+        .store
+        .grant(&proposal_on(RESOURCE, "L0", 30))
+        .await
+        .expect("grant");
+    assert_eq!(late, Vote::Aborted, "the released lock id stays refused");
+    // The next release of L2 is the one-write release: the grant was noted.
+    let before = f.store.revision().await.expect("revision");
+    assert!(f.store.release(RESOURCE, "L2").await.expect("release"));
+    assert_eq!(f.store.revision().await.expect("revision"), before + 1);
+}
