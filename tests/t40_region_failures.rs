@@ -280,3 +280,118 @@ async fn regression_one_agent_under_two_region_names_never_votes_twice() -> anyh
     }
     Ok(())
 }
+
+/// A region that missed a release (the link to it was cut while a majority
+/// released the lock) kept the released lock's grant until its TTL, refusing
+/// every later holder of the resource there. The coordinator that decided the
+/// release now aborts that grant at the region as soon as the region names it
+/// as holder, so the region is free again long before the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_region_that_missed_a_release_is_freed_when_it_names_the_released_lock()
+-> anyhow::Result<()> {
+    const RESOURCE: &str = "ledger/stale";
+    let cluster = Cluster::start(ClusterOptions {
+        proxied: true,
+        region_timeout_ms: 1_000,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let mut client = cluster.client(0).await?;
+    let first = client
+        .acquire(acquire(RESOURCE, "first", 120_000, 0))
+        .await?
+        .into_inner();
+    let holds_first = |r: usize, lock_id: String| {
+        let cluster = &cluster;
+        async move {
+            let read = cluster.agent_read(r, RESOURCE).await.ok()?;
+            read.holder
+                .is_some_and(|h| h.lock_id == lock_id)
+                .then_some(())
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "region-c holds the first lock",
+        || holds_first(2, first.lock_id.clone()),
+    )
+    .await;
+
+    // Region C misses the release: the link to it is cut until the release is decided.
+    cluster
+        .link(0, 2)
+        .set(globallock_localcluster::Faults::partition());
+    client
+        .release(ReleaseRequest {
+            lock_id: first.lock_id.clone(),
+        })
+        .await?;
+    cluster.link(0, 2).heal();
+    cluster.link(0, 2).reset();
+    assert!(
+        holds_first(2, first.lock_id.clone()).await.is_some(),
+        "precondition: region-c still holds the released lock"
+    );
+    // Wait until the coordinator proposes to C again (its health check saw it back).
+    let mut probe = 0;
+    eventually(
+        Duration::from_secs(30),
+        "proposals reach region-c again",
+        || {
+            probe += 1;
+            let (cluster, mut client) = (&cluster, client.clone());
+            let resource = format!("ledger/probe-{probe}");
+            async move {
+                let lock = client
+                    .acquire(acquire(&resource, "probe", 5_000, 0))
+                    .await
+                    .ok()?
+                    .into_inner();
+                let at_c = eventually(Duration::from_secs(5), "the probe's answer at C", || {
+                    let resource = resource.clone();
+                    async move { Some(cluster.agent_read(2, &resource).await.ok()?.holder) }
+                })
+                .await;
+                client
+                    .release(ReleaseRequest {
+                        lock_id: lock.lock_id.clone(),
+                    })
+                    .await
+                    .ok()?;
+                at_c.is_some_and(|h| h.lock_id == lock.lock_id)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // The next holder wins with A and B; C refuses it naming the released lock,
+    // and the coordinator aborts that grant at C.
+    let second = client
+        .acquire(acquire(RESOURCE, "second", 120_000, 0))
+        .await?
+        .into_inner();
+    assert!(second.fencing_token > first.fencing_token);
+    eventually(
+        Duration::from_secs(30),
+        "region-c no longer holds the released lock (its TTL is 120 s)",
+        || {
+            let cluster = &cluster;
+            let first = first.lock_id.clone();
+            async move {
+                let read = cluster.agent_read(2, RESOURCE).await.ok()?;
+                read.holder.is_none_or(|h| h.lock_id != first).then_some(())
+            }
+        },
+    )
+    .await;
+    let repaired = cluster
+        .coordinator_metric(
+            0,
+            "globallock_stale_grants_repaired_total",
+            &[("region", "region-c")],
+        )
+        .await?;
+    assert_eq!(repaired, 1.0);
+    Ok(())
+}

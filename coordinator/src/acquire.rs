@@ -291,9 +291,20 @@ impl Drive<'_> {
         };
         let failures = self.failures.clone();
         let clock = self.engine.clock.clone();
+        let released = self.engine.released.clone();
         async move {
             let (region, result) = call.await;
             regions.observe(region, &shard, result.as_ref().map(|_| ()));
+            if let Ok(response) = &result {
+                crate::repair::repair_if_stale(
+                    &regions,
+                    &released,
+                    region,
+                    &shard,
+                    &expect.resource,
+                    response,
+                );
+            }
             if let Err(status) = &result {
                 failures
                     .lock()
@@ -534,7 +545,7 @@ fn abort_event(
 
 /// Abort `lock.lock_id` at `region` (bounded by the region deadline; a failed
 /// abort leaves the grant to expire with its TTL).
-async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
+pub(crate) async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
     let mut client = regions.get(region).client();
     let timeout = regions.timeout();
     let mut request = tonic::Request::new(lock);

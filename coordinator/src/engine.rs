@@ -166,6 +166,8 @@ pub struct LockEngine {
     quotas: crate::quota::Quotas,
     /// Waiting acquires in line, per resource.
     pub(crate) waiters: crate::waiters::WaitLines,
+    /// Locks released here lately, to free a region that kept one (crate::repair).
+    pub(crate) released: Arc<crate::repair::Released>,
     /// Most contended resources (for the admin endpoint, never for labels).
     pub(crate) contention: TopContended,
     /// Recent acquire latency and rejections (for the status page).
@@ -223,6 +225,7 @@ impl LockEngine {
             access: options.access,
             quotas: crate::quota::Quotas::new(options.quotas),
             waiters: crate::waiters::WaitLines::default(),
+            released: Arc::default(),
         }
     }
 
@@ -594,6 +597,7 @@ impl LockEngine {
         let outcome = match decision.unwrap_or(ReleaseDecision::Pending) {
             ReleaseDecision::Released { regions } => {
                 self.quotas.ended(lock_id);
+                self.released.released(lock_id);
                 self.waiters.released(id.resource(), lock_id, rode);
                 Ok(self.released(&id, lock_id, caller, ended, &regions))
             }

@@ -38,6 +38,7 @@ mod handoff;
 pub mod link;
 pub mod quota;
 pub mod regions;
+mod repair;
 pub mod rest;
 pub mod server;
 pub mod status;

@@ -14,6 +14,8 @@
 //! - `batch`: group commit (concurrent transactions on distinct resources
 //!   sent as one etcd transaction of nested ones), and the link every request
 //!   takes (deadline, retries, metrics).
+//! - `turns`: hand-offs of one resource take turns (each finds the grant
+//!   the one before it wrote noted, and stays one write).
 //! - [`watermark`] — the etcd history an agent saw (cluster id, highest
 //!   revision), kept on disk to notice an etcd restored to older data.
 //! - [`connection`] — the etcd client, over TLS ([`EtcdTls`]) when configured,
@@ -26,6 +28,7 @@ pub mod error;
 pub mod keys;
 mod leases;
 pub mod shard;
+mod turns;
 pub mod watermark;
 
 pub use connection::EtcdTls;

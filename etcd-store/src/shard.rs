@@ -121,6 +121,8 @@ pub struct ShardStore {
     removed: RecentlyRemoved,
     /// The revision at which this store last wrote each grant it holds.
     written: Written,
+    /// Hand-offs of one resource take turns (`crate::turns`).
+    turns: crate::turns::Turns,
     /// Serving or quarantined.
     membership: std::sync::Mutex<Membership>,
     /// Quarantine length.
@@ -256,6 +258,7 @@ impl ShardStore {
             tombstone_ttl: config.tombstone_ttl,
             removed: RecentlyRemoved::default(),
             written: Written::default(),
+            turns: crate::turns::Turns::default(),
             // Silent until `prepare` has looked for the incarnation marker.
             membership: std::sync::Mutex::new(Membership::UNCHECKED),
             quarantine: config.quarantine,
@@ -937,6 +940,8 @@ impl ShardStore {
         principal: Option<&str>,
         next: &Proposal<'_>,
     ) -> HandOff<StoreError> {
+        // After the hand-off before it, whose grant this one releases.
+        let _turn = self.turns.take(next.resource).await;
         let nonce = removal_nonce(false);
         match self.transfer(lock_id, principal, next, &nonce).await {
             Ok(Some(done)) => return (Ok(done.0), Ok(done.1)),

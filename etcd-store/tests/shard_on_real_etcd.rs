@@ -1377,3 +1377,44 @@ async fn regression_a_hand_off_whose_release_finds_the_resource_free_is_one_read
     assert!(f.store.release(RESOURCE, "L2").await.expect("release"));
     assert_eq!(f.store.revision().await.expect("revision"), before + 1);
 }
+
+/// A region behind on a hot resource has several hand-offs of it in the store
+/// at once, each releasing the lock the one before grants. Each used to find
+/// no note of that grant yet (still queued ahead) and read the grant key
+/// first: two requests per hand-off, one per batch on the resource, so the
+/// region never caught up. Hand-offs of one resource now take turns, and each
+/// is one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_hand_offs_queued_behind_each_other_are_one_write_each() {
+    let f = fixture().await;
+    grant_on(&f.store, RESOURCE, "L1", 10).await;
+    assert!(
+        f.store.abort("warm/up", "X").await.is_ok(),
+        "tombstone lease ready"
+    );
+    let (sent, _) = f.store.group_commit_counts();
+    let before = f.store.revision().await.expect("revision");
+    let l2 = proposal_on(RESOURCE, "L2", 20);
+    let l3 = proposal_on(RESOURCE, "L3", 30);
+    let l4 = proposal_on(RESOURCE, "L4", 40);
+    let (first, second, third) = tokio::join!(
+        f.store.hand_off("L1", None, &l2),
+        f.store.hand_off("L2", None, &l3),
+        f.store.hand_off("L3", None, &l4),
+    );
+    for (i, (released, vote)) in [first, second, third].into_iter().enumerate() {
+        assert!(
+            released.expect("release part").removed(),
+            "hand-off {i} releases the lock the one before granted"
+        );
+        granted(vote.expect("grant part"));
+    }
+    assert_eq!(
+        f.store.group_commit_counts().0,
+        sent + 3,
+        "one request per hand-off, no reads"
+    );
+    assert_eq!(f.store.revision().await.expect("revision"), before + 3);
+    let holder = f.store.read(RESOURCE).await.expect("read").holder;
+    assert_eq!(holder.expect("held").record.lock_id, "L4");
+}

@@ -179,6 +179,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ),
     (
         "counter",
+        "globallock_stale_grants_repaired_total",
+        "Grants of locks already released by a majority that a region still held, aborted there when it named one as holder.",
+    ),
+    (
+        "counter",
         "globallock_region_streams_opened_total",
         "Call streams (Exchange) opened to each region's agent: one per agent while connections hold; more mean reconnects.",
     ),
