@@ -545,7 +545,7 @@ fn abort_event(
 
 /// Abort `lock.lock_id` at `region` (bounded by the region deadline; a failed
 /// abort leaves the grant to expire with its TTL).
-pub(crate) async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
+async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
     let mut client = regions.get(region).client();
     let timeout = regions.timeout();
     let mut request = tonic::Request::new(lock);

@@ -9,17 +9,22 @@
 //! resource, the next holders need the two other regions every time.
 //!
 //! The coordinator remembers the lock ids whose release it decided recently.
-//! When a region refuses a proposal naming one of them as holder, it aborts
-//! that lock id at that region, once per lock and region: the same removal
-//! the release itself asked for, completed late. This only removes a grant
-//! of a lock that a majority no longer holds and whose holder has already been
-//! told it is released, so it changes nothing a holder relies on (G1, G5 in
-//! `docs/safety.md`); it only frees the region sooner than the TTL would.
+//! When a region refuses a proposal naming one of them as holder, it sends
+//! that region the release again (forced, as the coordinator's own), once per
+//! lock and region, and again after a send that got no answer: the same
+//! removal the release itself asked for, completed late. A majority already
+//! removed that grant (at its holder's request, or an admin's force-release),
+//! so no majority can hold that lock id again (renewal and adoption need one),
+//! and removing it changes nothing a holder may rely on (G1, G5 in
+//! `docs/safety.md`); it only frees the region sooner than the TTL would. It is
+//! a release, not an abort, because an abort leaves a grant that a retry
+//! adopted in place.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use globallock_proto::agent::{GrantResponse, LockRef, Vote};
+use tonic::Code;
 use tracing::debug;
 
 use crate::regions::Regions;
@@ -36,8 +41,8 @@ pub(crate) struct Released {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Lock id → bit set of the regions already sent a repair for it.
-    repaired: HashMap<String, u64>,
+    /// Lock id → the regions already sent a repair for it.
+    repaired: HashMap<String, Vec<usize>>,
     /// Lock ids in the order they were released (the oldest is forgotten first).
     order: VecDeque<String>,
 }
@@ -72,31 +77,38 @@ impl Released {
         {
             inner.repaired.remove(&oldest);
         }
-        inner.repaired.insert(lock_id.to_owned(), 0);
+        inner.repaired.insert(lock_id.to_owned(), Vec::new());
         inner.order.push_back(lock_id.to_owned());
     }
 
     /// `region` reports `lock_id` as the holder: true when a majority released
     /// it and `region` was not yet repaired for it (then it counts as repaired).
     pub(crate) fn needs_repair(&self, lock_id: &str, region: usize) -> bool {
-        let bit = 1u64 << (region % 64);
         let mut inner = self.lock();
         match inner.repaired.get_mut(lock_id) {
-            Some(done) if *done & bit == 0 => {
-                *done |= bit;
+            Some(done) if !done.contains(&region) => {
+                done.push(region);
                 true
             }
             _ => false,
         }
     }
+
+    /// The repair of `lock_id` at `region` got no answer: the next refusal
+    /// naming it repairs it again.
+    fn unanswered(&self, lock_id: &str, region: usize) {
+        if let Some(done) = self.lock().repaired.get_mut(lock_id) {
+            done.retain(|&r| r != region);
+        }
+    }
 }
 
 /// `response` (region `region`'s answer to a proposal for `resource`) refused
-/// it naming a lock released here as its holder: abort that lock at `region`,
-/// in the background.
+/// it naming a lock released here as its holder: release that lock at `region`
+/// again, in the background.
 pub(crate) fn repair_if_stale(
     regions: &Arc<Regions>,
-    released: &Released,
+    released: &Arc<Released>,
     region: usize,
     shard: &str,
     resource: &str,
@@ -112,7 +124,7 @@ pub(crate) fn repair_if_stale(
         return;
     }
     let name = &regions.get(region).name;
-    debug!(region = %name, lock_id = %holder.lock_id, "a region kept a released lock; aborting it there");
+    debug!(region = %name, lock_id = %holder.lock_id, "a region kept a released lock; releasing it there");
     metrics::counter!("globallock_stale_grants_repaired_total", "region" => name.clone())
         .increment(1);
     let lock = LockRef {
@@ -123,7 +135,30 @@ pub(crate) fn repair_if_stale(
         principal: String::new(),
         force: true,
     };
-    tokio::spawn(crate::acquire::abort_at(regions.clone(), region, lock));
+    let (regions, released) = (regions.clone(), released.clone());
+    tokio::spawn(async move {
+        let lock_id = lock.lock_id.clone();
+        if !release_at(&regions, region, lock).await {
+            released.unanswered(&lock_id, region);
+        }
+    });
+}
+
+/// Send `lock`'s release to `region` (bounded by the region deadline): whether
+/// the agent answered (any answer but a transport failure or a timeout).
+async fn release_at(regions: &Regions, region: usize, lock: LockRef) -> bool {
+    let mut client = regions.get(region).client();
+    let timeout = regions.timeout();
+    let mut request = tonic::Request::new(lock);
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.release(request)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        ),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +183,27 @@ mod tests {
         assert!(released.needs_repair("l1", 1));
         released.released("l1");
         assert!(!released.needs_repair("l1", 1));
+    }
+
+    #[test]
+    fn a_repair_that_got_no_answer_is_sent_again() {
+        let released = Released::default();
+        released.released("l1");
+        assert!(released.needs_repair("l1", 2));
+        released.unanswered("l1", 2);
+        assert!(released.needs_repair("l1", 2));
+        assert!(!released.needs_repair("l1", 2));
+        released.unanswered("l2", 0);
+        assert!(!released.needs_repair("l2", 0), "never released here");
+    }
+
+    #[test]
+    fn regions_are_told_apart_however_many_there_are() {
+        let released = Released::default();
+        released.released("l1");
+        assert!(released.needs_repair("l1", 1));
+        assert!(released.needs_repair("l1", 65));
+        assert!(!released.needs_repair("l1", 65));
     }
 
     #[test]

@@ -20,10 +20,19 @@ use tokio::sync::OwnedMutexGuard;
 /// The turns of each resource with a hand-off in the store.
 #[derive(Debug, Default)]
 pub(crate) struct Turns {
-    lines: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lines: Mutex<HashMap<String, Line>>,
 }
 
-/// A resource's turn, held until dropped (also when its request is cancelled).
+/// One resource's line: its turn, and how many hand-offs hold it or wait for it.
+#[derive(Debug, Default)]
+struct Line {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
+}
+
+/// A place in a resource's line: waiting for its turn, then holding it, until
+/// dropped (also when its request is cancelled while it waits). The last one
+/// to leave forgets the resource.
 #[derive(Debug)]
 pub(crate) struct Turn<'a> {
     turns: &'a Turns,
@@ -32,19 +41,26 @@ pub(crate) struct Turn<'a> {
 }
 
 impl Turns {
-    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Line>> {
         self.lines.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wait for `resource`'s turn (first come, first served).
     pub(crate) async fn take(&self, resource: &str) -> Turn<'_> {
-        let line = self.lines().entry(resource.to_owned()).or_default().clone();
-        let guard = line.lock_owned().await;
-        Turn {
+        let turn = {
+            let mut lines = self.lines();
+            let line = lines.entry(resource.to_owned()).or_default();
+            line.users += 1;
+            line.turn.clone()
+        };
+        // Counted from here on: a wait cancelled below still leaves the line.
+        let mut place = Turn {
             turns: self,
             resource: resource.to_owned(),
-            guard: Some(guard),
-        }
+            guard: None,
+        };
+        place.guard = Some(turn.lock_owned().await);
+        place
     }
 
     /// Resources with a hand-off waiting or running.
@@ -58,12 +74,11 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut lines = self.turns.lines();
         drop(self.guard.take());
-        // Nobody else waiting: forget the resource.
-        if lines
-            .get(&self.resource)
-            .is_some_and(|line| Arc::strong_count(line) == 1)
-        {
-            lines.remove(&self.resource);
+        if let Some(line) = lines.get_mut(&self.resource) {
+            line.users = line.users.saturating_sub(1);
+            if line.users == 0 {
+                lines.remove(&self.resource);
+            }
         }
     }
 }
@@ -109,5 +124,19 @@ mod tests {
         let again = turns.take("r").await;
         drop(again);
         assert_eq!(turns.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn regression_a_wait_cancelled_after_the_turn_was_given_up_leaves_nothing_behind() {
+        let turns = Turns::default();
+        let first = turns.take("r").await;
+        let mut waiting = Box::pin(turns.take("r"));
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "r's turn is taken"
+        );
+        drop(first);
+        drop(waiting);
+        assert_eq!(turns.len(), 0, "the cancelled wait was the last in line");
     }
 }

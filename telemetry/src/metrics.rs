@@ -180,7 +180,7 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     (
         "counter",
         "globallock_stale_grants_repaired_total",
-        "Grants of locks already released by a majority that a region still held, aborted there when it named one as holder.",
+        "Releases sent again to a region that named as holder a lock a majority already released (it had missed the release).",
     ),
     (
         "counter",
