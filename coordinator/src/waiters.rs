@@ -45,9 +45,11 @@ pub struct Ride {
 
 #[derive(Debug, Default)]
 struct Line {
-    /// Places in arrival order (the first is the one that proposes).
-    order: VecDeque<u64>,
-    /// Rung when the line moves or the resource was released here.
+    /// Places in arrival order (the first is the one that proposes), each with
+    /// what wakes it when it becomes first: only that one is woken when the
+    /// line moves, not every waiter (64 waiters woke 63 times per hand-off).
+    order: VecDeque<(u64, Arc<Notify>)>,
+    /// Rung when the resource was released here (cuts the first waiter's backoff).
     changed: Arc<Notify>,
     /// The first waiter, while it accepts a ride: its place, and where to send
     /// the offer.
@@ -62,6 +64,8 @@ struct Line {
 pub struct WaitLines {
     lines: Mutex<HashMap<String, Line>>,
     next: std::sync::atomic::AtomicU64,
+    /// How many times a waiter looked whether it is first (for tests).
+    looks: std::sync::atomic::AtomicU64,
 }
 
 /// A place in a resource's line; leaving (dropping it) lets the next one go.
@@ -70,6 +74,8 @@ pub struct Place<'a> {
     lines: &'a WaitLines,
     resource: String,
     id: u64,
+    /// Rung when this place becomes first in line.
+    first: Arc<Notify>,
 }
 
 impl WaitLines {
@@ -80,16 +86,18 @@ impl WaitLines {
     /// Join the end of `resource`'s line.
     pub fn join(&self, resource: &str) -> Place<'_> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = Arc::new(Notify::new());
         self.lock()
             .entry(resource.to_owned())
             .or_default()
             .order
-            .push_back(id);
+            .push_back((id, first.clone()));
         metrics::gauge!("globallock_acquires_in_line").increment(1.0);
         Place {
             lines: self,
             resource: resource.to_owned(),
             id,
+            first,
         }
     }
 
@@ -123,7 +131,7 @@ impl WaitLines {
         let mut lines = self.lock();
         let line = lines.get_mut(resource)?;
         let (id, rider) = line.rider.take()?;
-        (line.order.front() == Some(&id) && !rider.is_closed()).then_some(rider)
+        (front(&line.order) == Some(id) && !rider.is_closed()).then_some(rider)
     }
 
     /// How many acquires wait in `resource`'s line.
@@ -136,25 +144,28 @@ impl Place<'_> {
     /// True when this place is first in line.
     pub fn is_first(&self) -> bool {
         self.lines
+            .looks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lines
             .lock()
             .get(&self.resource)
-            .is_some_and(|l| l.order.front() == Some(&self.id))
+            .is_some_and(|l| front(&l.order) == Some(self.id))
     }
 
     /// Wait until this place is first in line, or `timeout` passed; true when
     /// it is first.
     pub async fn first_in_line(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        let changed = self.release_signal();
         loop {
-            let notified = changed.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a change in between is not missed.
-            notified.as_mut().enable();
             if self.is_first() {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Becoming first rings `first` (a ring before this wait is kept
+            // as a permit, so none is missed between the look and the wait).
+            if tokio::time::timeout_at(deadline, self.first.notified())
+                .await
+                .is_err()
+            {
                 return self.is_first();
             }
         }
@@ -190,6 +201,11 @@ impl Place<'_> {
     }
 }
 
+/// The id of the first place in `order`.
+fn front(order: &VecDeque<(u64, Arc<Notify>)>) -> Option<u64> {
+    order.front().map(|(id, _)| *id)
+}
+
 /// Sleep for `delay`, or less if `released` rings meanwhile (a waiting
 /// acquire's backoff, cut short by a release through this coordinator).
 pub async fn sleep_or_released(released: Option<Arc<Notify>>, delay: std::time::Duration) {
@@ -223,11 +239,15 @@ impl Drop for Place<'_> {
         metrics::gauge!("globallock_acquires_in_line").decrement(1.0);
         let mut lines = self.lines.lock();
         if let Some(line) = lines.get_mut(&self.resource) {
-            line.order.retain(|id| *id != self.id);
+            let was_first = front(&line.order) == Some(self.id);
+            line.order.retain(|(id, _)| *id != self.id);
             if line.rider.as_ref().is_some_and(|(id, _)| *id == self.id) {
                 line.rider = None;
             }
-            line.changed.notify_waiters();
+            // Only the next first in line has anything to do.
+            if was_first && let Some((_, next)) = line.order.front() {
+                next.notify_one();
+            }
             if line.order.is_empty() {
                 lines.remove(&self.resource);
             }
@@ -279,6 +299,45 @@ mod tests {
         }
         drop(first);
         assert!(second.await.expect("task"), "woken as first in line");
+    }
+
+    /// Regression (hot-64 cost): every waiter in a line was woken whenever the
+    /// line moved, so with 64 waiters each hand-off woke 63 tasks that looked
+    /// and went back to sleep. Only the new first is woken now.
+    #[tokio::test]
+    async fn regression_only_the_new_first_in_line_is_woken_when_the_line_moves() {
+        const WAITERS: u64 = 20;
+        let lines = Arc::new(WaitLines::default());
+        let first = lines.join("r");
+        let mut waiters = Vec::new();
+        for _ in 0..WAITERS {
+            let place_lines = lines.clone();
+            let (joined, in_line) = oneshot::channel();
+            waiters.push(tokio::spawn(async move {
+                let place = place_lines.join("r");
+                let _ = joined.send(());
+                place.first_in_line(Duration::from_secs(30)).await;
+                // Stay first until told to leave.
+                std::future::pending::<()>().await;
+            }));
+            in_line.await.expect("joined");
+        }
+        let looks = || lines.looks.load(std::sync::atomic::Ordering::Relaxed);
+        while looks() < WAITERS {
+            tokio::task::yield_now().await;
+        }
+        let before = looks();
+        drop(first);
+        while looks() == before {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(looks() - before, 1, "only the next in line looked again");
+        for waiter in waiters {
+            waiter.abort();
+        }
     }
 
     #[tokio::test]
