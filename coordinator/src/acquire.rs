@@ -546,11 +546,10 @@ fn abort_event(
 /// Abort `lock.lock_id` at `region` (bounded by the region deadline; a failed
 /// abort leaves the grant to expire with its TTL).
 async fn abort_at(regions: Arc<Regions>, region: usize, lock: LockRef) {
-    let mut client = regions.get(region).client();
-    let timeout = regions.timeout();
-    let mut request = tonic::Request::new(lock);
-    request.set_timeout(timeout);
-    if let Ok(Err(status)) = tokio::time::timeout(timeout, client.abort(request)).await {
+    let answer = regions
+        .call_within_deadline(region, lock, |mut c, r| async move { c.abort(r).await })
+        .await;
+    if let Some(Err(status)) = answer {
         debug!(region, code = ?status.code(), "abort failed");
     }
 }

@@ -511,6 +511,29 @@ impl Regions {
         self.regions.is_empty()
     }
 
+    /// `call` region `i`'s agent with `message`, under the region deadline
+    /// (also sent along, so the agent can give up too); `None` when no answer
+    /// came within it. For the coordinator's own background calls (aborts,
+    /// repairs); calls on a request's path go through the engine's
+    /// `call_region`, which also counts and traces them.
+    pub(crate) async fn call_within_deadline<M, T, F, Fut>(
+        &self,
+        i: usize,
+        message: M,
+        call: F,
+    ) -> Option<Result<T, tonic::Status>>
+    where
+        F: FnOnce(crate::link::AgentClient, tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let timeout = self.timeout();
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        tokio::time::timeout(timeout, call(self.get(i).client(), request))
+            .await
+            .ok()
+    }
+
     /// Region `i`.
     pub fn get(&self, i: usize) -> &Region {
         &self.regions[i]

@@ -147,17 +147,16 @@ pub(crate) fn repair_if_stale(
 /// Send `lock`'s release to `region` (bounded by the region deadline): whether
 /// the agent answered (any answer but a transport failure or a timeout).
 async fn release_at(regions: &Regions, region: usize, lock: LockRef) -> bool {
-    let mut client = regions.get(region).client();
-    let timeout = regions.timeout();
-    let mut request = tonic::Request::new(lock);
-    request.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.release(request)).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(status)) => !matches!(
+    let answer = regions
+        .call_within_deadline(region, lock, |mut c, r| async move { c.release(r).await })
+        .await;
+    match answer {
+        Some(Ok(_)) => true,
+        Some(Err(status)) => !matches!(
             status.code(),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
         ),
-        Err(_) => false,
+        None => false,
     }
 }
 

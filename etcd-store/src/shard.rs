@@ -15,7 +15,7 @@ use globallock_protocol::expiry::{Bucket, BucketGrid};
 use tracing::{Instrument, debug, instrument};
 
 use globallock_protocol::membership::{
-    Admission, HeldBy, Membership, Refusal, RefusalAnswer, renewal_extends, same_request,
+    Admission, HeldBy, Membership, Refusal, RefusalAnswer, renewal_extends,
 };
 
 use crate::batch::{Committed, GroupCommit, Link};
@@ -451,6 +451,21 @@ impl ShardStore {
         })
     }
 
+    /// What a grant of `p` writes: the resource's mark (`fence_key`) raised to
+    /// its token, and the grant (`value`) under `lock_key`, attached to `lease`.
+    fn grant_writes(
+        p: &Proposal<'_>,
+        fence_key: &str,
+        lock_key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Vec<TxnOp> {
+        vec![
+            TxnOp::put(fence_key, encode_token(p.token), None),
+            TxnOp::put(lock_key, value, Some(PutOptions::new().with_lease(lease))),
+        ]
+    }
+
     /// The guard every write carries: the marker still holds the floor this store
     /// serves with (so a wiped or rewritten marker fails the write).
     fn marker_guard(&self, floor: u64) -> Compare {
@@ -532,14 +547,13 @@ impl ShardStore {
             guards.extend(fence_guard);
             let txn = Txn::new()
                 .when(guards)
-                .and_then([
-                    TxnOp::put(fence_key.as_str(), encode_token(p.token), None),
-                    TxnOp::put(
-                        lock_key.as_str(),
-                        value.clone(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
-                ])
+                .and_then(Self::grant_writes(
+                    p,
+                    &fence_key,
+                    &lock_key,
+                    value.clone(),
+                    lease,
+                ))
                 .or_else([
                     TxnOp::get(lock_key.as_str(), None),
                     TxnOp::get(fence_key.as_str(), None),
@@ -566,7 +580,6 @@ impl ShardStore {
             let Some(outcome) = self
                 .refusal(
                     p,
-                    &record,
                     lock.as_ref(),
                     fence.as_ref(),
                     tomb.is_some(),
@@ -587,14 +600,13 @@ impl ShardStore {
         })
     }
 
-    /// Why proposal `p` (whose grant would be `record`) is refused, from what
+    /// Why proposal `p` is refused, from what
     /// its transaction read: the grant key, the mark, whether its lock id has
     /// a tombstone, and the shard's mark floor. `None` when nothing refuses it
     /// (the resource was freed or the mark moved since the compare).
     async fn refusal(
         &self,
         p: &Proposal<'_>,
-        record: &GrantRecord,
         lock: Option<&KeyValue>,
         fence: Option<&KeyValue>,
         tombstoned: bool,
@@ -614,18 +626,7 @@ impl ShardStore {
         };
         let refusal = Refusal {
             tombstoned,
-            held: holding.as_ref().map(|h| {
-                if !same_request(&h.record.request_id, p.request_id) {
-                    HeldBy::Other
-                } else if h.record.owner == p.owner
-                    && h.record.ttl_ms == record.ttl_ms
-                    && h.record.principal == p.principal
-                {
-                    HeldBy::SameRequest
-                } else {
-                    HeldBy::ConflictingRequest
-                }
-            }),
+            held: holding.as_ref().map(|h| HeldBy::of(&h.record, p)),
             mark,
             token: p.token,
         };
@@ -969,6 +970,7 @@ impl ShardStore {
             return Ok(None);
         }
         let lock_key = self.keys.lock(p.resource);
+        let fence_key = self.keys.fence(p.resource);
         // The revision the released grant was written at: noted when this
         // store wrote it, or else read now. Without a note (another agent wrote
         // it, or this store's previous hand-off of the resource is still queued
@@ -1005,26 +1007,22 @@ impl ShardStore {
             // ...the next lock id was never aborted here, and its token is
             // above the resource's mark.
             Compare::version(self.keys.tombstone(p.lock_id).as_str(), CompareOp::Equal, 0),
-            Compare::value(
-                self.keys.fence(p.resource).as_str(),
-                CompareOp::Less,
-                encode_token(p.token),
-            ),
+            Compare::value(fence_key.as_str(), CompareOp::Less, encode_token(p.token)),
         ];
-        let txn = Txn::new().when(guards).and_then([
-            TxnOp::get(lock_key.as_str(), None),
-            TxnOp::put(
-                self.keys.tombstone(lock_id),
-                nonce,
-                Some(PutOptions::new().with_lease(tomb_lease)),
-            ),
-            TxnOp::put(self.keys.fence(p.resource), encode_token(p.token), None),
-            TxnOp::put(
-                lock_key.as_str(),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-        ]);
+        let txn = Txn::new().when(guards).and_then(
+            [
+                vec![
+                    TxnOp::get(lock_key.as_str(), None),
+                    TxnOp::put(
+                        self.keys.tombstone(lock_id),
+                        nonce,
+                        Some(PutOptions::new().with_lease(tomb_lease)),
+                    ),
+                ],
+                Self::grant_writes(p, &fence_key, &lock_key, value, lease),
+            ]
+            .concat(),
+        );
         let (response, at) = match self.txn_on_at(p.resource, "hand off", txn).await {
             Err(e) if e.is_lease_not_found() => {
                 self.leases.forget(bucket);
@@ -1109,15 +1107,13 @@ impl ShardStore {
                         Compare::version(next_tomb.as_str(), CompareOp::Equal, 0),
                         Compare::value(fence_key.as_str(), CompareOp::Less, encode_token(p.token)),
                     ])
-                    .and_then([
-                        tomb,
-                        TxnOp::put(fence_key.as_str(), encode_token(p.token), None),
-                        TxnOp::put(
-                            lock_key.as_str(),
-                            value,
-                            Some(PutOptions::new().with_lease(lease)),
-                        ),
-                    ])
+                    .and_then(
+                        [
+                            vec![tomb],
+                            Self::grant_writes(p, &fence_key, &lock_key, value, lease),
+                        ]
+                        .concat(),
+                    )
             }
         };
         let (response, at) = match self.txn_on_at(p.resource, "hand off", txn).await {
@@ -1144,7 +1140,6 @@ impl ShardStore {
                 let Some(vote) = self
                     .refusal(
                         p,
-                        &record,
                         lock.as_ref(),
                         fence.as_ref(),
                         next_tomb.is_some(),

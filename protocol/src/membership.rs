@@ -95,6 +95,22 @@ pub enum HeldBy {
     ConflictingRequest,
 }
 
+impl HeldBy {
+    /// How the grant `held` relates to the proposal `p` it refuses.
+    pub fn of(held: &crate::record::GrantRecord, p: &crate::store::Proposal<'_>) -> Self {
+        if !same_request(&held.request_id, p.request_id) {
+            Self::Other
+        } else if held.owner == p.owner
+            && u128::from(held.ttl_ms) == p.ttl.as_millis()
+            && held.principal == p.principal
+        {
+            Self::SameRequest
+        } else {
+            Self::ConflictingRequest
+        }
+    }
+}
+
 /// How a region answers a refused proposal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalAnswer {
@@ -145,6 +161,84 @@ pub fn renewal_extends(remaining: Duration, extended: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_is_the_same_request_only_with_its_id_owner_ttl_and_principal() {
+        let held = crate::record::GrantRecord {
+            lock_id: "L1".into(),
+            owner: "alice".into(),
+            token: 7,
+            ttl_ms: 30_000,
+            request_id: "req".into(),
+            granted_unix_ms: 0,
+            adopted: false,
+            principal: "tenant".into(),
+        };
+        let same = crate::store::Proposal {
+            resource: "r",
+            lock_id: "L2",
+            owner: "alice",
+            token: 8,
+            ttl: Duration::from_secs(30),
+            request_id: "req",
+            principal: "tenant",
+        };
+        assert_eq!(HeldBy::of(&held, &same), HeldBy::SameRequest);
+        let cases = [
+            (
+                crate::store::Proposal {
+                    request_id: "other",
+                    ..same
+                },
+                HeldBy::Other,
+            ),
+            (
+                crate::store::Proposal {
+                    request_id: "",
+                    ..same
+                },
+                HeldBy::Other,
+            ),
+            (
+                crate::store::Proposal {
+                    owner: "bob",
+                    ..same
+                },
+                HeldBy::ConflictingRequest,
+            ),
+            (
+                crate::store::Proposal {
+                    ttl: Duration::from_secs(31),
+                    ..same
+                },
+                HeldBy::ConflictingRequest,
+            ),
+            (
+                crate::store::Proposal {
+                    principal: "x",
+                    ..same
+                },
+                HeldBy::ConflictingRequest,
+            ),
+        ];
+        for (proposal, expected) in cases {
+            assert_eq!(HeldBy::of(&held, &proposal), expected, "{proposal:?}");
+        }
+        let unnamed = crate::record::GrantRecord {
+            request_id: String::new(),
+            ..held
+        };
+        assert_eq!(
+            HeldBy::of(
+                &unnamed,
+                &crate::store::Proposal {
+                    request_id: "",
+                    ..same
+                }
+            ),
+            HeldBy::Other
+        );
+    }
 
     #[test]
     fn a_shard_is_silent_until_checked_waits_out_a_quarantine_then_rejoins() {

@@ -198,18 +198,7 @@ impl LockStore for MemoryStore {
         }
         let refusal = Refusal {
             tombstoned,
-            held: held.as_ref().map(|h| {
-                if !same_request(&h.record.request_id, p.request_id) {
-                    HeldBy::Other
-                } else if h.record.owner == p.owner
-                    && u128::from(h.record.ttl_ms) == p.ttl.as_millis()
-                    && h.record.principal == p.principal
-                {
-                    HeldBy::SameRequest
-                } else {
-                    HeldBy::ConflictingRequest
-                }
-            }),
+            held: held.as_ref().map(|h| HeldBy::of(&h.record, p)),
             mark,
             token: p.token,
         };
