@@ -17,6 +17,7 @@
 
 mod cell;
 mod chart;
+mod cpu;
 mod etcd_lock;
 mod etcd_work;
 mod fence;

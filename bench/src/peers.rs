@@ -120,6 +120,30 @@ impl GloballockPeer {
         self.cluster.etcd_clusters()
     }
 
+    /// The running processes by role, to account their CPU.
+    pub fn roles(&self) -> crate::cpu::Roles {
+        let mut etcd = Vec::new();
+        let mut agents = Vec::new();
+        for region in self.cluster.regions() {
+            agents.push(region.agent_pid);
+            for shard in region.shards {
+                etcd.extend(shard.etcd_pids);
+            }
+        }
+        let coordinators = self
+            .cluster
+            .coordinators()
+            .iter()
+            .map(|c| c.pid)
+            .filter(|pid| *pid != 0)
+            .collect();
+        crate::cpu::Roles(vec![
+            ("etcd", etcd),
+            ("agents", agents),
+            ("coordinator", coordinators),
+        ])
+    }
+
     /// Every pid, for the startup report.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.cluster.coordinators().iter().map(|c| c.pid).collect();

@@ -187,6 +187,23 @@ pub fn table(report: &Report) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "\nCPU per cycle (warm-up and drain included; the client is the benchmark's own process; busy: the whole machine):"
+    );
+    for cell in &report.cells {
+        for m in &cell.systems {
+            if let Some(c) = &m.cpu_per_cycle {
+                let _ = writeln!(
+                    out,
+                    "  {:<15} {:<11} {}",
+                    cell.cell,
+                    m.system,
+                    crate::cpu::describe(c)
+                );
+            }
+        }
+    }
     let limited: Vec<String> = report
         .cells
         .iter()

@@ -9,6 +9,7 @@ use anyhow::Context;
 use globallock_localcluster::EtcdCluster;
 
 use crate::cell::{Cell, System, Workload};
+use crate::cpu::Roles;
 use crate::etcd_lock::EtcdLock;
 use crate::geography;
 use crate::globallock::Globallock;
@@ -160,7 +161,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
                 .await
                 .with_context(|| format!("{} in cell {}", system.name(), cell.name))?;
             println!(
-                "   {:<15} {:>9.1} ops/s  p50 {:>9.2} ms  p99 {:>9.2} ms  fairness {:.3}  cycles {}  errors {}{}{}",
+                "   {:<15} {:>9.1} ops/s  p50 {:>9.2} ms  p99 {:>9.2} ms  fairness {:.3}  cycles {}  errors {}{}{}{}",
                 m.system,
                 m.ops_per_s,
                 m.acquire_ms.p50,
@@ -183,6 +184,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
                         w.txns,
                         w.key_writes
                     ))
+                    .unwrap_or_default(),
+                m.cpu_per_cycle
+                    .as_ref()
+                    .map(|c| format!("\n   {:<15} CPU per cycle: {}", "", crate::cpu::describe(c)))
                     .unwrap_or_default()
             );
             measurements.push(m);
@@ -247,7 +252,7 @@ async fn measure_system(
             let peer = peers.globallock.as_ref().context(started)?;
             let client = Globallock::connect(peer.url(), peer.tls())?;
             let regions = peer.etcd_clusters().len() / SHARDS_PER_REGION;
-            with_etcd_work(&peer.etcd_clusters(), regions, || {
+            with_work(&peer.etcd_clusters(), regions, &peer.roles(), || {
                 measure(&client, name, cell, workers, prefix, timing)
             })
             .await
@@ -260,7 +265,8 @@ async fn measure_system(
             };
             let etcd = etcd.as_ref().context(started)?;
             let client = EtcdLock::connect(&etcd.endpoints(), etcd.tls()).await?;
-            with_etcd_work(&[etcd], etcd.members().len(), || {
+            let roles = Roles(vec![("etcd", peers::etcd_pids(etcd))]);
+            with_work(&[etcd], etcd.members().len(), &roles, || {
                 measure(&client, name, cell, workers, prefix, timing)
             })
             .await
@@ -268,7 +274,11 @@ async fn measure_system(
         (System::Redlock, _) => {
             let redis = peers.redis.as_ref().context(started)?;
             let client = Redlock::new(redis.addrs());
-            measure(&client, name, cell, workers, prefix, timing).await
+            let roles = Roles(vec![("redis", redis.pids())]);
+            with_work(&[], 1, &roles, || {
+                measure(&client, name, cell, workers, prefix, timing)
+            })
+            .await
         }
         (System::EtcdStretched, workload) => {
             let region = match workload {
@@ -286,10 +296,12 @@ async fn measure_system(
 /// Shards per region in `make dev`'s topology (what the benchmark starts).
 const SHARDS_PER_REGION: usize = 2;
 
-/// Run `measurement`, and add what `clusters` did per cycle and per `units`.
-async fn with_etcd_work<F, Fut>(
+/// Run `measurement`, and add what `clusters` did per cycle and per `units`,
+/// and the CPU that `roles` and the client spent per cycle.
+async fn with_work<F, Fut>(
     clusters: &[&EtcdCluster],
     units: usize,
+    roles: &Roles,
     measurement: F,
 ) -> anyhow::Result<Measurement>
 where
@@ -297,11 +309,18 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Measurement>>,
 {
     let before = crate::etcd_work::sample(clusters);
+    let cpu_before = crate::cpu::sample(roles);
     let mut m = measurement().await?;
+    let cpu_after = crate::cpu::sample(roles);
     let after = crate::etcd_work::sample(clusters);
-    m.etcd_per_cycle = before
-        .zip(after)
-        .and_then(|(b, a)| crate::etcd_work::per_cycle(b, a, m.total_cycles, units));
+    if !clusters.is_empty() {
+        m.etcd_per_cycle = before
+            .zip(after)
+            .and_then(|(b, a)| crate::etcd_work::per_cycle(b, a, m.total_cycles, units));
+    }
+    m.cpu_per_cycle = cpu_before.zip(cpu_after).and_then(|(b, a)| {
+        crate::cpu::per_cycle(&b, &a, m.total_cycles, crate::cpu::ticks_per_s())
+    });
     Ok(m)
 }
 

@@ -52,6 +52,8 @@ pub struct Measurement {
     pub violations: Vec<String>,
     /// What etcd did per cycle (warm-up and drain included), where measured.
     pub etcd_per_cycle: Option<crate::etcd_work::PerCycle>,
+    /// CPU per cycle by role (warm-up and drain included), where measured.
+    pub cpu_per_cycle: Option<crate::cpu::PerCycle>,
     /// Every acquire latency in the window (µs, sorted), for the chart.
     #[serde(skip)]
     pub samples_us: Vec<u64>,
@@ -157,6 +159,7 @@ pub async fn measure<S: LockSystem>(
         tally: counters.tally(),
         violations: fence.violations(),
         etcd_per_cycle: None,
+        cpu_per_cycle: None,
         samples_us,
     })
 }

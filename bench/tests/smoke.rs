@@ -58,6 +58,21 @@ fn every_cell_runs_every_system_without_overlapping_holders() {
                 "{label} completed no cycle:\n{stdout}\n{stderr}"
             );
             assert_eq!(system["violations"], serde_json::json!([]), "{label}");
+            if expected == 4 {
+                // CPU per cycle is accounted by role for every system.
+                let roles: Vec<&str> = system["cpu_per_cycle"]["roles"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{label} has no CPU per cycle"))
+                    .iter()
+                    .filter_map(|r| r["role"].as_str())
+                    .collect();
+                let servers: &[&str] = match system["system"].as_str() {
+                    Some("globallock") => &["etcd", "agents", "coordinator"],
+                    Some("redlock") => &["redis"],
+                    _ => &["etcd"],
+                };
+                assert_eq!(roles, [servers, &["client"]].concat(), "{label}");
+            }
         }
     }
 
