@@ -185,6 +185,9 @@ async fn a_coordinator_crashing_after_a_partial_grant_leaves_a_retryable_request
     let dir = tempfile::tempdir()?;
     let mut cluster = ProcessCluster::start(Layout {
         shards: 1,
+        // The services' own default runtime (a worker thread per core), as
+        // deployed; the other process tests run them on one thread, as make dev.
+        worker_threads: None,
         ..Layout::new(dir.path().to_path_buf())
     })
     .await?;

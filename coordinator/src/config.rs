@@ -8,6 +8,7 @@ use std::time::Duration;
 use globallock_protocol::request::Limits;
 use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
 use globallock_protocol::validity::DriftAllowance;
+use globallock_runtime::check_worker_threads;
 use globallock_runtime::settings::{InvalidSetting, load_layered, within};
 use globallock_tls::{ClientAuth, Reloading, TlsError, TlsFiles};
 use serde::Deserialize;
@@ -36,6 +37,11 @@ pub struct CoordinatorConfig {
     /// Append-only JSON-lines audit file (absent: no audit trail).
     #[serde(default)]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Threads that run requests: 1 runs everything on one thread (no
+    /// hand-offs between threads; best where several services share a few
+    /// cores, as in `make dev`), absent one per core.
+    #[serde(default)]
+    pub worker_threads: Option<u64>,
     /// Acquires per second each owner may make (a flooding client gets
     /// RESOURCE_EXHAUSTED / 429; others are unaffected).
     #[serde(default = "default_acquire_rate")]
@@ -253,6 +259,8 @@ pub enum ConfigError {
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
+    /// Threads that run requests (`None`: one per core).
+    pub worker_threads: Option<usize>,
     /// Where to serve gRPC.
     pub listen: SocketAddr,
     /// Where to serve REST, if anywhere.
@@ -589,7 +597,9 @@ impl CoordinatorConfig {
                 format!("{} is also the gRPC listen address", self.listen),
             ));
         }
+        let worker_threads = check_worker_threads(self.worker_threads)?;
         Ok(ValidConfig {
+            worker_threads,
             access,
             quotas,
             tls,
@@ -728,6 +738,23 @@ mod tests {
                 .to_string()
                 .starts_with("drift_rate")
         );
+    }
+
+    #[test]
+    fn worker_threads_is_absent_or_between_one_and_the_maximum() {
+        let c = sample();
+        assert_eq!(c.validate().unwrap().worker_threads, None);
+        for (n, ok) in [(1, true), (4, true), (0, false), (1_025, false)] {
+            let mut c = sample();
+            c.worker_threads = Some(n);
+            match c.validate() {
+                Ok(v) => assert!(ok && v.worker_threads == Some(n as usize), "{n}"),
+                Err(e) => assert!(
+                    !ok && e.to_string().starts_with("worker_threads: "),
+                    "{n}: {e}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use coordinator::CoordinatorConfig;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{config_or_exit, serve_until_signal};
+use globallock_runtime::{config_or_exit, runtime_or_exit, serve_until_signal};
 use globallock_telemetry::LogFormat;
 
 /// Serve the global lock API (a stateless coordinator).
@@ -28,11 +28,16 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
     let loaded = CoordinatorConfig::load(&args.config).and_then(CoordinatorConfig::validate);
     let config = config_or_exit("coordinator", &args.config, loaded);
+    let runtime = runtime_or_exit("coordinator", config.worker_threads);
+    let code = runtime.block_on(run(args, config));
+    std::process::exit(code);
+}
+
+async fn run(args: Args, config: coordinator::ValidConfig) -> i32 {
     let telemetry = globallock_telemetry::init(
         "globallock-coordinator",
         args.log_format,
@@ -70,5 +75,5 @@ async fn main() {
     )
     .await;
     telemetry.shutdown();
-    std::process::exit(code);
+    code
 }

@@ -87,6 +87,10 @@ pub struct Layout {
     /// start under `data_dir/tls` (the default; `false`: every service runs
     /// with `insecure = true` and `etcd_insecure = true`).
     pub tls: bool,
+    /// Every agent's and coordinator's `worker_threads`: 1 by default, since
+    /// the cluster's ten services and six etcd members share one machine's
+    /// cores (`None`: the services' own default, one per core).
+    pub worker_threads: Option<u64>,
 }
 
 impl Layout {
@@ -100,6 +104,7 @@ impl Layout {
             region_timeout_ms: 500,
             max_ttl_ms: 300_000,
             tls: true,
+            worker_threads: Some(1),
         }
     }
 }
@@ -785,6 +790,7 @@ fn agent_config(
         layout.quarantine_ms / 2,
         region.dir.join("agent-state").display().to_string(),
     );
+    text.push_str(&worker_threads_config(layout));
     if tls.is_none() {
         text.push_str(&tls_config(None));
         text.push_str("etcd_insecure = true\n");
@@ -811,6 +817,15 @@ fn agent_config(
     text
 }
 
+/// The `worker_threads` line of every service's configuration (none for the
+/// default).
+fn worker_threads_config(layout: &Layout) -> String {
+    layout
+        .worker_threads
+        .map(|n| format!("worker_threads = {n}\n"))
+        .unwrap_or_default()
+}
+
 fn coordinator_config(c: &Coordinator, layout: &Layout, tls: Option<&TlsFiles>) -> String {
     let shards: Vec<String> = (0..layout.shards)
         .map(|s| format!("\"shard-{s}\""))
@@ -830,6 +845,7 @@ fn coordinator_config(c: &Coordinator, layout: &Layout, tls: Option<&TlsFiles>) 
     if let Some(metrics) = c.spec.metrics {
         text.push_str(&format!("metrics_listen = \"{metrics}\"\n"));
     }
+    text.push_str(&worker_threads_config(layout));
     if tls.is_none() {
         text.push_str(&tls_config(None));
         text.push_str("open_access = true\n");

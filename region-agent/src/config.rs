@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use globallock_etcd::ShardConfig;
 use globallock_protocol::ring::{DEFAULT_VNODES, HashRing, RingError};
+use globallock_runtime::check_worker_threads;
 use globallock_runtime::settings::{InvalidSetting, load_layered, within};
 use serde::Deserialize;
 
@@ -32,6 +33,11 @@ pub struct AgentConfig {
     /// Append-only JSON-lines audit file for expiries this region notices.
     #[serde(default)]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Threads that run requests: 1 runs everything on one thread (no
+    /// hand-offs between threads; best where several services share a few
+    /// cores, as in `make dev`), absent one per core.
+    #[serde(default)]
+    pub worker_threads: Option<u64>,
     /// Key prefix inside every shard's etcd.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
@@ -207,6 +213,8 @@ pub struct AgentLimits {
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
+    /// Threads that run requests (`None`: one per core).
+    pub worker_threads: Option<usize>,
     /// The region name.
     pub region: String,
     /// Where to listen.
@@ -479,7 +487,9 @@ impl AgentConfig {
             }
             (None, true) => (None, None),
         };
+        let worker_threads = check_worker_threads(self.worker_threads)?;
         Ok(ValidConfig {
+            worker_threads,
             tls,
             metrics_tls,
             region: self.region,

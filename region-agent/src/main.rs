@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{config_or_exit, serve_until_signal};
+use globallock_runtime::{config_or_exit, runtime_or_exit, serve_until_signal};
 use globallock_telemetry::LogFormat;
 use region_agent::AgentConfig;
 
@@ -27,11 +27,16 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
     let loaded = AgentConfig::load(&args.config).and_then(AgentConfig::validate);
     let config = config_or_exit("region-agent", &args.config, loaded);
+    let runtime = runtime_or_exit("region-agent", config.worker_threads);
+    let code = runtime.block_on(run(args, config));
+    std::process::exit(code);
+}
+
+async fn run(args: Args, config: region_agent::ValidConfig) -> i32 {
     let service = format!("globallock-agent-{}", config.region);
     let telemetry =
         globallock_telemetry::init(&service, args.log_format, config.otlp_endpoint.as_deref());
@@ -56,5 +61,5 @@ async fn main() {
     )
     .await;
     telemetry.shutdown();
-    std::process::exit(code);
+    code
 }

@@ -20,6 +20,8 @@ pub mod exit {
     pub const UNAVAILABLE: i32 = 69;
     /// Internal software error.
     pub const SOFTWARE: i32 = 70;
+    /// The operating system refused something (threads, file descriptors).
+    pub const OSERR: i32 = 71;
     /// Configuration error.
     pub const CONFIG: i32 = 78;
 }
@@ -87,6 +89,47 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Most worker threads a server may be configured with.
+pub const MAX_WORKER_THREADS: u64 = 1_024;
+
+/// Check a `worker_threads` setting: absent, or 1 to [`MAX_WORKER_THREADS`].
+pub fn check_worker_threads(
+    worker_threads: Option<u64>,
+) -> Result<Option<usize>, settings::InvalidSetting> {
+    match worker_threads {
+        None => Ok(None),
+        Some(n) => {
+            settings::within("worker_threads", n, 1, MAX_WORKER_THREADS)?;
+            Ok(usize::try_from(n).ok())
+        }
+    }
+}
+
+/// The async runtime a server runs on. `Some(1)`: one thread runs every task
+/// and all I/O, so no request is handed from thread to thread (the cheapest
+/// per request where many services share a few cores, as `make dev`'s ten do
+/// on one machine). `Some(n)`: `n` worker threads. `None`: one per core.
+pub fn build_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}
+
+/// [`build_runtime`], or exit 71 (EX_OSERR) saying why.
+pub fn runtime_or_exit(program: &str, worker_threads: Option<usize>) -> tokio::runtime::Runtime {
+    build_runtime(worker_threads).unwrap_or_else(|error| {
+        eprintln!("{program}: cannot start the async runtime: {error}");
+        std::process::exit(exit::OSERR);
+    })
 }
 
 /// The configuration, or exit 78 (EX_CONFIG) naming the file and every cause.
@@ -185,6 +228,37 @@ impl SharedShutdown {
         let mut stopped = self.stopped.clone();
         async move {
             let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    #[test]
+    fn one_worker_thread_is_a_single_threaded_runtime_and_more_are_multi_threaded() {
+        let flavor = |n| {
+            build_runtime(n)
+                .unwrap()
+                .block_on(async { tokio::runtime::Handle::current().runtime_flavor() })
+        };
+        assert_eq!(flavor(Some(1)), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(Some(2)), RuntimeFlavor::MultiThread);
+        assert_eq!(flavor(None), RuntimeFlavor::MultiThread);
+        let workers = build_runtime(Some(3)).unwrap().metrics().num_workers();
+        assert_eq!(workers, 3);
+    }
+
+    #[test]
+    fn worker_threads_outside_the_bounds_name_the_setting() {
+        assert_eq!(check_worker_threads(None).unwrap(), None);
+        assert_eq!(check_worker_threads(Some(1)).unwrap(), Some(1));
+        for n in [0, MAX_WORKER_THREADS + 1] {
+            let error = check_worker_threads(Some(n)).unwrap_err();
+            assert!(error.to_string().starts_with("worker_threads: "), "{error}");
         }
     }
 }

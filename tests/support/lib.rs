@@ -315,6 +315,8 @@ impl Cluster {
                 .audit_dir
                 .as_ref()
                 .map(|d| d.join(format!("{}.jsonl", region.name))),
+            // In-process services run on the test's own runtime.
+            worker_threads: None,
             key_prefix: "/globallock/".into(),
             request_timeout_ms: 1_000,
             lease_granularity_ms: self.options.lease_granularity_ms,
@@ -388,6 +390,7 @@ impl Cluster {
                 .audit_dir
                 .as_ref()
                 .map(|d| d.join("coordinator.jsonl")),
+            worker_threads: None,
             acquire_rate_per_owner: 1_000.0,
             acquire_burst_per_owner: 2_000.0,
             regions: self
