@@ -165,3 +165,29 @@ fn die_with_parent(command: &mut Command) {
         });
     }
 }
+
+/// Directories to remove when this process exits.
+static REMOVE_AT_EXIT: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Remove `dir` (and what is in it) when the process exits normally: for
+/// directories held by statics, which are never dropped.
+#[allow(unsafe_code)]
+pub fn remove_at_exit(dir: std::path::PathBuf) {
+    extern "C" fn remove_all() {
+        let dirs = REMOVE_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    let mut dirs = REMOVE_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+    if dirs.is_empty() {
+        // SAFETY: atexit(3) only stores the pointer of a function that lives as
+        // long as the program; the handler takes the lock and touches only
+        // the file system.
+        unsafe {
+            libc::atexit(remove_all);
+        }
+    }
+    dirs.push(dir);
+}

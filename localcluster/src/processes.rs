@@ -259,16 +259,18 @@ impl ClusterTls {
     }
 
     /// One set of certificates per test process, made on first use in a
-    /// directory kept until the process ends (configuration tests).
+    /// directory removed when the process exits (configuration tests).
     pub fn for_tests() -> &'static Self {
-        static CERTS: std::sync::OnceLock<(tempfile::TempDir, ClusterTls)> =
-            std::sync::OnceLock::new();
-        let (_, tls) = CERTS.get_or_init(|| {
-            let dir = tempfile::tempdir().expect("a temporary directory for test certificates");
-            let tls = Self::create(dir.path()).expect("test certificates");
-            (dir, tls)
-        });
-        tls
+        static CERTS: std::sync::OnceLock<ClusterTls> = std::sync::OnceLock::new();
+        CERTS.get_or_init(|| {
+            // A static is never dropped, so a `TempDir` kept in one would
+            // leave its directory behind: one per test process.
+            let dir = tempfile::tempdir()
+                .expect("a temporary directory for test certificates")
+                .keep();
+            crate::process::remove_at_exit(dir.clone());
+            Self::create(&dir).expect("test certificates")
+        })
     }
 
     /// A channel to the agent of region `r` at `addr`, as a coordinator.

@@ -137,8 +137,6 @@ pub struct RegionNode {
 /// A running test cluster.
 #[derive(Debug)]
 pub struct Cluster {
-    /// Data and logs.
-    dir: tempfile::TempDir,
     /// The regions.
     pub regions: Vec<RegionNode>,
     /// Coordinator gRPC addresses.
@@ -164,6 +162,11 @@ pub struct Cluster {
     options: ClusterOptions,
     /// The certificates, with `tls`.
     pub tls: Option<globallock_localcluster::ClusterTls>,
+    /// Data and logs. Declared last, so dropped last: the agents and etcd
+    /// processes above stop before it is removed (an agent still running
+    /// rewrote its watermark file and so re-created part of the removed
+    /// directory, which then stayed in /tmp).
+    dir: tempfile::TempDir,
 }
 
 /// Install a test log subscriber once (honours RUST_LOG; quiet by default).
