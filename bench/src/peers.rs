@@ -146,14 +146,11 @@ impl GloballockPeer {
 
     /// Every pid, for the startup report.
     pub fn pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.cluster.coordinators().iter().map(|c| c.pid).collect();
-        for region in self.cluster.regions() {
-            pids.push(region.agent_pid);
-            for shard in region.shards {
-                pids.extend(shard.etcd_pids);
-            }
-        }
-        pids
+        self.roles()
+            .0
+            .into_iter()
+            .flat_map(|(_, pids)| pids)
+            .collect()
     }
 }
 

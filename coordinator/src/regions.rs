@@ -564,12 +564,7 @@ impl Regions {
         };
         let ok = match outcome {
             Ok(()) => true,
-            // Only "could not reach / could not serve" marks a region down; an
-            // answer such as INVALID_ARGUMENT proves it is up.
-            Err(status) => !matches!(
-                status.code(),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-            ),
+            Err(status) => answered(status),
         };
         if !ok {
             self.regions[i].wake_discovery();
@@ -712,4 +707,14 @@ fn count_lookup(region: &str, outcome: &'static str) {
         "outcome" => outcome
     )
     .increment(1);
+}
+
+/// Whether an agent answered a call that failed with `status`. Only "could not
+/// reach / could not serve" means it did not; an answer such as
+/// INVALID_ARGUMENT proves it is up.
+pub(crate) fn answered(status: &tonic::Status) -> bool {
+    !matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
 }

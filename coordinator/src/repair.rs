@@ -24,7 +24,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use globallock_proto::agent::{GrantResponse, LockRef, Vote};
-use tonic::Code;
 use tracing::debug;
 
 use crate::regions::Regions;
@@ -152,10 +151,7 @@ async fn release_at(regions: &Regions, region: usize, lock: LockRef) -> bool {
         .await;
     match answer {
         Some(Ok(_)) => true,
-        Some(Err(status)) => !matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        ),
+        Some(Err(status)) => crate::regions::answered(&status),
         None => false,
     }
 }

@@ -1045,6 +1045,19 @@ async fn grant_on(store: &ShardStore, resource: &str, lock_id: &str, token: u64)
     )
 }
 
+/// `L1` holds [`RESOURCE`] and the tombstone lease exists (so the next
+/// request's writes are all it does): etcd requests sent so far, and the
+/// revision, to count from.
+async fn l1_holds_and_counting_starts(store: &ShardStore) -> (u64, i64) {
+    grant_on(store, RESOURCE, "L1", 10).await;
+    assert!(
+        store.abort("warm/up", "X").await.is_ok(),
+        "tombstone lease ready"
+    );
+    let (sent, _) = store.group_commit_counts();
+    (sent, store.revision().await.expect("revision"))
+}
+
 fn proposal_on<'a>(resource: &'a str, lock_id: &'a str, token: u64) -> Proposal<'a> {
     Proposal {
         resource,
@@ -1299,13 +1312,7 @@ async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_hand_off_whose_release_finds_another_lock_is_one_read_and_one_write() {
     let f = fixture().await;
-    grant_on(&f.store, RESOURCE, "L1", 10).await;
-    assert!(
-        f.store.abort("warm/up", "X").await.is_ok(),
-        "tombstone lease ready"
-    );
-    let (sent, _) = f.store.group_commit_counts();
-    let before = f.store.revision().await.expect("revision");
+    let (sent, before) = l1_holds_and_counting_starts(&f.store).await;
     let (released, vote) = f
         .store
         .hand_off("L0", None, &proposal_on(RESOURCE, "L2", 20))
@@ -1387,13 +1394,7 @@ async fn regression_a_hand_off_whose_release_finds_the_resource_free_is_one_read
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_hand_offs_queued_behind_each_other_are_one_write_each() {
     let f = fixture().await;
-    grant_on(&f.store, RESOURCE, "L1", 10).await;
-    assert!(
-        f.store.abort("warm/up", "X").await.is_ok(),
-        "tombstone lease ready"
-    );
-    let (sent, _) = f.store.group_commit_counts();
-    let before = f.store.revision().await.expect("revision");
+    let (sent, before) = l1_holds_and_counting_starts(&f.store).await;
     let l2 = proposal_on(RESOURCE, "L2", 20);
     let l3 = proposal_on(RESOURCE, "L3", 30);
     let l4 = proposal_on(RESOURCE, "L4", 40);
