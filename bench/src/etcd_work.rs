@@ -16,6 +16,8 @@ pub struct Counters {
     txns: f64,
     puts: f64,
     deletes: f64,
+    calls: f64,
+    stream_messages: f64,
 }
 
 /// Per cycle, per region (globallock) or per member (etcd's lock).
@@ -29,6 +31,26 @@ pub struct PerCycle {
     pub txns: f64,
     /// Keys written (puts) and deleted.
     pub key_writes: f64,
+    /// Unary gRPC calls the member answered (transactions, ranges, lease grants).
+    pub calls: f64,
+    /// Messages the member sent on gRPC streams (watch events and responses,
+    /// lease keep-alives, etcd's lock service's waits).
+    pub stream_messages: f64,
+}
+
+impl PerCycle {
+    /// One line of figures, aligned for a table.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:>6.2} fsyncs {:>6.2} Raft entries {:>6.2} txns {:>6.2} keys written {:>6.2} calls {:>6.2} stream messages",
+            self.fsyncs,
+            self.raft_entries,
+            self.txns,
+            self.key_writes,
+            self.calls,
+            self.stream_messages
+        )
+    }
 }
 
 /// Sample every member of `clusters`; `None` when a member did not answer
@@ -43,6 +65,8 @@ pub fn sample(clusters: &[&EtcdCluster]) -> Option<Counters> {
             total.txns += value(&body, "etcd_mvcc_txn_total").unwrap_or(0.0);
             total.puts += value(&body, "etcd_mvcc_put_total").unwrap_or(0.0);
             total.deletes += value(&body, "etcd_mvcc_delete_total").unwrap_or(0.0);
+            total.calls += sum(&body, "grpc_server_handled_total", "unary");
+            total.stream_messages += sum(&body, "grpc_server_msg_sent_total", "bidi_stream");
         }
     }
     Some(total)
@@ -57,6 +81,8 @@ pub fn per_cycle(before: Counters, after: Counters, cycles: u64, units: usize) -
         raft_entries: (after.entries - before.entries) / per,
         txns: (after.txns - before.txns) / per,
         key_writes: (after.puts - before.puts + after.deletes - before.deletes) / per,
+        calls: (after.calls - before.calls) / per,
+        stream_messages: (after.stream_messages - before.stream_messages) / per,
     })
 }
 
@@ -66,6 +92,19 @@ fn value(body: &str, name: &str) -> Option<f64> {
         let rest = line.strip_prefix(name)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// The sum over every series of `name` whose `grpc_type` label is `grpc_type`.
+fn sum(body: &str, name: &str, grpc_type: &str) -> f64 {
+    let label = format!("grpc_type=\"{grpc_type}\"");
+    body.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            labels.split(',').any(|l| l == label).then_some(value)
+        })
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum()
 }
 
 #[cfg(test)]
@@ -89,12 +128,26 @@ mod tests {
             txns: 120.0,
             puts: 300.0,
             deletes: 60.0,
+            calls: 90.0,
+            stream_messages: 30.0,
         };
         let p = per_cycle(before, after, 10, 3).unwrap();
         assert_eq!(
             (p.fsyncs, p.raft_entries, p.txns, p.key_writes),
             (2.0, 4.0, 4.0, 12.0)
         );
+        assert_eq!((p.calls, p.stream_messages), (3.0, 1.0));
         assert!(per_cycle(before, after, 0, 3).is_none());
+    }
+
+    #[test]
+    fn sums_grpc_series_of_one_type_over_their_labels() {
+        let body = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Txn\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 40\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 2\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 7\n\
+                    grpc_server_handled_total_x{grpc_type=\"unary\"} 100\n";
+        assert_eq!(sum(body, "grpc_server_handled_total", "unary"), 42.0);
+        assert_eq!(sum(body, "grpc_server_handled_total", "bidi_stream"), 7.0);
+        assert_eq!(sum(body, "grpc_server_msg_sent_total", "unary"), 0.0);
     }
 }

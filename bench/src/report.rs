@@ -179,11 +179,7 @@ pub fn table(report: &Report) -> String {
     for cell in &report.cells {
         for m in &cell.systems {
             if let Some(w) = m.etcd_per_cycle {
-                let _ = writeln!(
-                    out,
-                    "  {:<15} {:<11} {:>6.2} fsyncs {:>6.2} Raft entries {:>6.2} txns {:>6.2} keys written",
-                    cell.cell, m.system, w.fsyncs, w.raft_entries, w.txns, w.key_writes
-                );
+                let _ = writeln!(out, "  {:<15} {:<11} {}", cell.cell, m.system, w.describe());
             }
         }
     }

@@ -176,13 +176,14 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
                     .unwrap_or_default(),
                 m.etcd_per_cycle
                     .map(|w| format!(
-                        "\n   {:<15} etcd per cycle and {}: {:.2} fsyncs, {:.2} Raft entries, {:.2} txns, {:.2} keys written",
+                        "\n   {:<15} etcd per cycle and {}: {}",
                         "",
-                        if m.system == "globallock" { "region" } else { "member" },
-                        w.fsyncs,
-                        w.raft_entries,
-                        w.txns,
-                        w.key_writes
+                        if m.system == "globallock" {
+                            "region"
+                        } else {
+                            "member"
+                        },
+                        w.describe()
                     ))
                     .unwrap_or_default(),
                 m.cpu_per_cycle
