@@ -138,6 +138,8 @@ pub struct EtcdCluster {
     /// (`--client-cert-auth`, `--peer-client-cert-auth`), `cert`/`key` each
     /// member's certificate for both.
     tls: Option<TlsFiles>,
+    /// Each member's `GOMAXPROCS` (`None`: Go's default, one per core).
+    go_max_procs: Option<usize>,
 }
 
 fn scheme(tls: Option<&TlsFiles>) -> &'static str {
@@ -183,6 +185,33 @@ impl EtcdCluster {
         dir: &Path,
         tls: Option<TlsFiles>,
     ) -> Result<Self, EtcdError> {
+        Self::start_members(name, ports, dir, tls, None)
+    }
+
+    /// Start a cluster of `size` members, over TLS when `tls` is given (as
+    /// [`EtcdCluster::start_tls`]), each member's Go runtime running Go code on
+    /// at most `go_max_procs` threads at once (`GOMAXPROCS`; `None`: one per
+    /// core, etcd's default). A member that shares a few cores with many other
+    /// processes wastes less of them with 1: an idle Go runtime's threads spin
+    /// looking for work before they sleep.
+    pub fn start_limited(
+        name: &str,
+        size: usize,
+        dir: &Path,
+        tls: Option<TlsFiles>,
+        go_max_procs: Option<usize>,
+    ) -> Result<Self, EtcdError> {
+        let ports = free_member_ports(name, size)?;
+        Self::start_members(name, &ports, dir, tls, go_max_procs)
+    }
+
+    fn start_members(
+        name: &str,
+        ports: &[MemberPorts],
+        dir: &Path,
+        tls: Option<TlsFiles>,
+        go_max_procs: Option<usize>,
+    ) -> Result<Self, EtcdError> {
         let binary = etcd_binary()?;
         let mut members = Vec::with_capacity(ports.len());
         for (i, p) in ports.iter().enumerate() {
@@ -221,6 +250,7 @@ impl EtcdCluster {
             members,
             binary,
             tls,
+            go_max_procs,
         };
         for i in 0..size {
             cluster.start_member(i)?;
@@ -260,6 +290,9 @@ impl EtcdCluster {
         let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
         let advertised_peer = format!("{scheme}://127.0.0.1:{}", m.advertised_peer_port);
         let mut command = Command::new(&self.binary);
+        if let Some(n) = self.go_max_procs {
+            command.env("GOMAXPROCS", n.to_string());
+        }
         if let Some(tls) = &self.tls {
             command
                 .arg("--client-cert-auth")

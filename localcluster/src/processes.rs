@@ -91,6 +91,10 @@ pub struct Layout {
     /// the cluster's ten services and six etcd members share one machine's
     /// cores (`None`: the services' own default, one per core).
     pub worker_threads: Option<u64>,
+    /// Every etcd member's `GOMAXPROCS`: 1 by default, for the same reason
+    /// (`None`: etcd's default, one per core). Measured with `make bench`:
+    /// 11-15 % more cycles and hand-offs per second (docs/benchmark.md).
+    pub etcd_go_max_procs: Option<usize>,
 }
 
 impl Layout {
@@ -105,6 +109,7 @@ impl Layout {
             max_ttl_ms: 300_000,
             tls: true,
             worker_threads: Some(1),
+            etcd_go_max_procs: Some(1),
         }
     }
 }
@@ -372,10 +377,13 @@ impl ProcessCluster {
             for s in 0..cluster.layout.shards {
                 let name = format!("{name}-shard-{s}");
                 let size = cluster.layout.members;
-                etcd.push(match &members_tls {
-                    Some(files) => EtcdCluster::start_tls(&name, size, &dir, files.clone())?,
-                    None => EtcdCluster::start(&name, size, &dir)?,
-                });
+                etcd.push(EtcdCluster::start_limited(
+                    &name,
+                    size,
+                    &dir,
+                    members_tls.clone(),
+                    cluster.layout.etcd_go_max_procs,
+                )?);
             }
             let region = Region {
                 name: name.to_owned(),
