@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use globallock_protocol::clock::SystemClock;
-use globallock_runtime::{config_or_exit, runtime_or_exit, serve_until_signal};
+use globallock_runtime::{ServiceAllocator, config_or_exit, runtime_or_exit, serve_until_signal};
 use globallock_telemetry::LogFormat;
 use region_agent::AgentConfig;
 
@@ -26,6 +26,9 @@ struct Args {
     )]
     log_format: LogFormat,
 }
+
+#[global_allocator]
+static ALLOCATOR: ServiceAllocator = ServiceAllocator;
 
 fn main() {
     let args = Args::parse();
