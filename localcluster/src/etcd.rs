@@ -150,7 +150,7 @@ impl EtcdCluster {
     /// Start a cluster of `size` members with data under `dir`, and wait until it
     /// serves requests.
     pub fn start(name: &str, size: usize, dir: &Path) -> Result<Self, EtcdError> {
-        Self::start_secured(name, &free_member_ports(name, size)?, dir, None)
+        Self::start_limited(name, size, dir, None, None)
     }
 
     /// Start a cluster whose members use these ports. A member's
@@ -172,8 +172,7 @@ impl EtcdCluster {
         dir: &Path,
         tls: TlsFiles,
     ) -> Result<Self, EtcdError> {
-        let ports = free_member_ports(name, size)?;
-        Self::start_secured(name, &ports, dir, Some(tls))
+        Self::start_limited(name, size, dir, Some(tls), None)
     }
 
     /// Start a cluster on these ports, over TLS when `tls` is given: clients
