@@ -513,54 +513,52 @@ impl ShardStore {
         let fence_key = self.keys.fence(p.resource);
         let tomb_key = self.keys.tombstone(p.lock_id);
         let (record, value) = self.new_record(p, &lock_key)?;
-        // A mark that exists is compared by value; etcd fails every value
-        // comparison on a missing key, so a never-granted resource needs the
-        // "fence absent" form instead. Try the common form first.
-        let mut fence_absent = false;
         for _ in 0..ATTEMPTS {
             let (bucket, lease) = self.lease_for(p.ttl).await?;
-            // A resource without a mark (never granted, or its mark collected)
-            // takes only tokens above the shard's mark floor.
-            let fence_guard = if fence_absent {
-                vec![
+            let reads = [
+                TxnOp::get(lock_key.as_str(), None),
+                TxnOp::get(fence_key.as_str(), None),
+                TxnOp::get(tomb_key.as_str(), None),
+                TxnOp::get(marker.as_str(), None),
+                TxnOp::get(self.keys.mark_floor(), None),
+            ];
+            let writes = Self::grant_writes(p, &fence_key, &lock_key, value.clone(), lease);
+            // The token must exceed the resource's mark. A mark that exists is
+            // compared by value; etcd fails every value comparison on a missing
+            // key, so a resource without a mark (never granted, or its mark
+            // collected) takes the nested form instead: no mark, and a token
+            // above the shard's mark floor (every collected mark was at most
+            // it). Both forms are in this one transaction, so a first grant
+            // costs one write like any other.
+            let unmarked = Txn::new()
+                .when([
                     Compare::version(fence_key.as_str(), CompareOp::Equal, 0),
                     Compare::value(
                         self.keys.mark_floor(),
                         CompareOp::Less,
                         encode_token(p.token),
                     ),
-                ]
-            } else {
-                vec![Compare::value(
+                ])
+                .and_then(writes.clone())
+                .or_else(reads.clone());
+            let marked = Txn::new()
+                .when([Compare::value(
                     fence_key.as_str(),
                     CompareOp::Less,
                     encode_token(p.token),
-                )]
-            };
-            let mut guards = vec![
-                // The floor is compared inside the transaction: a marker wiped or
-                // rewritten since this store read it fails the grant.
-                self.marker_guard(floor),
-                Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
-                Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
-            ];
-            guards.extend(fence_guard);
+                )])
+                .and_then(writes)
+                .or_else([TxnOp::txn(unmarked)]);
             let txn = Txn::new()
-                .when(guards)
-                .and_then(Self::grant_writes(
-                    p,
-                    &fence_key,
-                    &lock_key,
-                    value.clone(),
-                    lease,
-                ))
-                .or_else([
-                    TxnOp::get(lock_key.as_str(), None),
-                    TxnOp::get(fence_key.as_str(), None),
-                    TxnOp::get(tomb_key.as_str(), None),
-                    TxnOp::get(marker.as_str(), None),
-                    TxnOp::get(self.keys.mark_floor(), None),
-                ]);
+                .when([
+                    // The floor is compared inside the transaction: a marker
+                    // wiped or rewritten since this store read it fails the grant.
+                    self.marker_guard(floor),
+                    Compare::version(lock_key.as_str(), CompareOp::Equal, 0),
+                    Compare::version(tomb_key.as_str(), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::txn(marked)])
+                .or_else(reads);
             let (response, revision) = match self.txn_on_at(p.resource, "grant", txn).await {
                 Err(e) if e.is_lease_not_found() => {
                     self.leases.forget(bucket);
@@ -568,14 +566,26 @@ impl ShardStore {
                 }
                 other => other?,
             };
-            if response.succeeded() {
-                self.written
-                    .note(p.resource, p.lock_id, revision, p.principal);
-                let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
-                debug!(?remaining, "granted");
-                return Ok(Vote::Granted(Holding { record, remaining }));
-            }
-            let [lock, fence, tomb, marker, mark_floor] = first_kvs::<5>(&response);
+            let [lock, fence, tomb, marker, mark_floor] = match GrantWrite::of(&response) {
+                GrantWrite::Refused(reads) => reads,
+                GrantWrite::Written => {
+                    self.written
+                        .note(p.resource, p.lock_id, revision, p.principal);
+                    let remaining = bucket.deadline.saturating_sub(self.clock.monotonic());
+                    debug!(?remaining, "granted");
+                    return Ok(Vote::Granted(Holding { record, remaining }));
+                }
+                GrantWrite::Unexpected => {
+                    return Err(StoreError::Etcd {
+                        shard: self.name.clone(),
+                        op: "grant",
+                        source: etcd_client::Error::Internal(
+                            "etcd answered a grant with neither its writes nor its reads"
+                                .to_owned(),
+                        ),
+                    });
+                }
+            };
             self.check_marker(floor, marker.as_ref())?;
             let Some(outcome) = self
                 .refusal(
@@ -587,9 +597,8 @@ impl ShardStore {
                 )
                 .await?
             else {
-                // The lock was freed or the mark moved between our compare and
-                // our read: try again with what we now know.
-                fence_absent = fence.is_none();
+                // Nothing in what the transaction read refuses it (an etcd
+                // that answers oddly): try again.
                 continue;
             };
             return Ok(outcome);
@@ -1876,6 +1885,29 @@ fn removal_nonce(tombstone: bool) -> String {
 }
 
 /// The first key-value of each of a transaction's first `N` get responses.
+/// What a grant transaction did, found by following its nested transactions
+/// down the branches that ran.
+enum GrantWrite {
+    /// One of them wrote the grant.
+    Written,
+    /// None did; what the branch that ran read instead: the grant key, the
+    /// mark, the tombstone, the marker and the mark floor.
+    Refused([Option<KeyValue>; 5]),
+    /// Neither writes nor reads: not an answer to the transaction we sent.
+    Unexpected,
+}
+
+impl GrantWrite {
+    fn of(response: &TxnResponse) -> Self {
+        match response.op_responses().first() {
+            Some(TxnOpResponse::Txn(nested)) => Self::of(nested),
+            Some(TxnOpResponse::Put(_)) => Self::Written,
+            Some(TxnOpResponse::Get(_)) => Self::Refused(first_kvs::<5>(response)),
+            _ => Self::Unexpected,
+        }
+    }
+}
+
 fn first_kvs<const N: usize>(response: &TxnResponse) -> [Option<KeyValue>; N] {
     let mut out: [Option<KeyValue>; N] = std::array::from_fn(|_| None);
     for (slot, op) in out.iter_mut().zip(response.op_responses()) {

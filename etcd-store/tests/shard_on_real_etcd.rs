@@ -1301,6 +1301,56 @@ async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
     assert_eq!(holder.expect("held").record.lock_id, "L2");
 }
 
+/// A resource without a mark (never granted here, or its mark collected) used
+/// to cost two transactions per grant: the first compared the mark by value,
+/// which etcd fails on a missing key, and only the retry took the "no mark"
+/// form. Every lock on a fresh resource name paid it. Both forms are now in one
+/// transaction, so a first grant, like any other, is one etcd write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_first_grant_of_a_resource_is_one_transaction() {
+    let f = fixture().await;
+    let (sent, before) = l1_holds_and_counting_starts(&f.store).await;
+    let vote = f
+        .store
+        .grant(&proposal_on("fresh/resource", "F1", 30))
+        .await
+        .expect("grant");
+    assert_eq!(granted(vote).record.lock_id, "F1");
+    assert_eq!(
+        f.store.group_commit_counts().0,
+        sent + 1,
+        "one transaction for a resource without a mark"
+    );
+    assert_eq!(f.store.revision().await.expect("revision"), before + 1);
+    // The resource now has a mark: after a release, the next grant takes the
+    // other form, also in one transaction, and a token not above the mark is
+    // refused in one.
+    assert!(
+        f.store
+            .release("fresh/resource", "F1")
+            .await
+            .expect("release")
+    );
+    let (sent, _) = f.store.group_commit_counts();
+    let low = f
+        .store
+        .grant(&proposal_on("fresh/resource", "F2", 30))
+        .await
+        .expect("grant");
+    assert_eq!(low, Vote::TokenTooLow { mark: 30 });
+    let vote = f
+        .store
+        .grant(&proposal_on("fresh/resource", "F3", 31))
+        .await
+        .expect("grant");
+    assert_eq!(granted(vote).record.lock_id, "F3");
+    assert_eq!(
+        f.store.group_commit_counts().0,
+        sent + 2,
+        "one transaction each for a marked resource"
+    );
+}
+
 /// A region that fell behind on a hot resource (its queued transactions were
 /// dropped when the coordinator stopped waiting) gets hand-offs whose release
 /// finds no grant of its lock id: the resource is held by an older lock, or
