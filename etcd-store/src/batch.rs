@@ -53,7 +53,8 @@ pub(crate) const MAX_IN_FLIGHT: usize = 1;
 
 /// Nested transactions per batch. etcd allows 128 operations per transaction
 /// and counts a nested transaction's own operations against what the outer one
-/// leaves (`maxTxnOps - len(outer)`); the largest transaction here has 5.
+/// leaves (`maxTxnOps - len(outer)`), level by level; the deepest path here
+/// is a grant's: 5, 2 and 5 operations down its nested transactions.
 pub(crate) const MAX_BATCH: usize = 64;
 
 /// How one shard's requests reach etcd: the connection, with the deadline and

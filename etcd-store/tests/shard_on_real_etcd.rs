@@ -1351,6 +1351,35 @@ async fn regression_a_first_grant_of_a_resource_is_one_transaction() {
     );
 }
 
+/// A grant is three nested transactions deep, and etcd counts a nested
+/// transaction's operations against what its parents leave of the 128 a
+/// request may hold. Full batches of first grants (the deepest path: 5, 2 and
+/// 5 operations under a batch of 64) must stay within it: a batch etcd
+/// refused would still answer every grant (each is then sent alone), so what
+/// shows it is the number of writes. 192 grants in a few batches are a few
+/// revisions; refused batches would be one revision per grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_batches_of_first_grants_stay_within_etcds_operation_limit() {
+    let f = fixture().await;
+    const N: usize = 192;
+    let (_, before) = l1_holds_and_counting_starts(&f.store).await;
+    let resources: Vec<String> = (0..N).map(|i| format!("burst/{i}")).collect();
+    let ids: Vec<String> = (0..N).map(|i| format!("B{i}")).collect();
+    let votes = futures::future::join_all((0..N).map(|i| {
+        let (store, resources, ids) = (&f.store, &resources, &ids);
+        async move { store.grant(&proposal_on(&resources[i], &ids[i], 40)).await }
+    }))
+    .await;
+    for (i, vote) in votes.into_iter().enumerate() {
+        assert_eq!(granted(vote.expect("grant")).record.lock_id, ids[i]);
+    }
+    let writes = f.store.revision().await.expect("revision") - before;
+    assert!(
+        writes < i64::try_from(N / 4).expect("small"),
+        "{N} grants took {writes} etcd writes: batches were refused"
+    );
+}
+
 /// A region that fell behind on a hot resource (its queued transactions were
 /// dropped when the coordinator stopped waiting) gets hand-offs whose release
 /// finds no grant of its lock id: the resource is held by an older lock, or
