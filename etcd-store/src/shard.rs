@@ -567,7 +567,7 @@ impl ShardStore {
                 other => other?,
             };
             let [lock, fence, tomb, marker, mark_floor] = match GrantWrite::of(&response) {
-                GrantWrite::Refused(reads) => reads,
+                GrantWrite::Refused(reads) => *reads,
                 GrantWrite::Written => {
                     self.written
                         .note(p.resource, p.lock_id, revision, p.principal);
@@ -1892,7 +1892,7 @@ enum GrantWrite {
     Written,
     /// None did; what the branch that ran read instead: the grant key, the
     /// mark, the tombstone, the marker and the mark floor.
-    Refused([Option<KeyValue>; 5]),
+    Refused(Box<[Option<KeyValue>; 5]>),
     /// Neither writes nor reads: not an answer to the transaction we sent.
     Unexpected,
 }
@@ -1902,7 +1902,7 @@ impl GrantWrite {
         match response.op_responses().first() {
             Some(TxnOpResponse::Txn(nested)) => Self::of(nested),
             Some(TxnOpResponse::Put(_)) => Self::Written,
-            Some(TxnOpResponse::Get(_)) => Self::Refused(first_kvs::<5>(response)),
+            Some(TxnOpResponse::Get(_)) => Self::Refused(Box::new(first_kvs::<5>(response))),
             _ => Self::Unexpected,
         }
     }
