@@ -1884,7 +1884,6 @@ fn removal_nonce(tombstone: bool) -> String {
     )
 }
 
-/// The first key-value of each of a transaction's first `N` get responses.
 /// What a grant transaction did, found by following its nested transactions
 /// down the branches that ran.
 enum GrantWrite {
@@ -1908,6 +1907,7 @@ impl GrantWrite {
     }
 }
 
+/// The first key-value of each of a transaction's first `N` get responses.
 fn first_kvs<const N: usize>(response: &TxnResponse) -> [Option<KeyValue>; N] {
     let mut out: [Option<KeyValue>; N] = std::array::from_fn(|_| None);
     for (slot, op) in out.iter_mut().zip(response.op_responses()) {
