@@ -1310,12 +1310,8 @@ async fn regression_a_hand_off_without_a_note_reads_once_and_writes_once() {
 async fn regression_a_first_grant_of_a_resource_is_one_transaction() {
     let f = fixture().await;
     let (sent, before) = l1_holds_and_counting_starts(&f.store).await;
-    let vote = f
-        .store
-        .grant(&proposal_on("fresh/resource", "F1", 30))
-        .await
-        .expect("grant");
-    assert_eq!(granted(vote).record.lock_id, "F1");
+    let holding = grant_on(&f.store, "fresh/resource", "F1", 30).await;
+    assert_eq!(holding.record.lock_id, "F1");
     assert_eq!(
         f.store.group_commit_counts().0,
         sent + 1,
@@ -1338,12 +1334,8 @@ async fn regression_a_first_grant_of_a_resource_is_one_transaction() {
         .await
         .expect("grant");
     assert_eq!(low, Vote::TokenTooLow { mark: 30 });
-    let vote = f
-        .store
-        .grant(&proposal_on("fresh/resource", "F3", 31))
-        .await
-        .expect("grant");
-    assert_eq!(granted(vote).record.lock_id, "F3");
+    let holding = grant_on(&f.store, "fresh/resource", "F3", 31).await;
+    assert_eq!(holding.record.lock_id, "F3");
     assert_eq!(
         f.store.group_commit_counts().0,
         sent + 2,
