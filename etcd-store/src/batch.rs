@@ -334,14 +334,11 @@ impl GroupCommit {
                         // etcd answers a transaction's operations in order, one
                         // each; anything else is a broken etcd. Nothing to
                         // attribute: say so rather than guess.
-                        _ => Err(StoreError::Etcd {
-                            shard: self.link.name.clone(),
-                            op: pending.op,
-                            source: etcd_client::Error::Internal(
-                                "etcd answered a batch without one response per transaction"
-                                    .to_owned(),
-                            ),
-                        }),
+                        _ => Err(StoreError::odd_answer(
+                            &self.link.name,
+                            pending.op,
+                            "a batch without one response per transaction",
+                        )),
                     };
                     let _ = pending.reply.send(answer);
                 }

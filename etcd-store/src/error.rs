@@ -95,6 +95,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// etcd answered `op` on `shard` with something that is not an answer to
+    /// the request sent (a broken etcd): said as it is, nothing guessed.
+    pub(crate) fn odd_answer(shard: &str, op: &'static str, what: &str) -> Self {
+        Self::Etcd {
+            shard: shard.to_owned(),
+            op,
+            source: etcd_client::Error::Internal(format!("etcd answered {what}")),
+        }
+    }
+
     /// True when the request lease was not found (it expired or etcd lost it).
     pub(crate) fn is_lease_not_found(&self) -> bool {
         match self {

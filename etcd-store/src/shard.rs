@@ -576,14 +576,11 @@ impl ShardStore {
                     return Ok(Vote::Granted(Holding { record, remaining }));
                 }
                 GrantWrite::Unexpected => {
-                    return Err(StoreError::Etcd {
-                        shard: self.name.clone(),
-                        op: "grant",
-                        source: etcd_client::Error::Internal(
-                            "etcd answered a grant with neither its writes nor its reads"
-                                .to_owned(),
-                        ),
-                    });
+                    return Err(StoreError::odd_answer(
+                        &self.name,
+                        "grant",
+                        "a grant with neither its writes nor its reads",
+                    ));
                 }
             };
             self.check_marker(floor, marker.as_ref())?;
